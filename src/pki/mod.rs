@@ -1,0 +1,58 @@
+//! X.509 and PKCS#10 handling shared by the signer and the operator CLI: key inspection and
+//! signature verification, names compared by meaning, and certificate construction.
+//!
+//! Signature verification uses `ring` (the RustCrypto `rsa` crate carries an unfixed advisory).
+
+pub mod cert;
+pub mod csr;
+pub mod keys;
+pub mod name;
+pub mod oid;
+
+use der::{Decode, Reader, SliceReader};
+
+/// The first element of a signed SEQUENCE (`tbsCertificate`, `certificationRequestInfo`) as
+/// the exact bytes that were signed. Re-encoding a decoded structure is not the same thing.
+pub fn signed_part(der_bytes: &[u8]) -> Result<&[u8], der::Error> {
+    let mut outer = SliceReader::new(der_bytes)?;
+    let header = der::Header::decode(&mut outer)?;
+    header.tag.assert_eq(der::Tag::Sequence)?;
+    outer.tlv_bytes()
+}
+
+/// PEM armour for `label` around `der_bytes`.
+pub fn to_pem(label: &str, der_bytes: &[u8]) -> String {
+    der::pem::encode_string(label, der::pem::LineEnding::LF, der_bytes)
+        .unwrap_or_else(|_| String::new())
+}
+
+/// All PEM blocks with `label` in `text`, in order.
+pub fn pem_blocks(text: &str, label: &str) -> Result<Vec<Vec<u8>>, String> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(&begin) {
+        let after = &rest[start..];
+        let stop = after
+            .find(&end)
+            .ok_or_else(|| format!("unterminated {label} block"))?;
+        let block = &after[..stop + end.len()];
+        let (found_label, der_bytes) =
+            der::pem::decode_vec(block.as_bytes()).map_err(|e| format!("bad PEM: {e}"))?;
+        if found_label != label {
+            return Err(format!("unexpected PEM label {found_label}"));
+        }
+        out.push(der_bytes);
+        rest = &after[stop + end.len()..];
+    }
+    Ok(out)
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}

@@ -1,0 +1,40 @@
+//! Object identifiers used by this project, spelled out once.
+
+use der::asn1::ObjectIdentifier as Oid;
+
+pub const RSA_ENCRYPTION: Oid = Oid::new_unwrap("1.2.840.113549.1.1.1");
+pub const SHA1_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.5");
+pub const SHA256_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.11");
+pub const SHA384_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.12");
+pub const SHA512_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.13");
+pub const RSASSA_PSS: Oid = Oid::new_unwrap("1.2.840.113549.1.1.10");
+pub const EC_PUBLIC_KEY: Oid = Oid::new_unwrap("1.2.840.10045.2.1");
+pub const ECDSA_WITH_SHA1: Oid = Oid::new_unwrap("1.2.840.10045.4.1");
+pub const ECDSA_WITH_SHA256: Oid = Oid::new_unwrap("1.2.840.10045.4.3.2");
+pub const ECDSA_WITH_SHA384: Oid = Oid::new_unwrap("1.2.840.10045.4.3.3");
+pub const ECDSA_WITH_SHA512: Oid = Oid::new_unwrap("1.2.840.10045.4.3.4");
+pub const SECP256R1: Oid = Oid::new_unwrap("1.2.840.10045.3.1.7");
+pub const SECP384R1: Oid = Oid::new_unwrap("1.3.132.0.34");
+pub const ED25519: Oid = Oid::new_unwrap("1.3.101.112");
+
+pub const AT_COMMON_NAME: Oid = Oid::new_unwrap("2.5.4.3");
+pub const AT_SERIAL_NUMBER: Oid = Oid::new_unwrap("2.5.4.5");
+pub const AT_COUNTRY: Oid = Oid::new_unwrap("2.5.4.6");
+pub const AT_LOCALITY: Oid = Oid::new_unwrap("2.5.4.7");
+pub const AT_STATE: Oid = Oid::new_unwrap("2.5.4.8");
+pub const AT_ORGANIZATION: Oid = Oid::new_unwrap("2.5.4.10");
+pub const AT_ORG_UNIT: Oid = Oid::new_unwrap("2.5.4.11");
+
+pub const EXTENSION_REQUEST: Oid = Oid::new_unwrap("1.2.840.113549.1.9.14");
+
+pub const CE_SUBJECT_KEY_ID: Oid = Oid::new_unwrap("2.5.29.14");
+pub const CE_KEY_USAGE: Oid = Oid::new_unwrap("2.5.29.15");
+pub const CE_SUBJECT_ALT_NAME: Oid = Oid::new_unwrap("2.5.29.17");
+pub const CE_BASIC_CONSTRAINTS: Oid = Oid::new_unwrap("2.5.29.19");
+pub const CE_CRL_DISTRIBUTION_POINTS: Oid = Oid::new_unwrap("2.5.29.31");
+pub const CE_AUTHORITY_KEY_ID: Oid = Oid::new_unwrap("2.5.29.35");
+pub const CE_EXT_KEY_USAGE: Oid = Oid::new_unwrap("2.5.29.37");
+pub const PE_AUTHORITY_INFO_ACCESS: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.1.1");
+pub const AD_CA_ISSUERS: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.48.2");
+pub const KP_SERVER_AUTH: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.1");
+pub const KP_CLIENT_AUTH: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.2");

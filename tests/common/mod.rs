@@ -1,0 +1,381 @@
+//! Test harness: a private SoftHSM token per test, the real `estctl` and `est-signer`
+//! binaries as separate processes, readiness by the signer's `ready` line, and children
+//! killed by handle on drop. Shared by the integration test files.
+#![allow(dead_code)]
+
+pub mod csrgen;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use hsm_est::ipc::client::SignerClient;
+use hsm_est::ipc::{IssueRequest, Operation, Request, Response};
+
+/// The operator uid in test configs (`daemon`); root is the frontend.
+pub const OPERATOR_UID: u32 = 1;
+pub const OPERATOR_GID: u32 = 1;
+/// How long the signer may take to say `ready`.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn estctl_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_estctl"))
+}
+
+pub fn signer_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_est-signer"))
+}
+
+/// Runs a command, panicking with its output if it cannot be started.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A test profile with SANs restricted to one domain, next to the shipped profiles.
+const TEST_SAN_PROFILE: &str = "name: test-san
+callers: [frontend]
+operations: [bootstrap, enroll, reenroll]
+validity_days: 30
+keys:
+  rsa: { min_bits: 2048, max_bits: 4096 }
+  ec_curves: [p256, p384]
+csr_signature_algorithms: [rsa-pkcs1-sha256, ecdsa-sha256, ecdsa-sha384]
+subject:
+  attributes: [CN, O, C]
+  cn_pattern: '^[a-z0-9]+(-[a-z0-9]+)*$'
+san:
+  types: [dns, ip]
+  dns_suffixes: [pumps.example.org]
+  max_count: 4
+key_usage: [digital_signature]
+extended_key_usage: [client_auth]
+";
+
+pub struct Appliance {
+    pub dir: PathBuf,
+    pub softhsm_conf: PathBuf,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    signer: Option<Child>,
+    next_ip: u32,
+}
+
+impl Appliance {
+    /// A fresh directory with its own token, config and policy, and a CA of `key_type`.
+    pub fn create(name: &str, key_type: &str) -> Appliance {
+        let app = Self::create_without_ca(name);
+        ok(&app.estctl(&[
+            "ca",
+            "init",
+            "--config",
+            app.config.to_str().unwrap(),
+            "--subject",
+            "CN=Test Device CA,O=hsm-est tests,C=US",
+            "--key-type",
+            key_type,
+            "--validity-days",
+            "3650",
+        ]));
+        app
+    }
+
+    pub fn create_without_ca(name: &str) -> Appliance {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Operator commands run as another uid: it must reach the config and the socket.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let token_dir = dir.join("token");
+        ok(&run(Command::new(repo().join("softhsm/init-token.sh"))
+            .arg(&token_dir)
+            .arg("hsm-est-test")));
+        let policy = dir.join("policy");
+        std::fs::create_dir_all(&policy).unwrap();
+        for entry in std::fs::read_dir(repo().join("policy")).unwrap() {
+            let p = entry.unwrap().path();
+            std::fs::copy(&p, policy.join(p.file_name().unwrap())).unwrap();
+        }
+        std::fs::write(policy.join("test-san.yaml"), TEST_SAN_PROFILE).unwrap();
+        // Socket paths are limited to 108 bytes; keep it short and unique.
+        let socket = PathBuf::from(format!("/tmp/hsm-est-{name}-{}.sock", std::process::id()));
+        let config = dir.join("signer.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "token:
+  module: /usr/lib/softhsm/libsofthsm2.so
+  label: hsm-est-test
+  pin:
+    file: token/token-pin
+  key_label: test-ca
+  sessions: 2
+ca:
+  chain_file: ca.pem
+socket:
+  path: {}
+  group: {OPERATOR_GID}
+  frontend_users: [0]
+  operator_users: [{OPERATOR_UID}]
+  max_connections: 128
+policy:
+  dir: policy
+ledger:
+  path: ledger.sqlite
+audit:
+  path: audit.jsonl
+log:
+  target: stderr
+  level: info
+",
+                socket.display()
+            ),
+        )
+        .unwrap();
+        Appliance {
+            softhsm_conf: token_dir.join("softhsm2.conf"),
+            dir,
+            config,
+            socket,
+            signer: None,
+            next_ip: 1,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    pub fn estctl_cmd(&self) -> Command {
+        let mut c = Command::new(estctl_bin());
+        c.env("SOFTHSM2_CONF", &self.softhsm_conf);
+        c
+    }
+
+    pub fn estctl(&self, args: &[&str]) -> Output {
+        run(self.estctl_cmd().args(args))
+    }
+
+    /// estctl as the operator uid (not root), as an operator would run it.
+    pub fn estctl_operator(&self, args: &[&str]) -> Output {
+        run(self
+            .estctl_cmd()
+            .args(args)
+            .uid(OPERATOR_UID)
+            .gid(OPERATOR_GID)
+            .groups(&[OPERATOR_GID]))
+    }
+
+    pub fn config_arg(&self) -> &str {
+        self.config.to_str().unwrap()
+    }
+
+    /// Starts the signer and waits for its `ready` line.
+    pub fn start(&mut self) {
+        assert!(self.signer.is_none(), "signer already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("signer.log"))
+            .unwrap();
+        let mut child = Command::new(signer_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .env("SOFTHSM2_CONF", &self.softhsm_conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn est-signer");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line == "ready" {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(()) => self.signer = Some(child),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "est-signer did not become ready; log:\n{}",
+                    self.signer_log()
+                );
+            }
+        }
+    }
+
+    /// Runs the signer expecting it to refuse to start; returns its output.
+    pub fn start_expecting_failure(&self) -> Output {
+        let mut child = Command::new(signer_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .env("SOFTHSM2_CONF", &self.softhsm_conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn est-signer");
+        for _ in 0..600 {
+            if child.try_wait().unwrap().is_some() {
+                return child.wait_with_output().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        panic!("est-signer kept running although it should have refused to start");
+    }
+
+    pub fn signer_pid(&self) -> u32 {
+        self.signer.as_ref().expect("signer running").id()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.signer.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the orderly stop.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.signer.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let status = c.wait().unwrap();
+            assert!(status.success(), "signer exited with {status}");
+        }
+    }
+
+    pub fn signer_log(&self) -> String {
+        std::fs::read_to_string(self.path("signer.log")).unwrap_or_default()
+    }
+
+    pub fn client(&self) -> SignerClient {
+        SignerClient::connect(&self.socket).expect("connect to the signer")
+    }
+
+    pub fn issue(&self, operation: Operation, profile: &str, csr: &[u8], cert: &[u8]) -> Response {
+        self.client()
+            .call(&Request::Issue(IssueRequest {
+                operation,
+                profile: profile.into(),
+                requester: "basic:test".into(),
+                client_ip: "192.0.2.1".into(),
+                csr_der: csr.to_vec(),
+                client_cert_der: cert.to_vec(),
+            }))
+            .expect("signer call")
+    }
+
+    pub fn ca_pem(&self) -> PathBuf {
+        self.path("ca.pem")
+    }
+
+    pub fn ledger(&self) -> hsm_est::signer::ledger::SqliteLedger {
+        hsm_est::signer::ledger::SqliteLedger::open(&self.path("ledger.sqlite")).unwrap()
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// The certificate of an `Issued` answer, or a panic naming what came instead.
+pub fn issued(resp: Response) -> Vec<u8> {
+    match resp {
+        Response::Issued { cert_der, .. } => cert_der,
+        other => panic!("expected a certificate, got {other:?}"),
+    }
+}
+
+/// The (code, reason) of an `Error` answer.
+pub fn refused(resp: Response) -> (hsm_est::ipc::ErrorCode, String) {
+    match resp {
+        Response::Error(e) => (e.code, e.reason),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// `openssl req` making a key and a DER CSR in `dir`. `newkey` is passed to -newkey
+/// (`rsa:2048`, `ec`), `extra` goes to the end of the command line.
+pub fn openssl_csr(dir: &Path, name: &str, newkey: &[&str], subj: &str, extra: &[&str]) -> Vec<u8> {
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr.der"));
+    let mut cmd = Command::new("openssl");
+    cmd.args(["req", "-new", "-nodes", "-newkey"])
+        .args(newkey)
+        .arg("-keyout")
+        .arg(&key)
+        .args(["-subj", subj, "-outform", "DER", "-out"])
+        .arg(&csr)
+        .args(extra);
+    ok(&run(&mut cmd));
+    std::fs::read(csr).unwrap()
+}
+
+/// A CSR for an existing key file.
+pub fn openssl_csr_for_key(dir: &Path, name: &str, key: &Path, subj: &str, extra: &[&str]) -> Vec<u8> {
+    let csr = dir.join(format!("{name}.csr.der"));
+    let mut cmd = Command::new("openssl");
+    cmd.args(["req", "-new", "-key"])
+        .arg(key)
+        .args(["-subj", subj, "-outform", "DER", "-out"])
+        .arg(&csr)
+        .args(extra);
+    ok(&run(&mut cmd));
+    std::fs::read(csr).unwrap()
+}
+
+pub fn ec_p256() -> Vec<&'static str> {
+    vec!["ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+}
+
+pub fn ec_p384() -> Vec<&'static str> {
+    vec!["ec", "-pkeyopt", "ec_paramgen_curve:P-384"]
+}
+
+/// Writes a DER certificate as PEM and returns the path.
+pub fn write_cert_pem(dir: &Path, name: &str, der: &[u8]) -> PathBuf {
+    let p = dir.join(format!("{name}.pem"));
+    std::fs::write(&p, hsm_est::pki::to_pem("CERTIFICATE", der)).unwrap();
+    p
+}
+
+/// Where pkilint's commands are: `$PKILINT_BIN` (set by tests/run-all.sh) or PATH.
+pub fn pkilint(cmd: &str) -> Command {
+    match std::env::var_os("PKILINT_BIN") {
+        Some(dir) => Command::new(Path::new(&dir).join(cmd)),
+        None => Command::new(cmd),
+    }
+}
