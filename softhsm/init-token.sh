@@ -15,8 +15,9 @@ chmod 700 "$dir/tokens"
 sed "s|@TOKENDIR@|$dir/tokens|" "$here/softhsm2.conf.template" > "$dir/softhsm2.conf"
 umask 077
 # 24 random alphanumerics each; the files are the only copies.
-tr -dc 'A-Za-z0-9' </dev/urandom | head -c 24 > "$dir/token-pin"
-tr -dc 'A-Za-z0-9' </dev/urandom | head -c 24 > "$dir/so-pin"
+random_pin() { (LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 24) || true; }
+random_pin > "$dir/token-pin"
+random_pin > "$dir/so-pin"
 chmod 600 "$dir/token-pin" "$dir/so-pin"
 # softhsm2-util takes PINs only as arguments; this runs once, for a development token.
 SOFTHSM2_CONF="$dir/softhsm2.conf" softhsm2-util --init-token --free --label "$label" \

@@ -182,8 +182,7 @@ log:
             .estctl_cmd()
             .args(args)
             .uid(OPERATOR_UID)
-            .gid(OPERATOR_GID)
-            .groups(&[OPERATOR_GID]))
+            .gid(OPERATOR_GID))
     }
 
     pub fn config_arg(&self) -> &str {
