@@ -2,7 +2,7 @@
 //! NUL byte, a signature from another key, a forged signature). Depends only on the
 //! X.509 crates and ring, so the library's unit tests can include it too.
 
-use der::asn1::{Any, BitString, ObjectIdentifier, SetOfVec, Utf8StringRef};
+use der::asn1::{Any, BitString, ObjectIdentifier, PrintableStringRef, SetOfVec, Utf8StringRef};
 use der::Encode;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
@@ -14,6 +14,7 @@ use x509_cert::request::{CertReq, CertReqInfo, Version};
 
 pub const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 pub const O: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
+pub const C: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.6");
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
@@ -109,6 +110,24 @@ pub fn sign(info: CertReqInfo, signer: &P256Key) -> Vec<u8> {
 pub fn csr(attrs: &[(ObjectIdentifier, &str)]) -> Vec<u8> {
     let key = P256Key::generate();
     sign(info(subject(attrs), key.spki(), vec![]), &key)
+}
+
+/// A well-formed P-256 CSR whose subject values are PrintableStrings.
+pub fn csr_printable(attrs: &[(ObjectIdentifier, &str)]) -> Vec<u8> {
+    let key = P256Key::generate();
+    let subject = RdnSequence(
+        attrs
+            .iter()
+            .map(|(oid, v)| {
+                let atv = AttributeTypeAndValue {
+                    oid: *oid,
+                    value: Any::from(PrintableStringRef::new(v).unwrap()),
+                };
+                RelativeDistinguishedName(SetOfVec::try_from(vec![atv]).unwrap())
+            })
+            .collect(),
+    );
+    sign(info(subject, key.spki(), vec![]), &key)
 }
 
 /// The same CSR with one bit of its signature flipped.

@@ -378,3 +378,12 @@ pub fn pkilint(cmd: &str) -> Command {
         None => Command::new(cmd),
     }
 }
+
+impl Appliance {
+    /// Certificates in the ledger, read with the sqlite3 schema directly.
+    pub fn ledger_certificate_count(&self) -> i64 {
+        let conn = rusqlite::Connection::open(self.path("ledger.sqlite")).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM certificates", [], |r| r.get(0))
+            .unwrap()
+    }
+}
