@@ -191,6 +191,11 @@ log:
 
     /// Starts the signer and waits for its `ready` line.
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts the signer with extra environment variables.
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.signer.is_none(), "signer already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -201,6 +206,7 @@ log:
             .arg("--config")
             .arg(&self.config)
             .env("SOFTHSM2_CONF", &self.softhsm_conf)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -385,5 +391,18 @@ impl Appliance {
         let conn = rusqlite::Connection::open(self.path("ledger.sqlite")).unwrap();
         conn.query_row("SELECT COUNT(*) FROM certificates", [], |r| r.get(0))
             .unwrap()
+    }
+}
+
+impl Appliance {
+    /// Rewrites one line of the signer config (exact match).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "{from:?} not in the config");
+        std::fs::write(&self.config, text.replacen(from, to, 1)).unwrap();
+    }
+
+    pub fn token_pin(&self) -> String {
+        std::fs::read_to_string(self.path("token/token-pin")).unwrap()
     }
 }
