@@ -117,7 +117,10 @@ mod tests {
     fn rfc3339_known_values() {
         assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339_millis(4_102_444_800_000), "2100-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_millis(4_102_444_800_000),
+            "2100-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]

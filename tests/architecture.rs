@@ -27,7 +27,13 @@ const FRONTEND_FORBIDDEN: &[&str] = &[
     "rusqlite",
 ];
 /// What the signer must never name.
-const SIGNER_FORBIDDEN: &[&str] = &["hyper", "rustls", "tokio_rustls", "crate::frontend", "std::net::Tcp"];
+const SIGNER_FORBIDDEN: &[&str] = &[
+    "hyper",
+    "rustls",
+    "tokio_rustls",
+    "crate::frontend",
+    "std::net::Tcp",
+];
 
 fn rust_files(root: &Path) -> Vec<PathBuf> {
     if root.is_file() {
@@ -69,20 +75,33 @@ fn check(paths: &[&str], forbidden: &[&str]) -> usize {
             }
         }
     }
-    assert!(bad.is_empty(), "privilege separation broken:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "privilege separation broken:\n{}",
+        bad.join("\n")
+    );
     checked
 }
 
 #[test]
 fn frontend_side_code_does_not_reach_the_token_ledger_or_audit_log() {
     let checked = check(FRONTEND_SIDE, FRONTEND_FORBIDDEN);
-    assert!(checked >= 8, "only {checked} files checked: the paths above are stale");
+    assert!(
+        checked >= 8,
+        "only {checked} files checked: the paths above are stale"
+    );
 }
 
 #[test]
 fn signer_does_not_pull_in_the_network_stack() {
-    let checked = check(&["src/signer", "src/bin/est-signer.rs", "src/policy"], SIGNER_FORBIDDEN);
-    assert!(checked >= 8, "only {checked} files checked: the paths above are stale");
+    let checked = check(
+        &["src/signer", "src/bin/est-signer.rs", "src/policy"],
+        SIGNER_FORBIDDEN,
+    );
+    assert!(
+        checked >= 8,
+        "only {checked} files checked: the paths above are stale"
+    );
 }
 
 #[test]

@@ -24,7 +24,13 @@ fn tampering_is_reported_at_the_record() {
     let mut app = Appliance::create("tamper", "ec-p256");
     app.start();
     for i in 0..4 {
-        let csr = openssl_csr(&app.dir, &format!("t{i}"), &ec_p256(), &format!("/CN=pump-{i}"), &[]);
+        let csr = openssl_csr(
+            &app.dir,
+            &format!("t{i}"),
+            &ec_p256(),
+            &format!("/CN=pump-{i}"),
+            &[],
+        );
         issued(app.issue(Operation::Bootstrap, "iqe-bootstrap", &csr, &[]));
     }
     app.stop();
@@ -37,7 +43,12 @@ fn tampering_is_reported_at_the_record() {
     assert_eq!(lines.len(), 7, "{original}");
 
     // Deleting record 4.
-    let deleted: Vec<&str> = lines.iter().enumerate().filter(|(i, _)| *i != 3).map(|(_, l)| *l).collect();
+    let deleted: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, l)| *l)
+        .collect();
     std::fs::write(&path, deleted.join("\n") + "\n").unwrap();
     let (good, out) = verify(&app);
     assert!(!good);

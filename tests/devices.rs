@@ -35,7 +35,10 @@ fn device_lifecycle_follows_the_iqe_rules() {
         &openssl_csr(&d, "b1", &["rsa:2048"], subj, &[]),
         &[],
     ));
-    assert_eq!(device_status(&app, "test-pump-001"), Some(DeviceStatus::BootstrapOnly));
+    assert_eq!(
+        device_status(&app, "test-pump-001"),
+        Some(DeviceStatus::BootstrapOnly)
+    );
 
     // The same CN again: 409 in HTTP terms.
     let again = openssl_csr(&d, "b2", &ec_p256(), subj, &[]);
@@ -45,7 +48,13 @@ fn device_lifecycle_follows_the_iqe_rules() {
     );
 
     // The operator deletes it (through the socket, audited); bootstrap works again.
-    let out = ok(&app.estctl_operator(&["device", "delete", "--config", app.config_arg(), "test-pump-001"]));
+    let out = ok(&app.estctl_operator(&[
+        "device",
+        "delete",
+        "--config",
+        app.config_arg(),
+        "test-pump-001",
+    ]));
     assert!(out.contains("deleted"), "{out}");
     assert_eq!(device_status(&app, "test-pump-001"), None);
     let bootstrap = issued(app.issue(Operation::Bootstrap, "iqe-bootstrap", &again, &[]));
@@ -55,7 +64,13 @@ fn device_lifecycle_follows_the_iqe_rules() {
     let other = issued(app.issue(
         Operation::Bootstrap,
         "iqe-bootstrap",
-        &openssl_csr(&d, "o1", &ec_p256(), "/CN=test-pump-002/O=TestHospital/C=US", &[]),
+        &openssl_csr(
+            &d,
+            "o1",
+            &ec_p256(),
+            "/CN=test-pump-002/O=TestHospital/C=US",
+            &[],
+        ),
         &[],
     ));
     let enroll_csr = openssl_csr(&d, "e1", &ec_p256(), subj, &[]);
@@ -64,7 +79,10 @@ fn device_lifecycle_follows_the_iqe_rules() {
 
     // The device's own bootstrap certificate enrols it.
     let enrolled = issued(app.issue(Operation::Enroll, "iqe-pump", &enroll_csr, &bootstrap));
-    assert_eq!(device_status(&app, "test-pump-001"), Some(DeviceStatus::Enrolled));
+    assert_eq!(
+        device_status(&app, "test-pump-001"),
+        Some(DeviceStatus::Enrolled)
+    );
 
     // Enrolling an enrolled device by password: duplicate.
     let e2 = openssl_csr(&d, "e2", &ec_p256(), subj, &[]);
@@ -84,7 +102,13 @@ fn device_lifecycle_follows_the_iqe_rules() {
         (ErrorCode::ReenrollRefused, "reenroll.not_current".into())
     );
     // A changed subject is refused.
-    let changed = openssl_csr(&d, "r3", &ec_p256(), "/CN=test-pump-001/O=Other Hospital/C=US", &[]);
+    let changed = openssl_csr(
+        &d,
+        "r3",
+        &ec_p256(),
+        "/CN=test-pump-001/O=Other Hospital/C=US",
+        &[],
+    );
     assert_eq!(
         refused(app.issue(Operation::Reenroll, "iqe-pump", &changed, &renewed)),
         (ErrorCode::ReenrollRefused, "reenroll.name_mismatch".into())
@@ -122,7 +146,10 @@ fn device_lifecycle_follows_the_iqe_rules() {
         "--reason",
         "key-compromise",
     ]));
-    assert_eq!(device_status(&app, "test-pump-001"), Some(DeviceStatus::Revoked));
+    assert_eq!(
+        device_status(&app, "test-pump-001"),
+        Some(DeviceStatus::Revoked)
+    );
     let r5 = openssl_csr(&d, "r5", &ec_p256(), subj, &[]);
     assert_eq!(
         refused(app.issue(Operation::Reenroll, "iqe-pump", &r5, &renewed)),
@@ -138,8 +165,14 @@ fn device_lifecycle_follows_the_iqe_rules() {
 
     // The operator's listing shows both devices.
     let list = ok(&app.estctl_operator(&["device", "list", "--config", app.config_arg()]));
-    assert!(list.contains("test-pump-001") && list.contains("revoked"), "{list}");
-    assert!(list.contains("test-pump-002") && list.contains("bootstrap_only"), "{list}");
+    assert!(
+        list.contains("test-pump-001") && list.contains("revoked"),
+        "{list}"
+    );
+    assert!(
+        list.contains("test-pump-002") && list.contains("bootstrap_only"),
+        "{list}"
+    );
     let audit = std::fs::read_to_string(app.path("audit.jsonl")).unwrap();
     assert!(audit.contains("\"event\":\"device_deleted\""));
     assert!(audit.contains("\"event\":\"revoked\""));

@@ -17,10 +17,13 @@ use hsm_est::signer::ledger::Ledger;
 const CLIENTS: usize = 8;
 const CRASHES: usize = 3;
 
+/// (serial, certificate) pairs the clients received.
+type Received = Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>;
+
 #[test]
 fn every_certificate_a_client_received_survives_kill_9() {
     let mut app = Appliance::create("crash", "ec-p256");
-    let received: Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>> = Arc::new(Mutex::new(Vec::new()));
+    let received: Received = Arc::new(Mutex::new(Vec::new()));
     for round in 0..CRASHES {
         app.start();
         let stop = Arc::new(AtomicBool::new(false));
@@ -62,7 +65,10 @@ fn every_certificate_a_client_received_survives_kill_9() {
         app.kill9();
         stop.store(true, Ordering::Relaxed);
         let issued_this_round: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
-        assert!(issued_this_round > 0, "round {round}: nothing was issued before the kill");
+        assert!(
+            issued_this_round > 0,
+            "round {round}: nothing was issued before the kill"
+        );
     }
     app.start();
     let ledger = app.ledger();
@@ -76,5 +82,8 @@ fn every_certificate_a_client_received_survives_kill_9() {
     }
     let out = ok(&app.estctl(&["audit", "verify", "--config", app.config_arg()]));
     assert!(out.contains("audit log ok"), "{out}");
-    eprintln!("{} certificates received across {CRASHES} crashes; all on record", received.len());
+    eprintln!(
+        "{} certificates received across {CRASHES} crashes; all on record",
+        received.len()
+    );
 }

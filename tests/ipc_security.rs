@@ -72,11 +72,19 @@ fn hostile_frames_close_only_their_connection() {
     reserved[11] = 1;
     cases.push(("non-zero reserved", reserved.to_vec(), false));
     cases.push(("unknown type", header(0x42, 0).to_vec(), false));
-    cases.push(("response type sent as request", header(msg_type::PONG, 0).to_vec(), false));
+    cases.push((
+        "response type sent as request",
+        header(msg_type::PONG, 0).to_vec(),
+        false,
+    ));
     let mut truncated = header(msg_type::ISSUE, 100).to_vec();
     truncated.extend_from_slice(&[0u8; 10]);
     cases.push(("truncated body", truncated, true));
-    cases.push(("truncated header", header(msg_type::PING, 0)[..10].to_vec(), true));
+    cases.push((
+        "truncated header",
+        header(msg_type::PING, 0)[..10].to_vec(),
+        true,
+    ));
     let mut trailing = header(msg_type::PING, 1).to_vec();
     trailing.push(0);
     cases.push(("trailing data", trailing, false));
@@ -92,7 +100,10 @@ fn hostile_frames_close_only_their_connection() {
         ping_works(&app);
     }
     let log = app.signer_log();
-    assert!(log.matches("connection closed").count() >= cases.len() - 2, "{log}");
+    assert!(
+        log.matches("connection closed").count() >= cases.len() - 2,
+        "{log}"
+    );
 }
 
 #[test]

@@ -11,7 +11,9 @@ use x509_cert::Certificate;
 fn lint_and_verify(app: &Appliance, name: &str, leaf_der: &[u8]) {
     let leaf = write_cert_pem(&app.dir, name, leaf_der);
     let ca = app.ca_pem();
-    ok(&run(pkilint("lint_pkix_cert").args(["lint", "-s", "WARNING"]).arg(&leaf)));
+    ok(&run(pkilint("lint_pkix_cert")
+        .args(["lint", "-s", "WARNING"])
+        .arg(&leaf)));
     ok(&run(pkilint("lint_pkix_signer_signee_cert_chain")
         .args(["lint", "-s", "WARNING"])
         .arg(&ca)
@@ -26,7 +28,9 @@ fn lint_and_verify(app: &Appliance, name: &str, leaf_der: &[u8]) {
 fn check_profile(app: &Appliance, csr_der: &[u8], cert_der: &[u8], expect_sig: &[u8]) {
     let cert = Certificate::from_der(cert_der).unwrap();
     let ca_pem = std::fs::read_to_string(app.ca_pem()).unwrap();
-    let ca_der = hsm_est::pki::pem_blocks(&ca_pem, "CERTIFICATE").unwrap().remove(0);
+    let ca_der = hsm_est::pki::pem_blocks(&ca_pem, "CERTIFICATE")
+        .unwrap()
+        .remove(0);
     let ca = Certificate::from_der(&ca_der).unwrap();
     let tbs = &cert.tbs_certificate;
     // P1: 16 octets, positive, top bits 01.
@@ -37,7 +41,10 @@ fn check_profile(app: &Appliance, csr_der: &[u8], cert_der: &[u8], expect_sig: &
     assert_eq!(cert.signature_algorithm.to_der().unwrap(), expect_sig);
     assert_eq!(tbs.signature, cert.signature_algorithm);
     // P5: issuer is byte-for-byte the CA's subject.
-    assert_eq!(tbs.issuer.to_der().unwrap(), ca.tbs_certificate.subject.to_der().unwrap());
+    assert_eq!(
+        tbs.issuer.to_der().unwrap(),
+        ca.tbs_certificate.subject.to_der().unwrap()
+    );
     // The public key is the CSR's.
     let csr = x509_cert::request::CertReq::from_der(csr_der).unwrap();
     assert_eq!(tbs.subject_public_key_info, csr.info.public_key);
@@ -48,7 +55,9 @@ fn check_profile(app: &Appliance, csr_der: &[u8], cert_der: &[u8], expect_sig: &
 
 fn matrix_for(ca_key: &str, expect_sig: &[u8]) {
     let mut app = Appliance::create(&format!("matrix-{ca_key}"), ca_key);
-    ok(&run(pkilint("lint_pkix_cert").args(["lint", "-s", "WARNING"]).arg(app.ca_pem())));
+    ok(&run(pkilint("lint_pkix_cert")
+        .args(["lint", "-s", "WARNING"])
+        .arg(app.ca_pem())));
     app.start();
     let device_keys: [(&str, Vec<&str>); 3] = [
         ("rsa2048", vec!["rsa:2048"]),
@@ -135,7 +144,10 @@ fn san_profile_copies_only_allowed_names_and_lints_clean() {
         "san",
         &ec_p256(),
         "/CN=pump-7",
-        &["-addext", "subjectAltName=DNS:pump-7.pumps.example.org,IP:192.0.2.7"],
+        &[
+            "-addext",
+            "subjectAltName=DNS:pump-7.pumps.example.org,IP:192.0.2.7",
+        ],
     );
     let der_cert = issued(app.issue(Operation::Bootstrap, "test-san", &csr, &[]));
     let text = ok(&run(std::process::Command::new("openssl")

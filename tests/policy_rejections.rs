@@ -17,7 +17,13 @@ fn hostile_csrs_are_refused_with_stable_reasons() {
     let rsa1024 = openssl_csr(&d, "rsa1024", &["rsa:1024"], "/CN=weak-pump-1", &[]);
     let e3_key = d.join("e3.key");
     ok(&run(std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
         .args(["-pkeyopt", "rsa_keygen_pubexp:3", "-out"])
         .arg(&e3_key)));
     let rsa_e3 = openssl_csr_for_key(&d, "e3", &e3_key, "/CN=weak-pump-2", &[]);
@@ -48,21 +54,111 @@ fn hostile_csrs_are_refused_with_stable_reasons() {
 
     // Keys and signatures only code can make.
     let cases: Vec<(&str, &str, Vec<u8>, ErrorCode, &str)> = vec![
-        ("not DER", "iqe-bootstrap", b"hello".to_vec(), ErrorCode::CsrMalformed, "csr.der"),
-        ("forged signature", "iqe-bootstrap", csrgen::forged(&[(CN, "pump-f1")]), ErrorCode::ProofOfPossession, "csr.pop"),
-        ("other key", "iqe-bootstrap", csrgen::signed_by_other_key(&[(CN, "pump-f2")]), ErrorCode::ProofOfPossession, "csr.pop"),
-        ("rsa-1024", "iqe-bootstrap", rsa1024, ErrorCode::KeyRejected, "key.rsa_size"),
-        ("rsa e=3", "iqe-bootstrap", rsa_e3, ErrorCode::KeyRejected, "key.rsa_exponent"),
-        ("secp256k1", "iqe-bootstrap", secp256k1, ErrorCode::KeyRejected, "key.curve"),
-        ("sha-1", "iqe-bootstrap", sha1, ErrorCode::SignatureAlgorithmRejected, "sigalg.sha1"),
-        ("CN with NUL", "iqe-bootstrap", csrgen::csr(&[(CN, "pump\0evil")]), ErrorCode::SubjectRejected, "name.control_char"),
-        ("CN with CR/LF", "iqe-bootstrap", csrgen::csr(&[(CN, "pump\r\nforged")]), ErrorCode::SubjectRejected, "name.control_char"),
-        ("CN of 65", "iqe-bootstrap", overlong, ErrorCode::SubjectRejected, "name.too_long"),
-        ("wildcard CN", "iqe-bootstrap", wildcard, ErrorCode::SubjectRejected, "name.wildcard"),
-        ("SAN outside suffix", "test-san", foreign_san, ErrorCode::SanRejected, "san.suffix"),
-        ("wildcard SAN", "test-san", san_wildcard, ErrorCode::SanRejected, "san.wildcard"),
-        ("unknown profile", "nope", csrgen::csr(&[(CN, "pump-u")]), ErrorCode::UnknownProfile, "profile.unknown"),
-        ("operator-only profile", "tls-server", csrgen::csr(&[(CN, "pump-s")]), ErrorCode::NotAllowed, "profile.caller"),
+        (
+            "not DER",
+            "iqe-bootstrap",
+            b"hello".to_vec(),
+            ErrorCode::CsrMalformed,
+            "csr.der",
+        ),
+        (
+            "forged signature",
+            "iqe-bootstrap",
+            csrgen::forged(&[(CN, "pump-f1")]),
+            ErrorCode::ProofOfPossession,
+            "csr.pop",
+        ),
+        (
+            "other key",
+            "iqe-bootstrap",
+            csrgen::signed_by_other_key(&[(CN, "pump-f2")]),
+            ErrorCode::ProofOfPossession,
+            "csr.pop",
+        ),
+        (
+            "rsa-1024",
+            "iqe-bootstrap",
+            rsa1024,
+            ErrorCode::KeyRejected,
+            "key.rsa_size",
+        ),
+        (
+            "rsa e=3",
+            "iqe-bootstrap",
+            rsa_e3,
+            ErrorCode::KeyRejected,
+            "key.rsa_exponent",
+        ),
+        (
+            "secp256k1",
+            "iqe-bootstrap",
+            secp256k1,
+            ErrorCode::KeyRejected,
+            "key.curve",
+        ),
+        (
+            "sha-1",
+            "iqe-bootstrap",
+            sha1,
+            ErrorCode::SignatureAlgorithmRejected,
+            "sigalg.sha1",
+        ),
+        (
+            "CN with NUL",
+            "iqe-bootstrap",
+            csrgen::csr(&[(CN, "pump\0evil")]),
+            ErrorCode::SubjectRejected,
+            "name.control_char",
+        ),
+        (
+            "CN with CR/LF",
+            "iqe-bootstrap",
+            csrgen::csr(&[(CN, "pump\r\nforged")]),
+            ErrorCode::SubjectRejected,
+            "name.control_char",
+        ),
+        (
+            "CN of 65",
+            "iqe-bootstrap",
+            overlong,
+            ErrorCode::SubjectRejected,
+            "name.too_long",
+        ),
+        (
+            "wildcard CN",
+            "iqe-bootstrap",
+            wildcard,
+            ErrorCode::SubjectRejected,
+            "name.wildcard",
+        ),
+        (
+            "SAN outside suffix",
+            "test-san",
+            foreign_san,
+            ErrorCode::SanRejected,
+            "san.suffix",
+        ),
+        (
+            "wildcard SAN",
+            "test-san",
+            san_wildcard,
+            ErrorCode::SanRejected,
+            "san.wildcard",
+        ),
+        (
+            "unknown profile",
+            "nope",
+            csrgen::csr(&[(CN, "pump-u")]),
+            ErrorCode::UnknownProfile,
+            "profile.unknown",
+        ),
+        (
+            "operator-only profile",
+            "tls-server",
+            csrgen::csr(&[(CN, "pump-s")]),
+            ErrorCode::NotAllowed,
+            "profile.caller",
+        ),
     ];
     let count = cases.len();
     for (what, profile, csr, code, reason) in cases {
@@ -75,8 +171,14 @@ fn hostile_csrs_are_refused_with_stable_reasons() {
     let audit = std::fs::read_to_string(app.path("audit.jsonl")).unwrap();
     assert_eq!(audit.matches("\"event\":\"rejected\"").count(), count);
     // A CR/LF in a subject never splits a log line.
-    assert!(audit.lines().all(|l| l.starts_with('{') && l.ends_with('}')));
-    assert!(app.signer_log().lines().all(|l| l.starts_with("20")), "{}", app.signer_log());
+    assert!(audit
+        .lines()
+        .all(|l| l.starts_with('{') && l.ends_with('}')));
+    assert!(
+        app.signer_log().lines().all(|l| l.starts_with("20")),
+        "{}",
+        app.signer_log()
+    );
     let good = openssl_csr(&d, "good", &ec_p256(), "/CN=ward-a-pump-001", &[]);
     issued(app.issue(Operation::Bootstrap, "iqe-bootstrap", &good, &[]));
 }

@@ -73,7 +73,9 @@ fn ca_key_cannot_be_read_wrapped_or_unprotected_and_an_extractable_key_stops_the
         // ... nor made extractable or non-sensitive.
         for attr in [Attribute::Extractable(true), Attribute::Sensitive(false)] {
             assert!(
-                session.update_attributes(key, &[attr.clone()]).is_err(),
+                session
+                    .update_attributes(key, std::slice::from_ref(&attr))
+                    .is_err(),
                 "{attr:?} was accepted"
             );
         }
@@ -85,7 +87,9 @@ fn ca_key_cannot_be_read_wrapped_or_unprotected_and_an_extractable_key_stops_the
                 &[
                     Attribute::Token(true),
                     Attribute::Verify(true),
-                    Attribute::EcParams(vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]),
+                    Attribute::EcParams(vec![
+                        0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+                    ]),
                     Attribute::Label(b"loose-ca".to_vec()),
                 ],
                 &[
@@ -107,7 +111,10 @@ fn ca_key_cannot_be_read_wrapped_or_unprotected_and_an_extractable_key_stops_the
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert!(stderr.contains("CKA_EXTRACTABLE is true"), "{stderr}");
-    assert!(stderr.contains("CKA_ALWAYS_SENSITIVE") || stderr.contains("CKA_NEVER_EXTRACTABLE"), "{stderr}");
+    assert!(
+        stderr.contains("CKA_ALWAYS_SENSITIVE") || stderr.contains("CKA_NEVER_EXTRACTABLE"),
+        "{stderr}"
+    );
     let audit = std::fs::read_to_string(app.path("audit.jsonl")).unwrap();
     assert!(audit.contains("\"event\":\"key_refused\""), "{audit}");
 }
@@ -126,9 +133,16 @@ fn wrong_pin_is_fatal_after_exactly_one_attempt() {
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("refused the user PIN"), "{stderr}");
     assert!(stderr.contains("not retrying"), "{stderr}");
-    assert!(!stderr.contains(wrong), "the PIN leaked into the log: {stderr}");
+    assert!(
+        !stderr.contains(wrong),
+        "the PIN leaked into the log: {stderr}"
+    );
     let audit = std::fs::read_to_string(app.path("audit.jsonl")).unwrap();
-    assert_eq!(audit.matches("\"event\":\"login_failure\"").count(), 1, "{audit}");
+    assert_eq!(
+        audit.matches("\"event\":\"login_failure\"").count(),
+        1,
+        "{audit}"
+    );
     assert!(!audit.contains(wrong));
     // No retry loop: it gives up at once (a generous bound for a loaded machine).
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
@@ -141,11 +155,18 @@ fn wrong_pin_is_fatal_after_exactly_one_attempt() {
 #[test]
 fn pin_file_readable_by_others_is_refused() {
     let app = Appliance::create("pinmode", "ec-p256");
-    std::fs::set_permissions(app.path("token/token-pin"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        app.path("token/token-pin"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let out = app.start_expecting_failure();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("must not be group or world readable"), "{stderr}");
+    assert!(
+        stderr.contains("must not be group or world readable"),
+        "{stderr}"
+    );
     assert!(!stderr.contains(&app.token_pin()));
 }
 
@@ -163,8 +184,15 @@ fn pin_never_appears_in_argv_environment_or_logs() {
     assert!(!contains(&cmdline), "PIN in argv");
     assert!(!contains(&environ), "PIN in the environment");
     let csr = openssl_csr(&app.dir, "p", &ec_p256(), "/CN=pump-1", &[]);
-    issued(app.issue(hsm_est::ipc::Operation::Bootstrap, "iqe-bootstrap", &csr, &[]));
+    issued(app.issue(
+        hsm_est::ipc::Operation::Bootstrap,
+        "iqe-bootstrap",
+        &csr,
+        &[],
+    ));
     app.stop();
     assert!(!app.signer_log().contains(&pin));
-    assert!(!std::fs::read_to_string(app.path("audit.jsonl")).unwrap().contains(&pin));
+    assert!(!std::fs::read_to_string(app.path("audit.jsonl"))
+        .unwrap()
+        .contains(&pin));
 }

@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "est-signer", version, about = "hsm-est signer (no network; Unix socket only)")]
+#[command(
+    name = "est-signer",
+    version,
+    about = "hsm-est signer (no network; Unix socket only)"
+)]
 struct Args {
     /// Path of signer.yaml.
     #[arg(long)]

@@ -194,7 +194,10 @@ fn init(config: &Path, subject: &str, key_type: &str, validity_days: u32) -> Res
             .with("key_label", cfg.token.key_label.as_str())
             .with("subject", subject_name.to_string())
             .with("serial", hex(&serial))
-            .with("spki_sha256", hex(&sha256(&spki.to_der().unwrap_or_default())))
+            .with(
+                "spki_sha256",
+                hex(&sha256(&spki.to_der().unwrap_or_default())),
+            )
             .with("actor", super::operator_name())])
         .map_err(|e| e.to_string())?;
     println!(
@@ -234,7 +237,10 @@ fn csr(config: &Path, subject: &str, key_type: &str, out: &Path) -> Result<(), S
             .with("key_label", cfg.token.key_label.as_str())
             .with("subject", subject_name.to_string())
             .with("mode", "csr")
-            .with("spki_sha256", hex(&sha256(&spki.to_der().unwrap_or_default())))
+            .with(
+                "spki_sha256",
+                hex(&sha256(&spki.to_der().unwrap_or_default())),
+            )
             .with("actor", super::operator_name())])
         .map_err(|e| e.to_string())?;
     println!(

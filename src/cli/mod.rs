@@ -270,7 +270,12 @@ fn check_config(config: &Path) -> Result<(), String> {
         "{}: ok ({} profiles: {})",
         config.display(),
         policy.profiles.len(),
-        policy.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+        policy
+            .profiles
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
 }

@@ -213,21 +213,14 @@ impl SignerConfig {
             (Some(_), None) => return Err("token.label: must be 1-32 characters".into()),
             (None, Some(s)) if !s.is_empty() && s.len() <= 16 => TokenSelector::Serial(s),
             (None, Some(_)) => return Err("token.serial: must be 1-16 characters".into()),
-            (Some(_), Some(_)) => {
-                return Err("token: give either label or serial, not both".into())
-            }
+            (Some(_), Some(_)) => return Err("token: give either label or serial, not both".into()),
             (None, None) => {
                 return Err("token: give label or serial (slot numbers are not accepted)".into())
             }
         };
         let pin = match (t.pin.file, t.pin.credential) {
             (Some(f), None) => PinSource::File(resolve(path, &f)),
-            (None, Some(c))
-                if !c.is_empty()
-                    && !c.contains('/')
-                    && c != "."
-                    && c != ".." =>
-            {
+            (None, Some(c)) if !c.is_empty() && !c.contains('/') && c != "." && c != ".." => {
                 PinSource::Credential(c)
             }
             (None, Some(_)) => {

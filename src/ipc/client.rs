@@ -21,7 +21,10 @@ pub enum ClientError {
     Connect(std::io::Error),
     Frame(FrameError),
     /// The answer did not carry the id of the request (a late reply to an earlier request).
-    WrongRequestId { expected: u64, got: u64 },
+    WrongRequestId {
+        expected: u64,
+        got: u64,
+    },
 }
 
 impl std::fmt::Display for ClientError {

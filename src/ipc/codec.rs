@@ -34,7 +34,10 @@ pub enum FrameError {
     BodyTooLarge(u32),
     Truncated,
     TrailingData(usize),
-    FieldTooLong { field: &'static str, max: usize },
+    FieldTooLong {
+        field: &'static str,
+        max: usize,
+    },
     BadUtf8(&'static str),
     BadValue(&'static str),
     UnknownType(u8),

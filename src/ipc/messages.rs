@@ -273,10 +273,22 @@ pub enum Request {
     Ping,
     CaChain,
     Issue(IssueRequest),
-    DeviceList { offset: u32, limit: u32 },
-    DeviceGet { cn: String },
-    DeviceDelete { cn: String, actor: String },
-    Revoke { serial: Vec<u8>, reason: u8, actor: String },
+    DeviceList {
+        offset: u32,
+        limit: u32,
+    },
+    DeviceGet {
+        cn: String,
+    },
+    DeviceDelete {
+        cn: String,
+        actor: String,
+    },
+    Revoke {
+        serial: Vec<u8>,
+        reason: u8,
+        actor: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,10 +305,21 @@ pub struct DeviceInfo {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    Pong { version: String, ca_subject: String },
-    CaChain { certs: Vec<Vec<u8>> },
-    Issued { serial: Vec<u8>, cert_der: Vec<u8> },
-    Devices { total: u32, devices: Vec<DeviceInfo> },
+    Pong {
+        version: String,
+        ca_subject: String,
+    },
+    CaChain {
+        certs: Vec<Vec<u8>>,
+    },
+    Issued {
+        serial: Vec<u8>,
+        cert_der: Vec<u8>,
+    },
+    Devices {
+        total: u32,
+        devices: Vec<DeviceInfo>,
+    },
     Device(DeviceInfo),
     Done,
     Error(WireError),

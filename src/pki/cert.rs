@@ -247,7 +247,9 @@ pub fn assemble_signed(
 pub fn sign_certificate(spec: TbsSpec, signer: &dyn CaSigner) -> Result<Vec<u8>, BuildError> {
     let alg = spec.algorithm;
     if alg != signer.algorithm() {
-        return Err(BuildError("signature algorithm does not match the CA key".into()));
+        return Err(BuildError(
+            "signature algorithm does not match the CA key".into(),
+        ));
     }
     let tbs = encode_tbs(spec)?;
     let signature = signer.sign(&tbs).map_err(BuildError)?;

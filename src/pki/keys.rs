@@ -217,8 +217,7 @@ pub fn verify_signature(
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), &'static str> {
-    let (ring_alg, key_bytes): (&'static dyn rs::VerificationAlgorithm, &[u8]) = match (key, alg)
-    {
+    let (ring_alg, key_bytes): (&'static dyn rs::VerificationAlgorithm, &[u8]) = match (key, alg) {
         (PublicKey::Rsa { der, .. }, SignatureAlgorithm::RsaPkcs1Sha256) => {
             (&rs::RSA_PKCS1_2048_8192_SHA256, der)
         }
@@ -277,22 +276,28 @@ mod tests {
         let rng = SystemRandom::new();
         let pkcs8 =
             rs::EcdsaKeyPair::generate_pkcs8(&rs::ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-        let kp = rs::EcdsaKeyPair::from_pkcs8(
-            &rs::ECDSA_P256_SHA256_ASN1_SIGNING,
-            pkcs8.as_ref(),
-            &rng,
-        )
-        .unwrap();
+        let kp =
+            rs::EcdsaKeyPair::from_pkcs8(&rs::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+                .unwrap();
         let sig = kp.sign(&rng, b"hello").unwrap();
         let key = PublicKey::Ec {
             curve: Curve::P256,
             point: kp.public_key().as_ref().to_vec(),
         };
-        verify_signature(&key, SignatureAlgorithm::EcdsaSha256, b"hello", sig.as_ref()).unwrap();
-        assert!(
-            verify_signature(&key, SignatureAlgorithm::EcdsaSha256, b"hellO", sig.as_ref())
-                .is_err()
-        );
+        verify_signature(
+            &key,
+            SignatureAlgorithm::EcdsaSha256,
+            b"hello",
+            sig.as_ref(),
+        )
+        .unwrap();
+        assert!(verify_signature(
+            &key,
+            SignatureAlgorithm::EcdsaSha256,
+            b"hellO",
+            sig.as_ref()
+        )
+        .is_err());
         assert!(verify_signature(
             &key,
             SignatureAlgorithm::RsaPkcs1Sha256,

@@ -132,7 +132,7 @@ pub fn common_name(name: &Name) -> Option<String> {
         .flat_map(|rdn| rdn.0.iter())
         .filter(|atv| atv.oid == oid::AT_COMMON_NAME)
         .filter_map(|atv| attribute_string(&atv.value))
-        .last()
+        .next_back()
 }
 
 /// RFC 4518-style preparation, reduced to what matters for these attribute types: trim,

@@ -227,7 +227,10 @@ impl Profile {
             .map(|c| match c.as_str() {
                 "frontend" => Ok(Caller::Frontend),
                 "operator" => Ok(Caller::Operator),
-                other => Err(p.at("callers", format!("unknown caller {other:?} (frontend, operator)"))),
+                other => Err(p.at(
+                    "callers",
+                    format!("unknown caller {other:?} (frontend, operator)"),
+                )),
             })
             .collect::<Result<Vec<_>, _>>()?;
         if callers.is_empty() {
@@ -312,7 +315,10 @@ impl Profile {
             list.iter()
                 .map(|a| {
                     name::attribute_oid(a).ok_or_else(|| {
-                        p.at(key, format!("unknown attribute {a:?} (CN, O, OU, C, L, ST, serialNumber)"))
+                        p.at(
+                            key,
+                            format!("unknown attribute {a:?} (CN, O, OU, C, L, ST, serialNumber)"),
+                        )
                     })
                 })
                 .collect()
@@ -355,7 +361,9 @@ impl Profile {
                     .map(|t| match t.as_str() {
                         "dns" => Ok(SanType::Dns),
                         "ip" => Ok(SanType::Ip),
-                        other => Err(p.at("san.types", format!("unknown type {other:?} (dns, ip)"))),
+                        other => {
+                            Err(p.at("san.types", format!("unknown type {other:?} (dns, ip)")))
+                        }
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 if types.is_empty() {
@@ -371,10 +379,9 @@ impl Profile {
                 for suffix in &s.dns_suffixes {
                     let lower = suffix.trim_start_matches('.').to_ascii_lowercase();
                     if !valid_dns_name(&lower) {
-                        return Err(p.at(
-                            "san.dns_suffixes",
-                            format!("{suffix:?} is not a DNS name"),
-                        ));
+                        return Err(
+                            p.at("san.dns_suffixes", format!("{suffix:?} is not a DNS name"))
+                        );
                     }
                     dns_suffixes.push(lower);
                 }
@@ -568,7 +575,8 @@ impl Profile {
                     ));
                 }
                 // e must be odd and at least 65537 (BR 6.1.6).
-                let small = exponent.len() < 3 || (exponent.len() == 3 && exponent[..] < [1u8, 0, 1][..]);
+                let small =
+                    exponent.len() < 3 || (exponent.len() == 3 && exponent[..] < [1u8, 0, 1][..]);
                 let even = exponent.last().is_none_or(|b| b % 2 == 0);
                 if small || even {
                     return Err(reject(
@@ -614,7 +622,10 @@ impl Profile {
         let mut out: Vec<(ObjectIdentifier, String)> = Vec::new();
         for rdn in subject.0.iter() {
             if rdn.0.len() != 1 {
-                return bad("name.multi_valued", "multi-valued RDNs are not accepted".into());
+                return bad(
+                    "name.multi_valued",
+                    "multi-valued RDNs are not accepted".into(),
+                );
             }
             let Some(atv) = rdn.0.get(0) else {
                 return bad("name.multi_valued", "empty RDN".into());
@@ -668,7 +679,10 @@ impl Profile {
                     return bad("name.multiple_cn", "more than one CN".into());
                 }
                 if value.contains('*') {
-                    return bad("name.wildcard", "wildcards are not allowed in the CN".into());
+                    return bad(
+                        "name.wildcard",
+                        "wildcards are not allowed in the CN".into(),
+                    );
                 }
                 if let Some(re) = &self.cn_pattern {
                     if !re.is_match(&value) {
@@ -684,7 +698,10 @@ impl Profile {
         for req in &self.required_attributes {
             if !out.iter().any(|(o, _)| o == req) {
                 let label = name::attribute_short_name(req).unwrap_or("attribute");
-                return bad("name.missing", format!("subject attribute {label} is required"));
+                return bad(
+                    "name.missing",
+                    format!("subject attribute {label} is required"),
+                );
             }
         }
         let cn = out
@@ -719,7 +736,10 @@ impl Profile {
                         return bad("san.wildcard", "wildcard DNS names are not allowed".into());
                     }
                     if !valid_dns_name(&dns) {
-                        return bad("san.dns_syntax", "a DNS name is not a valid host name".into());
+                        return bad(
+                            "san.dns_syntax",
+                            "a DNS name is not a valid host name".into(),
+                        );
                     }
                     if !rule.dns_suffixes.is_empty()
                         && !rule
@@ -763,7 +783,9 @@ pub fn valid_dns_name(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -784,8 +806,8 @@ impl Policy {
         files.sort();
         let mut policy = Policy::default();
         for file in files {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| format!("{}: {e}", file.display()))?;
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let profile = Profile::from_yaml(&file.display().to_string(), &text)?;
             if policy.profiles.contains_key(&profile.name) {
                 return Err(format!(

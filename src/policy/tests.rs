@@ -1,37 +1,64 @@
 //! Table-driven policy tests on CSRs built in code.
 
 #[path = "../../tests/common/csrgen.rs"]
+#[allow(dead_code)]
 mod csrgen;
 
 use super::*;
 use crate::pki::csr::parse_csr;
 use csrgen::{CN, O};
 
+type Case<'a> = (
+    &'a str,
+    Vec<(der::asn1::ObjectIdentifier, &'a str)>,
+    Result<(), &'a str>,
+);
+
 fn pump_profile() -> Profile {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policy/iqe-pump.yaml"))
-        .unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policy/iqe-pump.yaml"))
+            .unwrap();
     Profile::from_yaml("iqe-pump.yaml", &text).unwrap()
 }
 
 fn reason_of(csr: &[u8]) -> Result<(), &'static str> {
     let parsed = parse_csr(csr).map_err(|_| "csr.der")?;
-    pump_profile().evaluate(&parsed).map(|_| ()).map_err(|r| r.reason)
+    pump_profile()
+        .evaluate(&parsed)
+        .map(|_| ())
+        .map_err(|r| r.reason)
 }
 
 #[test]
 fn subject_rules_table() {
     let long = "a".repeat(65);
-    let cases: Vec<(&str, Vec<(der::asn1::ObjectIdentifier, &str)>, Result<(), &str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("plain pump", vec![(CN, "ward-a-pump-001")], Ok(())),
-        ("with O", vec![(CN, "icu-pump-042"), (O, "Hospital")], Ok(())),
+        (
+            "with O",
+            vec![(CN, "icu-pump-042"), (O, "Hospital")],
+            Ok(()),
+        ),
         ("NUL", vec![(CN, "pump\0evil")], Err("name.control_char")),
-        ("CR LF", vec![(CN, "pump\r\nINFO forged")], Err("name.control_char")),
+        (
+            "CR LF",
+            vec![(CN, "pump\r\nINFO forged")],
+            Err("name.control_char"),
+        ),
         ("65 chars", vec![(CN, long.as_str())], Err("name.too_long")),
         ("wildcard", vec![(CN, "*.pumps")], Err("name.wildcard")),
         ("upper case", vec![(CN, "Ward-A")], Err("name.cn_pattern")),
-        ("homoglyph", vec![(CN, "pump-\u{0430}")], Err("name.non_ascii")),
+        (
+            "homoglyph",
+            vec![(CN, "pump-\u{0430}")],
+            Err("name.non_ascii"),
+        ),
         ("no CN", vec![(O, "Hospital")], Err("name.missing")),
-        ("two CNs", vec![(CN, "a"), (CN, "b")], Err("name.multiple_cn")),
+        (
+            "two CNs",
+            vec![(CN, "a"), (CN, "b")],
+            Err("name.multiple_cn"),
+        ),
     ];
     for (what, attrs, expected) in cases {
         assert_eq!(reason_of(&csrgen::csr(&attrs)), expected, "{what}");
@@ -42,7 +69,10 @@ fn subject_rules_table() {
 fn proof_of_possession_table() {
     let attrs = [(CN, "ward-a-pump-001")];
     assert_eq!(reason_of(&csrgen::forged(&attrs)), Err("csr.pop"));
-    assert_eq!(reason_of(&csrgen::signed_by_other_key(&attrs)), Err("csr.pop"));
+    assert_eq!(
+        reason_of(&csrgen::signed_by_other_key(&attrs)),
+        Err("csr.pop")
+    );
     let mut truncated = csrgen::csr(&attrs);
     truncated.truncate(truncated.len() - 3);
     assert_eq!(reason_of(&truncated), Err("csr.der"));
@@ -53,16 +83,33 @@ fn proof_of_possession_table() {
 
 #[test]
 fn profile_files_reject_bad_values_with_key_paths() {
-    let good = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policy/iqe-pump.yaml"))
-        .unwrap();
+    let good =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policy/iqe-pump.yaml"))
+            .unwrap();
     let cases = [
         ("validity_days: 365", "validity_days: 0", "validity_days"),
         ("min_bits: 2048", "min_bits: 1024", "keys.rsa.min_bits"),
-        ("ec_curves: [p256, p384]", "ec_curves: [secp256k1]", "keys.ec_curves"),
+        (
+            "ec_curves: [p256, p384]",
+            "ec_curves: [secp256k1]",
+            "keys.ec_curves",
+        ),
         ("rsa-pkcs1-sha256,", "sha1-rsa,", "csr_signature_algorithms"),
-        ("backdate_minutes: 5", "backdate_minutes: 600", "backdate_minutes"),
-        ("key_usage: [digital_signature]", "key_usage: [key_cert_sign]", "key_usage"),
-        ("cn_pattern: '^[a-z0-9]+(-[a-z0-9]+)*$'", "cn_pattern: '[a-z]+'", "subject.cn_pattern"),
+        (
+            "backdate_minutes: 5",
+            "backdate_minutes: 600",
+            "backdate_minutes",
+        ),
+        (
+            "key_usage: [digital_signature]",
+            "key_usage: [key_cert_sign]",
+            "key_usage",
+        ),
+        (
+            "cn_pattern: '^[a-z0-9]+(-[a-z0-9]+)*$'",
+            "cn_pattern: '[a-z]+'",
+            "subject.cn_pattern",
+        ),
     ];
     for (from, to, path) in cases {
         let bad = good.replacen(from, to, 1);
@@ -74,11 +121,24 @@ fn profile_files_reject_bad_values_with_key_paths() {
 
 #[test]
 fn unknown_keys_are_rejected_in_every_table() {
-    let good = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policy/tls-server.yaml"))
-        .unwrap();
+    let good = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policy/tls-server.yaml"
+    ))
+    .unwrap();
     for anchor in ["name:", "  rsa:", "  attributes:", "  types:"] {
-        let bad = good.replacen(anchor, &format!("{}bogus: 1\n{anchor}", " ".repeat(anchor.len() - anchor.trim_start().len())), 1);
-        assert!(Profile::from_yaml("p.yaml", &bad).is_err(), "bogus key before {anchor:?} accepted");
+        let bad = good.replacen(
+            anchor,
+            &format!(
+                "{}bogus: 1\n{anchor}",
+                " ".repeat(anchor.len() - anchor.trim_start().len())
+            ),
+            1,
+        );
+        assert!(
+            Profile::from_yaml("p.yaml", &bad).is_err(),
+            "bogus key before {anchor:?} accepted"
+        );
     }
     Profile::from_yaml("p.yaml", &good).unwrap();
 }

@@ -153,7 +153,10 @@ impl AuditLog {
         if let Some(bytes) = torn {
             log.append(&[AuditEvent::new("audit_recovered")
                 .with("torn_bytes", bytes)
-                .with("detail", "an incomplete last line from an interrupted write was removed")])?;
+                .with(
+                    "detail",
+                    "an incomplete last line from an interrupted write was removed",
+                )])?;
         }
         Ok(log)
     }
@@ -175,7 +178,11 @@ impl AuditLog {
             .map_err(|e| io(&path, e))?;
         let mut torn = None;
         if buf.last() != Some(&b'\n') {
-            let keep = buf.iter().rposition(|b| *b == b'\n').map(|p| p + 1).unwrap_or(0);
+            let keep = buf
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map(|p| p + 1)
+                .unwrap_or(0);
             if keep == 0 && start > 0 {
                 return Err(AuditError::Inconsistent(
                     "last record is longer than the recovery window".into(),
@@ -192,9 +199,7 @@ impl AuditLog {
         let text = String::from_utf8_lossy(&buf);
         if let Some(last) = text.lines().rev().find(|l| !l.is_empty()) {
             let (map, hash) = check_line(last).map_err(|e| {
-                AuditError::Inconsistent(format!(
-                    "last record: {e} (run `estctl audit verify`)"
-                ))
+                AuditError::Inconsistent(format!("last record: {e} (run `estctl audit verify`)"))
             })?;
             let seq = seq_of(&map)
                 .ok_or_else(|| AuditError::Inconsistent("last record has no seq".into()))?;
@@ -311,15 +316,18 @@ pub fn verify_file(
     for line in reader.split(b'\n') {
         line_no += 1;
         let raw = line.map_err(|e| fail(line_no, expected, format!("read error: {e}")))?;
-        let text = String::from_utf8(raw)
-            .map_err(|_| fail(line_no, expected, "not UTF-8".into()))?;
+        let text =
+            String::from_utf8(raw).map_err(|_| fail(line_no, expected, "not UTF-8".into()))?;
         let (map, hash) = check_line(&text).map_err(|e| fail(line_no, expected, e))?;
         let seq = seq_of(&map).ok_or_else(|| fail(line_no, expected, "no seq".into()))?;
         if seq > expected {
             let problem = if seq == expected + 1 {
                 format!("record {expected} is missing (found {seq})")
             } else {
-                format!("records {expected} to {} are missing (found {seq})", seq - 1)
+                format!(
+                    "records {expected} to {} are missing (found {seq})",
+                    seq - 1
+                )
             };
             return Err(fail(line_no, expected, problem));
         }

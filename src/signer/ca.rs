@@ -25,7 +25,8 @@ impl CaChain {
     pub fn load(path: &Path) -> Result<CaChain, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{}: cannot read the CA chain: {e}", path.display()))?;
-        let chain = pem_blocks(&text, "CERTIFICATE").map_err(|e| format!("{}: {e}", path.display()))?;
+        let chain =
+            pem_blocks(&text, "CERTIFICATE").map_err(|e| format!("{}: {e}", path.display()))?;
         Self::from_chain(chain).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -46,8 +47,13 @@ impl CaChain {
             .map_err(|e| format!("chain does not verify: {e}"))?;
         }
         let spki = certificate.tbs_certificate.subject_public_key_info.clone();
-        let key_id = cert::subject_key_id(&certificate).unwrap_or_else(|| cert::key_identifier(&spki));
-        let not_after = certificate.tbs_certificate.validity.not_after.to_system_time();
+        let key_id =
+            cert::subject_key_id(&certificate).unwrap_or_else(|| cert::key_identifier(&spki));
+        let not_after = certificate
+            .tbs_certificate
+            .validity
+            .not_after
+            .to_system_time();
         Ok(CaChain {
             subject: certificate.tbs_certificate.subject.clone(),
             chain,

@@ -70,7 +70,7 @@ pub struct StoredCertificate {
 pub enum LedgerWrite {
     /// Record a certificate and point its device at it.
     Issue {
-        certificate: CertificateRecord,
+        certificate: Box<CertificateRecord>,
         device_status: DeviceStatus,
     },
     /// Forget a device (its certificates stay on record) so it can bootstrap again.
@@ -91,8 +91,7 @@ pub trait Ledger: Send + Sync {
     fn certificate(&self, serial: &[u8]) -> Result<Option<StoredCertificate>, LedgerError>;
     fn serial_exists(&self, serial: &[u8]) -> Result<bool, LedgerError>;
     /// A page of devices by CN, and the total number of devices.
-    fn list_devices(&self, offset: u32, limit: u32)
-        -> Result<(u32, Vec<DeviceInfo>), LedgerError>;
+    fn list_devices(&self, offset: u32, limit: u32) -> Result<(u32, Vec<DeviceInfo>), LedgerError>;
     /// Applies all writes and the new audit head in one transaction (one fsync).
     fn apply(&self, writes: &[LedgerWrite], audit_head: &AuditHead) -> Result<(), LedgerError>;
     fn audit_head(&self) -> Result<Option<AuditHead>, LedgerError>;
@@ -289,16 +288,14 @@ impl Ledger for SqliteLedger {
 
     fn serial_exists(&self, serial: &[u8]) -> Result<bool, LedgerError> {
         self.with_reader(|c| {
-            Ok(c.prepare_cached("SELECT 1 FROM certificates WHERE serial = ?1")?
-                .exists([serial])?)
+            Ok(
+                c.prepare_cached("SELECT 1 FROM certificates WHERE serial = ?1")?
+                    .exists([serial])?,
+            )
         })
     }
 
-    fn list_devices(
-        &self,
-        offset: u32,
-        limit: u32,
-    ) -> Result<(u32, Vec<DeviceInfo>), LedgerError> {
+    fn list_devices(&self, offset: u32, limit: u32) -> Result<(u32, Vec<DeviceInfo>), LedgerError> {
         self.with_reader(|c| {
             let total: u32 = c.query_row("SELECT COUNT(*) FROM devices", [], |r| r.get(0))?;
             let sql = format!(
@@ -451,7 +448,7 @@ mod tests {
         ledger
             .apply(
                 &[LedgerWrite::Issue {
-                    certificate: record(1, "pump-1"),
+                    certificate: Box::new(record(1, "pump-1")),
                     device_status: DeviceStatus::BootstrapOnly,
                 }],
                 &(1, "aa".into()),
@@ -464,7 +461,7 @@ mod tests {
         // A serial is never overwritten.
         let dup = ledger.apply(
             &[LedgerWrite::Issue {
-                certificate: record(1, "pump-2"),
+                certificate: Box::new(record(1, "pump-2")),
                 device_status: DeviceStatus::Enrolled,
             }],
             &(2, "bb".into()),
@@ -485,7 +482,9 @@ mod tests {
             ledger.device("pump-1").unwrap().unwrap().status,
             DeviceStatus::Revoked
         );
-        assert!(is_revoked(&ledger.certificate(&[0x40, 1]).unwrap().unwrap()));
+        assert!(is_revoked(
+            &ledger.certificate(&[0x40, 1]).unwrap().unwrap()
+        ));
         ledger
             .apply(
                 &[LedgerWrite::DeleteDevice {

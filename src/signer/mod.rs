@@ -106,13 +106,17 @@ pub fn run(config: SignerConfig) -> Result<(), StartError> {
     let algorithm = token::ca_signature_algorithm(&token_spki).map_err(StartError::Token)?;
     self_test(&session, private, algorithm, &ca)?;
 
-    let pool = workers::SigningPool::start(&tok, session, config.token.sessions, private, algorithm)
-        .map_err(StartError::Token)?;
+    let pool =
+        workers::SigningPool::start(&tok, session, config.token.sessions, private, algorithm)
+            .map_err(StartError::Token)?;
     audit
         .append(&[AuditEvent::new("start")
             .with("version", env!("CARGO_PKG_VERSION"))
             .with("ca_subject", ca.subject.to_string())
-            .with("profiles", policy.profiles.keys().cloned().collect::<Vec<_>>())])
+            .with(
+                "profiles",
+                policy.profiles.keys().cloned().collect::<Vec<_>>(),
+            )])
         .map_err(|e| StartError::Storage(e.to_string()))?;
     // Make the ledger's head catch up with the start record.
     ledger

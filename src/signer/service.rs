@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use der::Encode;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::ipc::messages::msg_type;
@@ -179,7 +178,12 @@ impl SignerService {
         format!("{}:uid={}:{}", ctx.caller.as_str(), ctx.uid, actor)
     }
 
-    fn delete_device(&self, ctx: CallContext, cn: &str, actor: &str) -> Result<Response, WireError> {
+    fn delete_device(
+        &self,
+        ctx: CallContext,
+        cn: &str,
+        actor: &str,
+    ) -> Result<Response, WireError> {
         let _claim = self.claim(cn).ok_or_else(|| {
             wire(
                 ErrorCode::DeviceDuplicate,
@@ -273,7 +277,13 @@ impl SignerService {
     }
 
     /// Records a refusal (audit only) and returns it as the answer.
-    fn refuse(&self, ctx: &CallContext, req: &IssueRequest, subject: &str, err: WireError) -> WireError {
+    fn refuse(
+        &self,
+        ctx: &CallContext,
+        req: &IssueRequest,
+        subject: &str,
+        err: WireError,
+    ) -> WireError {
         let event = AuditEvent::new("rejected")
             .with("reason", err.reason.as_str())
             .with("code", err.code.to_wire())
@@ -405,7 +415,11 @@ impl SignerService {
             return Err(unavailable());
         }
         let subject_text = approved.subject.to_string();
-        let sans: Vec<String> = approved.subject_alt_names.iter().map(name::san_text).collect();
+        let sans: Vec<String> = approved
+            .subject_alt_names
+            .iter()
+            .map(name::san_text)
+            .collect();
         let spki_hash = sha256(&spki_der);
         let issued_at = now_millis();
         let record = CertificateRecord {
@@ -442,13 +456,16 @@ impl SignerService {
             event = event.with("validity_truncated_to_ca", true);
         }
         if !approved.ignored_extensions.is_empty() {
-            event = event.with("ignored_csr_extensions", approved.ignored_extensions.clone());
+            event = event.with(
+                "ignored_csr_extensions",
+                approved.ignored_extensions.clone(),
+            );
         }
         self.journal
             .record(
                 vec![event],
                 vec![LedgerWrite::Issue {
-                    certificate: record,
+                    certificate: Box::new(record),
                     device_status: new_status,
                 }],
             )
@@ -565,8 +582,12 @@ impl SignerService {
         let refused = |reason: &str, msg: &str| wire(ErrorCode::ReenrollRefused, reason, msg);
         let presented = cert::parse_certificate(&req.client_cert_der)
             .map_err(|_| refused("cert.malformed", "the client certificate is malformed"))?;
-        cert::verify_certificate_signature(&req.client_cert_der, &self.ca.spki)
-            .map_err(|_| refused("cert.foreign", "the client certificate was not issued by this CA"))?;
+        cert::verify_certificate_signature(&req.client_cert_der, &self.ca.spki).map_err(|_| {
+            refused(
+                "cert.foreign",
+                "the client certificate was not issued by this CA",
+            )
+        })?;
         let serial = presented.tbs_certificate.serial_number.as_bytes().to_vec();
         let stored = self
             .ledger
@@ -577,7 +598,10 @@ impl SignerService {
             })?
             .ok_or_else(|| refused("cert.unknown", "the client certificate is not on record"))?;
         if stored.record.der != req.client_cert_der {
-            return Err(refused("cert.unknown", "the client certificate is not on record"));
+            return Err(refused(
+                "cert.unknown",
+                "the client certificate is not on record",
+            ));
         }
         if ledger::is_revoked(&stored) {
             return Err(wire(
@@ -589,7 +613,10 @@ impl SignerService {
         let now = unix_seconds(SystemTime::now());
         let (nb, na) = cert::validity_seconds(&presented);
         if now > na || now < nb {
-            return Err(refused("cert.expired", "the client certificate is not valid now"));
+            return Err(refused(
+                "cert.expired",
+                "the client certificate is not valid now",
+            ));
         }
         if !name::names_equal(&presented.tbs_certificate.subject, &approved.subject)
             || !name::sans_equal(
@@ -626,14 +653,4 @@ impl SignerService {
         }
         Err(unavailable())
     }
-}
-
-/// DER of a certificate's SPKI, for comparisons.
-pub fn spki_der_of(cert_der: &[u8]) -> Option<Vec<u8>> {
-    cert::parse_certificate(cert_der)
-        .ok()?
-        .tbs_certificate
-        .subject_public_key_info
-        .to_der()
-        .ok()
 }

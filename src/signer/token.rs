@@ -319,7 +319,9 @@ impl Token {
                     oid::SECP384R1
                 };
                 public.push(Attribute::EcParams(
-                    curve.to_der().map_err(|e| TokenError::Pkcs11(e.to_string()))?,
+                    curve
+                        .to_der()
+                        .map_err(|e| TokenError::Pkcs11(e.to_string()))?,
                 ));
                 Mechanism::EccKeyPairGen
             }
@@ -361,9 +363,7 @@ pub fn check_key_protection(session: &Session, key: ObjectHandle) -> Result<(), 
             Attribute::Sensitive(false) => problems.push("CKA_SENSITIVE is false"),
             Attribute::Extractable(true) => problems.push("CKA_EXTRACTABLE is true"),
             Attribute::AlwaysSensitive(false) => problems.push("CKA_ALWAYS_SENSITIVE is false"),
-            Attribute::NeverExtractable(false) => {
-                problems.push("CKA_NEVER_EXTRACTABLE is false")
-            }
+            Attribute::NeverExtractable(false) => problems.push("CKA_NEVER_EXTRACTABLE is false"),
             Attribute::Decrypt(true) => problems.push("CKA_DECRYPT is true"),
             Attribute::Unwrap(true) => problems.push("CKA_UNWRAP is true"),
             Attribute::Derive(true) => problems.push("CKA_DERIVE is true"),

@@ -90,7 +90,6 @@ impl CaSigner for SigningPool {
                 reply,
             })
             .map_err(|_| "signing workers stopped".to_string())?;
-        wait.recv()
-            .map_err(|_| "signing worker died".to_string())?
+        wait.recv().map_err(|_| "signing worker died".to_string())?
     }
 }

@@ -350,7 +350,13 @@ pub fn openssl_csr(dir: &Path, name: &str, newkey: &[&str], subj: &str, extra: &
 }
 
 /// A CSR for an existing key file.
-pub fn openssl_csr_for_key(dir: &Path, name: &str, key: &Path, subj: &str, extra: &[&str]) -> Vec<u8> {
+pub fn openssl_csr_for_key(
+    dir: &Path,
+    name: &str,
+    key: &Path,
+    subj: &str,
+    extra: &[&str],
+) -> Vec<u8> {
     let csr = dir.join(format!("{name}.csr.der"));
     let mut cmd = Command::new("openssl");
     cmd.args(["req", "-new", "-key"])

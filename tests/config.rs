@@ -1,0 +1,107 @@
+//! Every shipped config and profile parses, and an unknown key injected into any table of
+//! any of them is rejected with the key named (hickory-dns style).
+
+use std::path::Path;
+
+use hsm_est::config::signer::SignerConfig;
+use hsm_est::policy::{Policy, Profile};
+
+const SIGNER_CONFIGS: &[&str] = &["config/signer.yaml", "config/signer-iqe.yaml"];
+
+fn repo(p: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// The shipped configs name the production users; map them to ids that exist here.
+fn localise(text: &str) -> String {
+    text.replace("[est-frontend]", "[65534]")
+        .replace("group: hsm-est", "group: 0")
+        .replace("[root]", "[0]")
+}
+
+/// Each variant of `text` with `bogus_key: 1` added to one table (top level included).
+fn with_unknown_key_in_each_table(text: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut variants = vec![("top level".to_string(), format!("bogus_key: 1\n{text}"))];
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('#') || !trimmed.ends_with(':') {
+            continue;
+        }
+        // A table header: the next non-comment line is indented deeper.
+        let indent = line.len() - trimmed.len();
+        let Some(child) = lines[i + 1..]
+            .iter()
+            .find(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        else {
+            continue;
+        };
+        let child_indent = child.len() - child.trim_start().len();
+        // A sequence, not a table.
+        if child_indent <= indent || child.trim_start().starts_with(['[', '-']) {
+            continue;
+        }
+        let mut v: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        v.insert(i + 1, format!("{}bogus_key: 1", " ".repeat(child_indent)));
+        variants.push((trimmed.to_string(), v.join("\n")));
+    }
+    variants
+}
+
+#[test]
+fn shipped_signer_configs_parse_and_reject_unknown_keys_everywhere() {
+    for file in SIGNER_CONFIGS {
+        let text = localise(&std::fs::read_to_string(repo(file)).unwrap());
+        let path = repo(file);
+        SignerConfig::parse(&path, &text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let variants = with_unknown_key_in_each_table(&text);
+        assert!(variants.len() >= 9, "{file}: only {} tables found", variants.len());
+        for (table, bad) in variants {
+            let err = SignerConfig::parse(&path, &bad)
+                .err()
+                .unwrap_or_else(|| panic!("{file}: unknown key in {table} accepted"));
+            assert!(err.contains("bogus_key"), "{file} {table}: {err}");
+        }
+    }
+}
+
+#[test]
+fn invalid_values_are_rejected_not_clamped() {
+    let text = localise(&std::fs::read_to_string(repo("config/signer.yaml")).unwrap());
+    let path = repo("config/signer.yaml");
+    let cases = [
+        ("sessions: 2", "sessions: 0", "token.sessions"),
+        ("sessions: 2", "sessions: 1000", "token.sessions"),
+        ("max_connections: 256", "max_connections: 0", "socket.max_connections"),
+        ("label: hsm-est", "slot: 0", "slot"),
+        ("credential: token-pin", "credential: ../etc/shadow", "token.pin.credential"),
+        ("target: syslog", "target: udp", "log.target"),
+        ("frontend_users: [65534]", "frontend_users: []", "socket.frontend_users"),
+        ("operator_users: [0]", "operator_users: [65534]", "socket.operator_users"),
+    ];
+    for (from, to, key) in cases {
+        assert!(text.contains(from), "{from}");
+        let err = SignerConfig::parse(&path, &text.replacen(from, to, 1)).unwrap_err();
+        assert!(err.contains(key), "{to}: {err}");
+    }
+}
+
+#[test]
+fn shipped_profiles_parse_and_reject_unknown_keys_everywhere() {
+    let policy = Policy::load_dir(&repo("policy")).unwrap();
+    for name in ["iqe-pump", "iqe-bootstrap", "tls-server"] {
+        assert!(policy.profiles.contains_key(name), "{name} missing");
+    }
+    for entry in std::fs::read_dir(repo("policy")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let variants = with_unknown_key_in_each_table(&text);
+        assert!(variants.len() >= 3, "{}", path.display());
+        for (table, bad) in variants {
+            let err = Profile::from_yaml("p.yaml", &bad)
+                .err()
+                .unwrap_or_else(|| panic!("{}: unknown key in {table} accepted", path.display()));
+            assert!(err.contains("bogus_key"), "{table}: {err}");
+        }
+    }
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the test suite and the demo need on a fresh Debian machine, and nothing
+# when it is already there: softhsm2 and openssl (Debian), pkilint (a Python venv) and
+# cargo-audit. Prints the venv's bin directory on the last line of its output.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv=${HSM_EST_VENV:-$here/target/pkilint-venv}
+
+need_apt=()
+command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing ${need_apt[*]} (Debian)" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo
+  $sudo_cmd apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >&2
+fi
+
+if [ ! -x "$venv/bin/lint_pkix_cert" ]; then
+  echo "installing pkilint into $venv" >&2
+  python3 -m venv "$venv" >&2
+  "$venv/bin/pip" install -q --disable-pip-version-check pkilint >&2
+fi
+
+if ! cargo audit --version >/dev/null 2>&1; then
+  echo "installing cargo-audit" >&2
+  cargo install -q --locked cargo-audit >&2
+fi
+echo "$venv/bin"

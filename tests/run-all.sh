@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what is missing, then rustfmt, clippy with
+# -D warnings, every test (real SoftHSM tokens, real signer processes, openssl, pkilint),
+# and cargo audit against the advisory database snapshot in ../shared/advisory-db.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PKILINT_BIN=$(tests/install-deps.sh | tail -n 1)
+export PKILINT_BIN
+
+echo "== rustfmt"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== tests"
+cargo test --locked --no-fail-fast
+echo "== cargo audit"
+db=${ADVISORY_DB:-../shared/advisory-db}
+if [ ! -d "$db" ]; then
+  echo "advisory database $db not found (set ADVISORY_DB)" >&2
+  exit 1
+fi
+cargo audit --db "$db" --no-fetch
