@@ -9,6 +9,7 @@ venv=${HSM_EST_VENV:-$here/target/pkilint-venv}
 need_apt=()
 command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian)" >&2
