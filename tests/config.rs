@@ -55,7 +55,11 @@ fn shipped_signer_configs_parse_and_reject_unknown_keys_everywhere() {
         let path = repo(file);
         SignerConfig::parse(&path, &text).unwrap_or_else(|e| panic!("{file}: {e}"));
         let variants = with_unknown_key_in_each_table(&text);
-        assert!(variants.len() >= 9, "{file}: only {} tables found", variants.len());
+        assert!(
+            variants.len() >= 9,
+            "{file}: only {} tables found",
+            variants.len()
+        );
         for (table, bad) in variants {
             let err = SignerConfig::parse(&path, &bad)
                 .err()
@@ -72,12 +76,28 @@ fn invalid_values_are_rejected_not_clamped() {
     let cases = [
         ("sessions: 2", "sessions: 0", "token.sessions"),
         ("sessions: 2", "sessions: 1000", "token.sessions"),
-        ("max_connections: 256", "max_connections: 0", "socket.max_connections"),
+        (
+            "max_connections: 256",
+            "max_connections: 0",
+            "socket.max_connections",
+        ),
         ("label: hsm-est", "slot: 0", "slot"),
-        ("credential: token-pin", "credential: ../etc/shadow", "token.pin.credential"),
+        (
+            "credential: token-pin",
+            "credential: ../etc/shadow",
+            "token.pin.credential",
+        ),
         ("target: syslog", "target: udp", "log.target"),
-        ("frontend_users: [65534]", "frontend_users: []", "socket.frontend_users"),
-        ("operator_users: [0]", "operator_users: [65534]", "socket.operator_users"),
+        (
+            "frontend_users: [65534]",
+            "frontend_users: []",
+            "socket.frontend_users",
+        ),
+        (
+            "operator_users: [0]",
+            "operator_users: [65534]",
+            "socket.operator_users",
+        ),
     ];
     for (from, to, key) in cases {
         assert!(text.contains(from), "{from}");

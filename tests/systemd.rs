@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::Command;
 
 fn exposure(unit: &str, threshold_tenths: u32) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd").join(unit);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("systemd")
+        .join(unit);
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=true"])
         .arg(format!("--threshold={threshold_tenths}"))

@@ -1,0 +1,84 @@
+//! Fail closed: when the audit log cannot be written (a full disk, here a tiny tmpfs), no
+//! certificate leaves the signer, the client gets the "unavailable" answer (HTTP 503 later),
+//! nothing is half-recorded, and issuance resumes by itself when space returns.
+
+mod common;
+
+use std::process::Command;
+
+use common::csrgen::{self, CN};
+use common::*;
+use hsm_est::ipc::{ErrorCode, Operation, Response};
+use hsm_est::signer::ledger::Ledger;
+
+/// Unmounts the small filesystem even when the test fails.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_audit_disk_releases_no_certificate_and_recovers() {
+    let mut app = Appliance::create("diskfull", "ec-p256");
+    let small = app.path("small");
+    std::fs::create_dir_all(&small).unwrap();
+    ok(&run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
+        .arg(&small)));
+    let _mount = Mount(small.clone());
+    std::fs::copy(app.path("audit.jsonl"), small.join("audit.jsonl")).unwrap();
+    app.edit_config("path: audit.jsonl", "path: small/audit.jsonl");
+    app.start();
+
+    let mut received = Vec::new();
+    let mut refusals = 0;
+    for i in 0..200 {
+        let csr = csrgen::csr(&[(CN, &format!("full-pump-{i}"))]);
+        match app.issue(Operation::Bootstrap, "iqe-bootstrap", &csr, &[]) {
+            Response::Issued { serial, cert_der } => {
+                assert_eq!(refusals, 0, "issued after the disk filled up");
+                received.push((serial, cert_der));
+            }
+            Response::Error(e) => {
+                assert_eq!(
+                    (e.code, e.reason.as_str()),
+                    (ErrorCode::Unavailable, "signer.unavailable")
+                );
+                refusals += 1;
+                if refusals == 5 {
+                    break;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        !received.is_empty() && refusals == 5,
+        "{} issued, {refusals} refused",
+        received.len()
+    );
+    // Exactly what clients received is on record; nothing else.
+    assert_eq!(app.ledger_certificate_count(), received.len() as i64);
+    let ledger = app.ledger();
+    for (serial, der) in &received {
+        assert_eq!(
+            &ledger.certificate(serial).unwrap().unwrap().record.der,
+            der
+        );
+    }
+    let log = app.signer_log();
+    assert!(log.contains("audit log i/o error"), "{log}");
+
+    // Space returns: issuance resumes without a restart, and the chain is intact.
+    ok(&run(Command::new("mount")
+        .args(["-o", "remount,size=4m"])
+        .arg(&small)));
+    let csr = csrgen::csr(&[(CN, "full-pump-after")]);
+    issued(app.issue(Operation::Bootstrap, "iqe-bootstrap", &csr, &[]));
+    let out = ok(&app.estctl(&["audit", "verify", "--config", app.config_arg()]));
+    assert!(out.contains("audit log ok"), "{out}");
+    app.kill9();
+}
