@@ -291,8 +291,10 @@ fn ping(config: Option<&Path>, socket: Option<&Path>) -> Result<(), String> {
         Response::Pong {
             version,
             ca_subject,
+            commits,
+            decisions,
         } => {
-            println!("{version}; CA {ca_subject}");
+            println!("{version}; CA {ca_subject}; {decisions} decisions in {commits} commits");
             Ok(())
         }
         _ => Err("unexpected answer from the signer".into()),

@@ -197,11 +197,15 @@ impl<'a> BodyReader<'a> {
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    pub fn i64(&mut self) -> Result<i64, FrameError> {
+    pub fn u64(&mut self) -> Result<u64, FrameError> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
-        Ok(i64::from_be_bytes(a))
+        Ok(u64::from_be_bytes(a))
+    }
+
+    pub fn i64(&mut self) -> Result<i64, FrameError> {
+        Ok(self.u64()? as i64)
     }
 
     /// A length-prefixed (u32) byte string of at most `max` bytes.
@@ -256,9 +260,13 @@ impl BodyWriter {
         self
     }
 
-    pub fn i64(&mut self, v: i64) -> &mut Self {
+    pub fn u64(&mut self, v: u64) -> &mut Self {
         self.buf.extend_from_slice(&v.to_be_bytes());
         self
+    }
+
+    pub fn i64(&mut self, v: i64) -> &mut Self {
+        self.u64(v as u64)
     }
 
     pub fn bytes(

@@ -305,9 +305,13 @@ pub struct DeviceInfo {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
+    /// `commits` counts durable group commits and `decisions` the decisions they carried
+    /// since the signer started: their ratio shows how well commits are shared.
     Pong {
         version: String,
         ca_subject: String,
+        commits: u64,
+        decisions: u64,
     },
     CaChain {
         certs: Vec<Vec<u8>>,
@@ -478,9 +482,12 @@ impl Response {
             Response::Pong {
                 version,
                 ca_subject,
+                commits,
+                decisions,
             } => {
                 w.string("version", MAX_TEXT_LEN, version)?;
                 w.string("ca_subject", MAX_TEXT_LEN, ca_subject)?;
+                w.u64(*commits).u64(*decisions);
             }
             Response::CaChain { certs } => {
                 if certs.is_empty() || certs.len() > MAX_CHAIN_LEN {
@@ -521,6 +528,8 @@ impl Response {
             msg_type::PONG => Response::Pong {
                 version: r.string("version", MAX_TEXT_LEN)?,
                 ca_subject: r.string("ca_subject", MAX_TEXT_LEN)?,
+                commits: r.u64()?,
+                decisions: r.u64()?,
             },
             msg_type::CA_CHAIN_OK => {
                 let n = r.u16()? as usize;
@@ -659,6 +668,8 @@ mod tests {
             Response::Pong {
                 version: "1".into(),
                 ca_subject: "CN=x".into(),
+                commits: 2,
+                decisions: 9,
             },
             Response::CaChain {
                 certs: vec![vec![1], vec![2]],

@@ -3,6 +3,7 @@
 //! ledger writes in one transaction (one more fsync), and only then answers each of them.
 //! Under concurrency many issuances share those two fsyncs; never one fsync per request.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -39,23 +40,40 @@ struct Job {
     reply: SyncSender<Result<(), JournalError>>,
 }
 
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    decisions: AtomicU64,
+}
+
 #[derive(Clone)]
 pub struct Journal {
     tx: SyncSender<Job>,
+    counters: Arc<Counters>,
 }
 
 impl Journal {
     pub fn start(audit: AuditLog, ledger: Arc<dyn Ledger>) -> (Journal, JoinHandle<()>) {
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
+        let counters = Arc::new(Counters::default());
+        let thread_counters = Arc::clone(&counters);
         let handle = std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || commit_loop(rx, audit, ledger))
+            .spawn(move || commit_loop(rx, audit, ledger, &thread_counters))
             .unwrap_or_else(|e| {
                 // Without the commit thread nothing can ever be issued; abort start-up.
                 eprintln!("est-signer: cannot start the journal thread: {e}");
                 std::process::exit(1)
             });
-        (Journal { tx }, handle)
+        (Journal { tx, counters }, handle)
+    }
+
+    /// (durable commits, decisions committed) since start.
+    pub fn stats(&self) -> (u64, u64) {
+        (
+            self.counters.commits.load(Ordering::Relaxed),
+            self.counters.decisions.load(Ordering::Relaxed),
+        )
     }
 
     /// Records events and ledger writes durably; returns once both are on disk.
@@ -76,7 +94,12 @@ impl Journal {
     }
 }
 
-fn commit_loop(rx: Receiver<Job>, mut audit: AuditLog, ledger: Arc<dyn Ledger>) {
+fn commit_loop(
+    rx: Receiver<Job>,
+    mut audit: AuditLog,
+    ledger: Arc<dyn Ledger>,
+    counters: &Counters,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -96,8 +119,14 @@ fn commit_loop(rx: Receiver<Job>, mut audit: AuditLog, ledger: Arc<dyn Ledger>) 
                     .map_err(|e| JournalError::Ledger(e.to_string()))
             }
         };
-        if let Err(e) = &result {
-            log::error!("commit of {} decisions failed: {e}", batch.len());
+        match &result {
+            Ok(()) => {
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .decisions
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => log::error!("commit of {} decisions failed: {e}", batch.len()),
         }
         for job in batch {
             let _ = job.reply.send(result.clone());

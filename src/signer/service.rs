@@ -136,10 +136,15 @@ impl SignerService {
     /// Answers one request. Never panics on request data; every path returns a response.
     pub fn handle(&self, ctx: CallContext, request: Request) -> Response {
         let result = match request {
-            Request::Ping => Ok(Response::Pong {
-                version: format!("hsm-est {}", env!("CARGO_PKG_VERSION")),
-                ca_subject: self.ca.subject.to_string(),
-            }),
+            Request::Ping => {
+                let (commits, decisions) = self.journal.stats();
+                Ok(Response::Pong {
+                    version: format!("hsm-est {}", env!("CARGO_PKG_VERSION")),
+                    ca_subject: self.ca.subject.to_string(),
+                    commits,
+                    decisions,
+                })
+            }
             Request::CaChain => Ok(Response::CaChain {
                 certs: self.ca.chain.clone(),
             }),
