@@ -659,3 +659,142 @@ impl SignerService {
         Err(unavailable())
     }
 }
+
+#[cfg(test)]
+#[path = "../../tests/common/csrgen.rs"]
+#[allow(dead_code)]
+mod csrgen;
+
+#[cfg(test)]
+mod tests {
+    use super::csrgen;
+    use super::*;
+    use crate::ipc::Response;
+    use crate::pki::keys::SignatureAlgorithm;
+    use crate::signer::audit::AuditLog;
+    use crate::signer::ledger::SqliteLedger;
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+
+    /// A software CA key: only for exercising the service's own checks without a token.
+    struct SoftSigner {
+        pair: EcdsaKeyPair,
+        corrupt: bool,
+    }
+
+    impl CaSigner for SoftSigner {
+        fn algorithm(&self) -> SignatureAlgorithm {
+            SignatureAlgorithm::EcdsaSha256
+        }
+        fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+            let mut sig = self
+                .pair
+                .sign(&SystemRandom::new(), message)
+                .map_err(|_| "sign".to_string())?
+                .as_ref()
+                .to_vec();
+            if self.corrupt {
+                let last = sig.len() - 1;
+                sig[last] ^= 0x01;
+            }
+            Ok(sig)
+        }
+    }
+
+    fn soft_ca(dir: &std::path::Path, corrupt: bool) -> SignerService {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let spki = csrgen::P256Key::generate().spki();
+        let spki = spki::SubjectPublicKeyInfoOwned {
+            subject_public_key: der::asn1::BitString::from_bytes(pair.public_key().as_ref())
+                .unwrap(),
+            ..spki
+        };
+        let good = SoftSigner {
+            pair,
+            corrupt: false,
+        };
+        let subject = name::parse_dn("CN=Soft Test CA").unwrap();
+        let ski = cert::key_identifier(&spki);
+        let now = SystemTime::now();
+        let ca_der = cert::sign_certificate(
+            TbsSpec {
+                serial: vec![0x40, 1],
+                issuer: subject.clone(),
+                subject,
+                spki,
+                not_before: now - Duration::from_secs(60),
+                not_after: now + Duration::from_secs(86_400 * 400),
+                extensions: cert::ca_extensions(&ski, Some(&ski)).unwrap(),
+                algorithm: SignatureAlgorithm::EcdsaSha256,
+            },
+            &good,
+        )
+        .unwrap();
+        let ca = CaChain::from_chain(vec![ca_der]).unwrap();
+        let ledger: Arc<dyn Ledger> = Arc::new(SqliteLedger::open(&dir.join("l.sqlite")).unwrap());
+        let audit = AuditLog::open(&dir.join("a.jsonl"), None).unwrap();
+        let (journal, _) = Journal::start(audit, Arc::clone(&ledger));
+        let policy =
+            Policy::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy"))
+                .unwrap();
+        SignerService::new(
+            policy,
+            ca,
+            ledger,
+            journal,
+            Arc::new(SoftSigner { corrupt, ..good }),
+        )
+    }
+
+    fn bootstrap(service: &SignerService, cn: &str) -> Response {
+        service.handle(
+            CallContext {
+                caller: Caller::Frontend,
+                uid: 0,
+                request_id: 1,
+            },
+            Request::Issue(IssueRequest {
+                operation: Operation::Bootstrap,
+                profile: "iqe-bootstrap".into(),
+                requester: "basic:t".into(),
+                client_ip: "::1".into(),
+                csr_der: csrgen::csr(&[(csrgen::CN, cn)]),
+                client_cert_der: vec![],
+            }),
+        )
+    }
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("hsm-est-svc-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_certificate_whose_signature_does_not_verify_is_never_stored_or_released() {
+        let dir = temp_dir("corrupt");
+        let service = soft_ca(&dir, true);
+        match bootstrap(&service, "pump-1") {
+            Response::Error(e) => assert_eq!(e.code, ErrorCode::Unavailable),
+            other => panic!("released {other:?}"),
+        }
+        assert!(service.ledger.device("pump-1").unwrap().is_none());
+        let audit = std::fs::read_to_string(dir.join("a.jsonl")).unwrap();
+        assert!(audit.contains("\"event\":\"sign_failed\""), "{audit}");
+        assert!(!audit.contains("\"event\":\"issued\""), "{audit}");
+    }
+
+    #[test]
+    fn the_same_service_with_a_sound_signer_issues() {
+        let dir = temp_dir("sound");
+        let service = soft_ca(&dir, false);
+        assert!(matches!(
+            bootstrap(&service, "pump-1"),
+            Response::Issued { .. }
+        ));
+        assert!(service.ledger.device("pump-1").unwrap().is_some());
+    }
+}
