@@ -15,3 +15,9 @@ pub mod pki;
 pub mod policy;
 pub mod signer;
 pub mod util;
+
+/// CSRs built in code for unit tests; the same file serves the integration tests.
+#[cfg(test)]
+#[path = "../tests/common/csrgen.rs"]
+#[allow(dead_code)]
+mod csrgen;

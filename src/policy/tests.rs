@@ -1,8 +1,6 @@
 //! Table-driven policy tests on CSRs built in code.
 
-#[path = "../../tests/common/csrgen.rs"]
-#[allow(dead_code)]
-mod csrgen;
+use crate::csrgen;
 
 use super::*;
 use crate::pki::csr::parse_csr;

@@ -661,14 +661,9 @@ impl SignerService {
 }
 
 #[cfg(test)]
-#[path = "../../tests/common/csrgen.rs"]
-#[allow(dead_code)]
-mod csrgen;
-
-#[cfg(test)]
 mod tests {
-    use super::csrgen;
     use super::*;
+    use crate::csrgen;
     use crate::ipc::Response;
     use crate::pki::keys::SignatureAlgorithm;
     use crate::signer::audit::AuditLog;
