@@ -152,6 +152,8 @@ fn intermediate_under_an_existing_root_issues_verifiable_certificates() {
 #[test]
 fn an_existing_ca_is_never_replaced() {
     let app = Appliance::create("noreplace", "ec-p256");
+    let checked = ok(&app.estctl(&["check-config", "--config", app.config_arg()]));
+    assert!(checked.contains("ok (5 profiles"), "{checked}");
     let again = app.estctl(&[
         "ca",
         "init",

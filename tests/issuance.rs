@@ -157,3 +157,26 @@ fn san_profile_copies_only_allowed_names_and_lints_clean() {
     assert!(text.contains("IP Address:192.0.2.7"), "{text}");
     lint_and_verify(&app, "san-lint", &der_cert);
 }
+
+#[test]
+fn crl_distribution_point_and_aia_come_from_the_profile() {
+    let mut app = Appliance::create("urls", "ec-p256");
+    app.start();
+    let csr = openssl_csr(&app.dir, "u", &ec_p256(), "/CN=pump-url-1", &[]);
+    let der_cert = issued(app.issue(Operation::Bootstrap, "test-urls", &csr, &[]));
+    let pem = write_cert_pem(&app.dir, "urls", &der_cert);
+    let text = ok(&run(std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&pem)));
+    assert!(
+        text.contains("URI:http://pki.hospital.example/device-ca.crl"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CA Issuers - URI:http://pki.hospital.example/device-ca.der"),
+        "{text}"
+    );
+    let (nb, na) = hsm_est::pki::cert::validity_seconds(&Certificate::from_der(&der_cert).unwrap());
+    assert_eq!(na - nb, 90 * 86_400 + 300);
+    lint_and_verify(&app, "urls-lint", &der_cert);
+}

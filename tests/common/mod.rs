@@ -70,6 +70,22 @@ key_usage: [digital_signature]
 extended_key_usage: [client_auth]
 ";
 
+/// A test profile that adds a CRL distribution point and an AIA caIssuers URL.
+const TEST_URL_PROFILE: &str = "name: test-urls
+callers: [frontend]
+operations: [bootstrap]
+validity_days: 90
+keys:
+  ec_curves: [p256]
+csr_signature_algorithms: [ecdsa-sha256]
+subject:
+  attributes: [CN]
+key_usage: [digital_signature]
+extended_key_usage: [client_auth]
+crl_distribution_point: http://pki.hospital.example/device-ca.crl
+aia_ca_issuers: http://pki.hospital.example/device-ca.der
+";
+
 pub struct Appliance {
     pub dir: PathBuf,
     pub softhsm_conf: PathBuf,
@@ -117,6 +133,7 @@ impl Appliance {
             std::fs::copy(&p, policy.join(p.file_name().unwrap())).unwrap();
         }
         std::fs::write(policy.join("test-san.yaml"), TEST_SAN_PROFILE).unwrap();
+        std::fs::write(policy.join("test-urls.yaml"), TEST_URL_PROFILE).unwrap();
         // Socket paths are limited to 108 bytes; keep it short and unique.
         let socket = PathBuf::from(format!("/tmp/hsm-est-{name}-{}.sock", std::process::id()));
         let config = dir.join("signer.yaml");
