@@ -154,26 +154,22 @@ fn an_existing_ca_is_never_replaced() {
     let app = Appliance::create("noreplace", "ec-p256");
     let checked = ok(&app.estctl(&["check-config", "--config", app.config_arg()]));
     assert!(checked.contains("ok (5 profiles"), "{checked}");
-    let again = app.estctl(&[
-        "ca",
-        "init",
-        "--config",
-        app.config_arg(),
-        "--subject",
-        "CN=Second CA",
-    ]);
+    let init_again = || {
+        app.estctl(&[
+            "ca",
+            "init",
+            "--config",
+            app.config_arg(),
+            "--subject",
+            "CN=Second CA",
+        ])
+    };
+    let again = init_again();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to replace"));
     // Even with the chain file gone, the key label is taken.
     std::fs::remove_file(app.ca_pem()).unwrap();
-    let again = app.estctl(&[
-        "ca",
-        "init",
-        "--config",
-        app.config_arg(),
-        "--subject",
-        "CN=Second CA",
-    ]);
+    let again = init_again();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
     let bad_type = app.estctl(&[

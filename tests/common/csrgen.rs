@@ -51,13 +51,21 @@ impl P256Key {
 
 /// A subject of one attribute per RDN, each value a UTF8String taken verbatim.
 pub fn subject(attrs: &[(ObjectIdentifier, &str)]) -> RdnSequence {
+    subject_with(attrs, |v| Any::from(Utf8StringRef::new(v).unwrap()))
+}
+
+/// A subject of one attribute per RDN, each value encoded by `value`.
+pub fn subject_with(
+    attrs: &[(ObjectIdentifier, &str)],
+    value: impl Fn(&str) -> Any,
+) -> RdnSequence {
     RdnSequence(
         attrs
             .iter()
             .map(|(oid, v)| {
                 let atv = AttributeTypeAndValue {
                     oid: *oid,
-                    value: Any::from(Utf8StringRef::new(v).unwrap()),
+                    value: value(v),
                 };
                 RelativeDistinguishedName(SetOfVec::try_from(vec![atv]).unwrap())
             })
@@ -113,18 +121,7 @@ pub fn csr(attrs: &[(ObjectIdentifier, &str)]) -> Vec<u8> {
 /// A well-formed P-256 CSR whose subject values are PrintableStrings.
 pub fn csr_printable(attrs: &[(ObjectIdentifier, &str)]) -> Vec<u8> {
     let key = P256Key::generate();
-    let subject = RdnSequence(
-        attrs
-            .iter()
-            .map(|(oid, v)| {
-                let atv = AttributeTypeAndValue {
-                    oid: *oid,
-                    value: Any::from(PrintableStringRef::new(v).unwrap()),
-                };
-                RelativeDistinguishedName(SetOfVec::try_from(vec![atv]).unwrap())
-            })
-            .collect(),
-    );
+    let subject = subject_with(attrs, |v| Any::from(PrintableStringRef::new(v).unwrap()));
     sign(info(subject, key.spki(), vec![]), &key)
 }
 
