@@ -12,7 +12,9 @@ cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== tests"
-cargo test --locked --no-fail-fast
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --locked --no-fail-fast 2>&1 | tee "$results"
 echo "== cargo audit"
 db=${ADVISORY_DB:-../shared/advisory-db}
 if [ ! -d "$db" ]; then
@@ -20,3 +22,7 @@ if [ ! -d "$db" ]; then
   exit 1
 fi
 cargo audit --db "$db" --no-fetch
+
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
