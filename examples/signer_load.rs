@@ -30,7 +30,10 @@ fn stats(socket: &str) -> (u64, u64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let socket = args.get(1).cloned().unwrap_or_else(|| "demo/signer.sock".into());
+    let socket = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "demo/signer.sock".into());
     let clients: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(8);
     let total: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(4000);
     let per_client = total / clients;

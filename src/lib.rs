@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod frontend;
 pub mod ipc;
 pub mod logging;
 pub mod pki;

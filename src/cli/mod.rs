@@ -3,6 +3,9 @@
 //! uid, so that they are checked and audited by the signer like everything else.
 
 mod ca;
+mod demo;
+mod server_cert;
+mod users;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -53,10 +56,63 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Check a signer configuration and its policy and CA files without starting anything.
+    /// Check a signer configuration and its policy and CA files (and a frontend
+    /// configuration with --frontend) without starting anything.
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
+        #[arg(long)]
+        frontend: Option<PathBuf>,
+    },
+    /// The frontend's TLS certificate.
+    ServerCert {
+        #[command(subcommand)]
+        command: ServerCertCommand,
+    },
+    /// Add an HTTP Basic user (asks for the password twice, without echo).
+    AddUser {
+        /// frontend.yaml (its users_file is used).
+        #[arg(long, required_unless_present = "users")]
+        config: Option<PathBuf>,
+        /// The users file itself.
+        #[arg(long)]
+        users: Option<PathBuf>,
+        /// Read the password from standard input instead of the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Restrict the user to these labels (`default` is the route without a label).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Restrict the user to these operations (bootstrap, simpleenroll, simplereenroll).
+        #[arg(long = "operation")]
+        operations: Vec<String>,
+        name: String,
+    },
+    /// List the HTTP Basic users.
+    ListUsers {
+        #[arg(long, required_unless_present = "users")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        users: Option<PathBuf>,
+    },
+    /// Delete an HTTP Basic user.
+    DeleteUser {
+        #[arg(long, required_unless_present = "users")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        users: Option<PathBuf>,
+        name: String,
+    },
+    /// A complete local appliance on a SoftHSM token, for a first try and for tests.
+    Demo {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 8445)]
+        port: u16,
+        #[arg(long, default_value = "base64")]
+        response_format: String,
+        #[arg(long, default_value = "ec-p256")]
+        key_type: String,
     },
     /// Ask the signer whether it is up.
     Ping {
@@ -64,6 +120,24 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long)]
         socket: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServerCertCommand {
+    /// Have the CA issue a TLS server certificate (profile tls-server); writes a new P-256
+    /// key (0600) and the certificate with its intermediates.
+    Issue {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+        #[arg(long = "ip")]
+        ips: Vec<std::net::IpAddr>,
+        #[arg(long)]
+        out_cert: PathBuf,
+        #[arg(long)]
+        out_key: PathBuf,
     },
 }
 
@@ -107,7 +181,48 @@ pub fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { config },
         } => audit_verify(&config),
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig { config, frontend } => check_config(&config, frontend.as_deref()),
+        Command::ServerCert {
+            command:
+                ServerCertCommand::Issue {
+                    config,
+                    dns,
+                    ips,
+                    out_cert,
+                    out_key,
+                },
+        } => server_cert::issue(&config, &dns, &ips, &out_cert, &out_key),
+        Command::AddUser {
+            config,
+            users: file,
+            password_stdin,
+            labels,
+            operations,
+            name,
+        } => users::users_path(config.as_deref(), file.as_deref())
+            .and_then(|p| users::add_user(&p, &name, password_stdin, labels, operations)),
+        Command::ListUsers {
+            config,
+            users: file,
+        } => users::users_path(config.as_deref(), file.as_deref())
+            .and_then(|p| users::list_users(&p)),
+        Command::DeleteUser {
+            config,
+            users: file,
+            name,
+        } => users::users_path(config.as_deref(), file.as_deref())
+            .and_then(|p| users::delete_user(&p, &name)),
+        Command::Demo {
+            dir,
+            port,
+            response_format,
+            key_type,
+        } => demo::run(demo::DemoArgs {
+            dir,
+            port,
+            response_format,
+            key_type,
+        }),
         Command::Ping { config, socket } => ping(config.as_deref(), socket.as_deref()),
     };
     match result {
@@ -250,7 +365,21 @@ fn audit_verify(config: &Path) -> Result<(), String> {
     }
 }
 
-fn check_config(config: &Path) -> Result<(), String> {
+fn check_config(config: &Path, frontend: Option<&Path>) -> Result<(), String> {
+    if let Some(f) = frontend {
+        let fc = crate::frontend::config::FrontendConfig::load(f)?;
+        crate::frontend::users::load(&fc.users_file)?;
+        println!(
+            "{}: ok ({} label(s), listening on {})",
+            f.display(),
+            fc.labels.len(),
+            fc.listen
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let cfg = load(config)?;
     let policy = crate::policy::Policy::load_dir(&cfg.policy_dir)?;
     if cfg.ca_chain_file.exists() {

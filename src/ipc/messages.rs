@@ -22,6 +22,8 @@ pub const MAX_DEVICE_PAGE: u32 = 500;
 /// Error reason identifiers and messages.
 pub const MAX_REASON_LEN: usize = 64;
 pub const MAX_MESSAGE_LEN: usize = 256;
+/// A CsrAttrs (RFC 7030 §4.5.2) DER.
+pub const MAX_CSR_ATTRS_LEN: usize = 4096;
 /// Version strings and subjects in `Pong`.
 pub const MAX_TEXT_LEN: usize = 1024;
 
@@ -33,6 +35,7 @@ pub mod msg_type {
     pub const DEVICE_GET: u8 = 0x05;
     pub const DEVICE_DELETE: u8 = 0x06;
     pub const REVOKE: u8 = 0x07;
+    pub const CSR_ATTRS: u8 = 0x08;
 
     pub const PONG: u8 = 0x81;
     pub const CA_CHAIN_OK: u8 = 0x82;
@@ -40,6 +43,7 @@ pub mod msg_type {
     pub const DEVICES: u8 = 0x84;
     pub const DEVICE: u8 = 0x85;
     pub const DONE: u8 = 0x86;
+    pub const CSR_ATTRS_OK: u8 = 0x87;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -289,6 +293,10 @@ pub enum Request {
         reason: u8,
         actor: String,
     },
+    /// The CSR attributes (RFC 7030 §4.5) a profile asks clients for.
+    CsrAttrs {
+        profile: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,6 +334,10 @@ pub enum Response {
     },
     Device(DeviceInfo),
     Done,
+    /// DER `CsrAttrs`; empty when the profile asks for nothing (HTTP 204).
+    CsrAttrs {
+        der: Vec<u8>,
+    },
     Error(WireError),
 }
 
@@ -344,6 +356,7 @@ impl Request {
             Request::DeviceGet { .. } => msg_type::DEVICE_GET,
             Request::DeviceDelete { .. } => msg_type::DEVICE_DELETE,
             Request::Revoke { .. } => msg_type::REVOKE,
+            Request::CsrAttrs { .. } => msg_type::CSR_ATTRS,
         }
     }
 
@@ -356,6 +369,7 @@ impl Request {
             Request::DeviceGet { .. } => "device_get",
             Request::DeviceDelete { .. } => "device_delete",
             Request::Revoke { .. } => "revoke",
+            Request::CsrAttrs { .. } => "csr_attrs",
         }
     }
 
@@ -390,6 +404,9 @@ impl Request {
                 w.u8(*reason);
                 w.string("actor", MAX_IDENTITY_LEN, actor)?;
             }
+            Request::CsrAttrs { profile } => {
+                w.string("profile", MAX_NAME_LEN, profile)?;
+            }
         }
         Ok(w.into_inner())
     }
@@ -397,6 +414,9 @@ impl Request {
     pub fn decode(msg_type: u8, body: &[u8]) -> Result<Self, FrameError> {
         let mut r = BodyReader::new(body);
         let req = match msg_type {
+            msg_type::CSR_ATTRS => Request::CsrAttrs {
+                profile: r.string("profile", MAX_NAME_LEN)?,
+            },
             msg_type::PING => Request::Ping,
             msg_type::CA_CHAIN => Request::CaChain,
             msg_type::ISSUE => Request::Issue(IssueRequest {
@@ -472,6 +492,7 @@ impl Response {
             Response::Devices { .. } => msg_type::DEVICES,
             Response::Device(_) => msg_type::DEVICE,
             Response::Done => msg_type::DONE,
+            Response::CsrAttrs { .. } => msg_type::CSR_ATTRS_OK,
             Response::Error(_) => msg_type::ERROR,
         }
     }
@@ -513,6 +534,9 @@ impl Response {
             }
             Response::Device(d) => write_device(&mut w, d)?,
             Response::Done => {}
+            Response::CsrAttrs { der } => {
+                w.bytes("csr_attrs", MAX_CSR_ATTRS_LEN, der)?;
+            }
             Response::Error(e) => {
                 w.u16(e.code.to_wire());
                 w.string("reason", MAX_REASON_LEN, &e.reason)?;
@@ -560,6 +584,9 @@ impl Response {
             }
             msg_type::DEVICE => Response::Device(read_device(&mut r)?),
             msg_type::DONE => Response::Done,
+            msg_type::CSR_ATTRS_OK => Response::CsrAttrs {
+                der: r.bytes("csr_attrs", MAX_CSR_ATTRS_LEN)?,
+            },
             msg_type::ERROR => Response::Error(WireError {
                 code: ErrorCode::from_wire(r.u16()?)?,
                 reason: r.string("reason", MAX_REASON_LEN)?,
@@ -607,6 +634,9 @@ mod tests {
         round_trip_request(Request::DeviceDelete {
             cn: "a".into(),
             actor: "uid:0".into(),
+        });
+        round_trip_request(Request::CsrAttrs {
+            profile: "iqe-pump".into(),
         });
         round_trip_request(Request::Revoke {
             serial: vec![1, 2],
@@ -684,6 +714,7 @@ mod tests {
             },
             Response::Device(dev),
             Response::Done,
+            Response::CsrAttrs { der: vec![0x30, 0] },
             Response::Error(WireError::new(ErrorCode::KeyRejected, "key.rsa_size", "no")),
         ] {
             let body = resp.encode().unwrap();

@@ -68,6 +68,12 @@ struct RawProfile {
     crl_distribution_point: Option<String>,
     #[serde(default)]
     aia_ca_issuers: Option<String>,
+    #[serde(default = "default_true")]
+    track_devices: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_backdate() -> u32 {
@@ -169,6 +175,9 @@ pub struct Profile {
     pub extended_key_usage: Vec<ObjectIdentifier>,
     pub crl_distribution_point: Option<String>,
     pub aia_ca_issuers: Option<String>,
+    /// Whether issuance follows the device rules and updates the device table (pumps), or
+    /// only records the certificate (server certificates).
+    pub track_devices: bool,
 }
 
 /// A refusal with a stable reason code, e.g. `key.rsa_size`.
@@ -460,7 +469,49 @@ impl Profile {
             extended_key_usage,
             crl_distribution_point: raw.crl_distribution_point,
             aia_ca_issuers: raw.aia_ca_issuers,
+            track_devices: raw.track_devices,
         })
+    }
+
+    /// The RFC 7030 §4.5.2 `CsrAttrs` that tell clients what this profile accepts: the key
+    /// types (EC with the allowed curves, rsaEncryption) and the preferred signature
+    /// algorithm. Empty when there is nothing to ask for (the frontend answers 204).
+    pub fn csr_attributes(&self) -> Result<Vec<u8>, der::Error> {
+        use der::asn1::{Any, SetOfVec};
+        use der::Encode;
+        use x509_cert::attr::Attribute;
+
+        #[derive(Clone, PartialEq, Eq, der::Choice)]
+        enum AttrOrOid {
+            Oid(ObjectIdentifier),
+            Attribute(Attribute),
+        }
+
+        let mut items = Vec::new();
+        if !self.ec_curves.is_empty() {
+            let mut curves = SetOfVec::new();
+            for c in &self.ec_curves {
+                let o = match c {
+                    Curve::P256 => oid::SECP256R1,
+                    Curve::P384 => oid::SECP384R1,
+                };
+                curves.insert(Any::from(&o))?;
+            }
+            items.push(AttrOrOid::Attribute(Attribute {
+                oid: oid::EC_PUBLIC_KEY,
+                values: curves,
+            }));
+        }
+        if self.rsa.is_some() {
+            items.push(AttrOrOid::Oid(oid::RSA_ENCRYPTION));
+        }
+        if let Some(first) = self.signature_algorithms.first() {
+            items.push(AttrOrOid::Oid(first.oid()));
+        }
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        items.to_der()
     }
 
     pub fn permits(&self, caller: Caller, op: Operation) -> Result<(), Rejection> {

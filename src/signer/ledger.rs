@@ -68,10 +68,11 @@ pub struct StoredCertificate {
 /// A state change, applied atomically with others in one transaction.
 #[derive(Debug, Clone)]
 pub enum LedgerWrite {
-    /// Record a certificate and point its device at it.
+    /// Record a certificate and, for device profiles, point its device at it.
     Issue {
         certificate: Box<CertificateRecord>,
-        device_status: DeviceStatus,
+        /// `None` for profiles that do not track devices (server certificates).
+        device_status: Option<DeviceStatus>,
     },
     /// Forget a device (its certificates stay on record) so it can bootstrap again.
     DeleteDevice { common_name: String },
@@ -343,6 +344,9 @@ impl Ledger for SqliteLedger {
                         c.issued_at_ms,
                         c.der
                     ])?;
+                    let Some(device_status) = device_status else {
+                        continue;
+                    };
                     tx.prepare_cached(
                         "INSERT INTO devices (common_name, status, first_enrolled_ms, \
                          last_enrolled_ms, last_ip, current_serial) VALUES (?1, ?2, ?3, ?3, ?4, ?5) \
@@ -449,7 +453,7 @@ mod tests {
             .apply(
                 &[LedgerWrite::Issue {
                     certificate: Box::new(record(1, "pump-1")),
-                    device_status: DeviceStatus::BootstrapOnly,
+                    device_status: Some(DeviceStatus::BootstrapOnly),
                 }],
                 &(1, "aa".into()),
             )
@@ -462,7 +466,7 @@ mod tests {
         let dup = ledger.apply(
             &[LedgerWrite::Issue {
                 certificate: Box::new(record(1, "pump-2")),
-                device_status: DeviceStatus::Enrolled,
+                device_status: Some(DeviceStatus::Enrolled),
             }],
             &(2, "bb".into()),
         );

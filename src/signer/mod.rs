@@ -66,6 +66,40 @@ pub fn run(config: SignerConfig) -> Result<(), StartError> {
         .thread_block()
         .map_err(|e| StartError::Config(format!("cannot block signals: {e}")))?;
 
+    let (service, journal) = open_service(&config, "est-signer")?;
+    let listener = server::bind(&config.socket).map_err(StartError::Config)?;
+    let socket_config = config.socket.clone();
+    std::thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || server::serve(listener, socket_config, service))
+        .map_err(|e| StartError::Config(format!("cannot start the accept thread: {e}")))?;
+
+    log::info!(
+        "ready: socket {} ({} token sessions)",
+        config.socket.path.display(),
+        config.token.sessions
+    );
+    println!("ready");
+    notify_systemd();
+
+    let signal = signals.wait().unwrap_or(Signal::SIGTERM);
+    log::info!("{signal} received, stopping");
+    let _ = journal.record(
+        vec![AuditEvent::new("stop").with("signal", signal.as_str())],
+        vec![],
+    );
+    server::unlink(&config.socket.path);
+    Ok(())
+}
+
+/// Everything the signer needs to decide and issue, opened and checked in order: policy,
+/// CA chain, ledger, audit log, token login (one attempt), key protection, key/certificate
+/// match, self-test, signing workers, journal. `process` names the caller in the `start`
+/// audit record (`est-signer`, or `estctl` issuing directly while the signer is stopped).
+pub fn open_service(
+    config: &SignerConfig,
+    process: &str,
+) -> Result<(Arc<service::SignerService>, journal::Journal), StartError> {
     let policy = Policy::load_dir(&config.policy_dir).map_err(StartError::Config)?;
     let ca = ca::CaChain::load(&config.ca_chain_file).map_err(StartError::Config)?;
     let ledger: Arc<dyn Ledger> = Arc::new(
@@ -112,6 +146,7 @@ pub fn run(config: SignerConfig) -> Result<(), StartError> {
     audit
         .append(&[AuditEvent::new("start")
             .with("version", env!("CARGO_PKG_VERSION"))
+            .with("process", process)
             .with("ca_subject", ca.subject.to_string())
             .with(
                 "profiles",
@@ -130,29 +165,7 @@ pub fn run(config: SignerConfig) -> Result<(), StartError> {
         journal.clone(),
         Arc::new(pool),
     ));
-    let listener = server::bind(&config.socket).map_err(StartError::Config)?;
-    let socket_config = config.socket.clone();
-    std::thread::Builder::new()
-        .name("accept".into())
-        .spawn(move || server::serve(listener, socket_config, service))
-        .map_err(|e| StartError::Config(format!("cannot start the accept thread: {e}")))?;
-
-    log::info!(
-        "ready: socket {} ({} token sessions)",
-        config.socket.path.display(),
-        config.token.sessions
-    );
-    println!("ready");
-    notify_systemd();
-
-    let signal = signals.wait().unwrap_or(Signal::SIGTERM);
-    log::info!("{signal} received, stopping");
-    let _ = journal.record(
-        vec![AuditEvent::new("stop").with("signal", signal.as_str())],
-        vec![],
-    );
-    server::unlink(&config.socket.path);
-    Ok(())
+    Ok((service, journal))
 }
 
 fn self_test(

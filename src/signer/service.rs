@@ -38,6 +38,7 @@ pub fn permitted(caller: Caller, msg: u8) -> bool {
                 | msg_type::DEVICE_LIST
                 | msg_type::DEVICE_GET
                 | msg_type::DEVICE_DELETE
+                | msg_type::CSR_ATTRS
         ),
         Caller::Operator => matches!(
             msg,
@@ -48,6 +49,7 @@ pub fn permitted(caller: Caller, msg: u8) -> bool {
                 | msg_type::DEVICE_GET
                 | msg_type::DEVICE_DELETE
                 | msg_type::REVOKE
+                | msg_type::CSR_ATTRS
         ),
     }
 }
@@ -170,6 +172,17 @@ impl SignerService {
                 }
             },
             Request::DeviceDelete { cn, actor } => self.delete_device(ctx, &cn, &actor),
+            Request::CsrAttrs { profile } => self
+                .policy
+                .profile(&profile)
+                .map_err(WireError::from)
+                .and_then(|p| {
+                    p.csr_attributes().map_err(|e| {
+                        log::error!("req={} csrattrs: {e}", ctx.request_id);
+                        unavailable()
+                    })
+                })
+                .map(|der| Response::CsrAttrs { der }),
             Request::Revoke {
                 serial,
                 reason,
@@ -341,6 +354,9 @@ impl SignerService {
             Err(r) => return Err(self.refuse(&ctx, &req, &requested_subject, r.into())),
         };
         let cn = approved.common_name.clone();
+        if !profile.track_devices {
+            return self.issue_checked(ctx, &req, profile, &parsed, &approved, None);
+        }
         let Some(_claim) = self.claim(&cn) else {
             let err = wire(
                 ErrorCode::DeviceDuplicate,
@@ -357,6 +373,21 @@ impl SignerService {
             Ok(s) => s,
             Err(e) => return Err(self.refuse(&ctx, &req, &requested_subject, e)),
         };
+        self.issue_checked(ctx, &req, profile, &parsed, &approved, Some(new_status))
+    }
+
+    /// Builds, signs, verifies and records a certificate that policy and the device rules
+    /// approved. The caller holds the device's claim when `new_status` is set.
+    fn issue_checked(
+        &self,
+        ctx: CallContext,
+        req: &IssueRequest,
+        profile: &crate::policy::Profile,
+        parsed: &csr::ParsedCsr,
+        approved: &crate::policy::Approved,
+        new_status: Option<DeviceStatus>,
+    ) -> Result<Response, WireError> {
+        let cn = &approved.common_name;
 
         let serial = self.fresh_serial(&ctx)?;
         let now = SystemTime::now();
@@ -454,7 +485,10 @@ impl SignerService {
             .with("client_ip", req.client_ip.as_str())
             .with("not_before", unix_seconds(not_before))
             .with("not_after", unix_seconds(not_after))
-            .with("device_status", new_status.as_str())
+            .with(
+                "device_status",
+                new_status.map(DeviceStatus::as_str).unwrap_or("untracked"),
+            )
             .with("caller", ctx.caller.as_str())
             .with("request_id", ctx.request_id);
         if truncated {
@@ -482,7 +516,7 @@ impl SignerService {
             "req={} issued serial={} cn={} op={} profile={} requester={} ip={}",
             ctx.request_id,
             hex(&serial),
-            log_safe(&cn),
+            log_safe(cn),
             req.operation.as_str(),
             profile.name,
             log_safe(&req.requester),

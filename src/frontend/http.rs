@@ -1,0 +1,600 @@
+//! The EST routes (RFC 7030 §3.2.2) and the IQE gateway's bootstrap, over hyper. Every
+//! answer has a Content-Length (never a chunked response); errors are short text/plain
+//! sentences without internal detail; the cause goes to the log with the request id.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64ct::{Base64, Encoding};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER,
+    TRANSFER_ENCODING, WWW_AUTHENTICATE,
+};
+use hyper::{Method, Request, Response, StatusCode, Version};
+
+use crate::ipc::{
+    ErrorCode, IssueRequest, Operation, Request as SignerRequest, Response as SignerResponse,
+};
+use crate::util::{hex, log_safe};
+
+use super::config::{AuthMethod, FrontendConfig, Route};
+use super::est::{self, ResponseFormat, CT_CERTS_ONLY, CT_CSRATTRS, CT_PKCS7, MAX_BODY};
+use super::limits::{FailureLimiter, RateLimiter};
+use super::signer_client::SignerPool;
+use super::users::{Verdict, Verifier};
+
+pub const EST_PREFIX: &str = "/.well-known/est/";
+/// What a client is told to wait when the signer is unavailable.
+pub const RETRY_AFTER_UNAVAILABLE: u64 = 10;
+/// How long the CA chain fetched from the signer is reused.
+const CA_CACHE_TTL: Duration = Duration::from_secs(60);
+
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// What the TLS layer established about a connection.
+#[derive(Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The verified client certificate (leaf, DER), if one was presented.
+    pub client_cert: Option<Vec<u8>>,
+}
+
+pub struct AppState {
+    pub config: FrontendConfig,
+    pub signer: SignerPool,
+    pub users: Verifier,
+    pub rate: Option<RateLimiter>,
+    pub failures: FailureLimiter,
+    ca_cache: Mutex<Option<(Instant, Vec<Vec<u8>>)>>,
+    next_request: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(config: FrontendConfig, users: Verifier) -> Self {
+        let signer = SignerPool::new(
+            config.signer_socket.clone(),
+            config.signer_timeout,
+            config.signer_connections,
+        );
+        let rate = config
+            .rate_limit
+            .as_ref()
+            .map(|r| RateLimiter::new(r.requests, r.window));
+        let failures = FailureLimiter::new(config.login_failures, config.login_window);
+        AppState {
+            config,
+            signer,
+            users,
+            rate,
+            failures,
+            ca_cache: Mutex::new(None),
+            next_request: AtomicU64::new(1),
+        }
+    }
+}
+
+fn text(status: StatusCode, message: &str) -> HttpResponse {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{message}\n"))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn with_retry_after(mut r: HttpResponse, seconds: u64) -> HttpResponse {
+    if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
+        r.headers_mut().insert(RETRY_AFTER, v);
+    }
+    r
+}
+
+fn unauthorized(realm: &str, message: &str) -> HttpResponse {
+    let mut r = text(StatusCode::UNAUTHORIZED, message);
+    if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")) {
+        r.headers_mut().insert(WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+fn unavailable() -> HttpResponse {
+    with_retry_after(
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The certificate authority is temporarily unavailable. Try again later.",
+        ),
+        RETRY_AFTER_UNAVAILABLE,
+    )
+}
+
+fn body_response(content_type: &str, format: ResponseFormat, der_bytes: &[u8]) -> HttpResponse {
+    let (body, cte) = format.encode(der_bytes);
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(CONTENT_TYPE, v);
+    }
+    if cte {
+        r.headers_mut().insert(
+            "content-transfer-encoding",
+            HeaderValue::from_static("base64"),
+        );
+    }
+    r
+}
+
+/// The EST operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EstOp {
+    CaCerts,
+    CsrAttrs,
+    Bootstrap,
+    SimpleEnroll,
+    SimpleReenroll,
+    ServerKeygen,
+    FullCmc,
+}
+
+impl EstOp {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "cacerts" => EstOp::CaCerts,
+            "csrattrs" => EstOp::CsrAttrs,
+            "bootstrap" => EstOp::Bootstrap,
+            "simpleenroll" => EstOp::SimpleEnroll,
+            "simplereenroll" => EstOp::SimpleReenroll,
+            "serverkeygen" => EstOp::ServerKeygen,
+            "fullcmc" => EstOp::FullCmc,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            EstOp::CaCerts => "cacerts",
+            EstOp::CsrAttrs => "csrattrs",
+            EstOp::Bootstrap => "bootstrap",
+            EstOp::SimpleEnroll => "simpleenroll",
+            EstOp::SimpleReenroll => "simplereenroll",
+            EstOp::ServerKeygen => "serverkeygen",
+            EstOp::FullCmc => "fullcmc",
+        }
+    }
+
+    fn method(self) -> Method {
+        match self {
+            EstOp::CaCerts | EstOp::CsrAttrs => Method::GET,
+            _ => Method::POST,
+        }
+    }
+}
+
+/// Maps the signer's stable error codes to HTTP.
+fn signer_error(e: &crate::ipc::WireError, realm: &str) -> HttpResponse {
+    let msg = format!("{}.", e.message.trim_end_matches('.'));
+    match e.code {
+        ErrorCode::BadRequest
+        | ErrorCode::CsrMalformed
+        | ErrorCode::KeyRejected
+        | ErrorCode::SignatureAlgorithmRejected
+        | ErrorCode::SubjectRejected
+        | ErrorCode::SanRejected => text(StatusCode::BAD_REQUEST, &msg),
+        // RFC 7030 / libest: a proof-of-possession failure is an authentication failure.
+        ErrorCode::ProofOfPossession => unauthorized(realm, &msg),
+        ErrorCode::UnknownProfile | ErrorCode::DeviceNotFound | ErrorCode::CertificateNotFound => {
+            text(StatusCode::NOT_FOUND, &msg)
+        }
+        ErrorCode::NotAllowed | ErrorCode::Revoked | ErrorCode::ReenrollRefused => {
+            text(StatusCode::FORBIDDEN, &msg)
+        }
+        // The IQE guide's wording.
+        ErrorCode::DeviceDuplicate => text(StatusCode::CONFLICT, "Device already enrolled."),
+        ErrorCode::Unavailable => unavailable(),
+    }
+}
+
+/// Who the client is.
+enum Identity {
+    User(super::users::UserEntry),
+    /// A device certificate issued by this CA; passed to the signer.
+    Device {
+        der: Vec<u8>,
+    },
+    /// A gateway certificate under an RA trust anchor.
+    RegistrationAuthority {
+        fingerprint: String,
+    },
+}
+
+impl Identity {
+    fn requester(&self) -> String {
+        match self {
+            Identity::User(u) => format!("basic:{}", u.name),
+            Identity::Device { der } => format!("cert:{}", hex(&crate::pki::sha256(der))),
+            Identity::RegistrationAuthority { fingerprint } => format!("ra:{fingerprint}"),
+        }
+    }
+}
+
+pub async fn handle(state: Arc<AppState>, conn: ConnInfo, req: Request<Incoming>) -> HttpResponse {
+    let id = state.next_request.fetch_add(1, Ordering::Relaxed);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let response = route(&state, &conn, req, id).await;
+    log::info!(
+        "http req={id} peer={} {} {} -> {}",
+        conn.peer,
+        method,
+        log_safe(&path),
+        response.status().as_u16()
+    );
+    response
+}
+
+async fn route(state: &AppState, conn: &ConnInfo, req: Request<Incoming>, id: u64) -> HttpResponse {
+    if let Some(rate) = &state.rate {
+        if let Err(wait) = rate.check(conn.peer.ip()) {
+            return with_retry_after(
+                text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many requests. Slow down.",
+                ),
+                wait,
+            );
+        }
+    }
+    // RFC 9112 §3.2: a request without Host is answered 400 (hyper lets it through).
+    if req.version() == Version::HTTP_11 && !req.headers().contains_key(HOST) {
+        return text(StatusCode::BAD_REQUEST, "The Host header is required.");
+    }
+    // Only chunked is understood (hyper accepts e.g. "gzip, chunked" and leaves the rest).
+    for te in req.headers().get_all(TRANSFER_ENCODING) {
+        let ok = te
+            .to_str()
+            .map(|v| v.trim().eq_ignore_ascii_case("chunked"))
+            .unwrap_or(false);
+        if !ok {
+            return text(
+                StatusCode::NOT_IMPLEMENTED,
+                "Only the chunked transfer coding is supported.",
+            );
+        }
+    }
+    let path = req.uri().path().to_string();
+    let Some(rest) = path.strip_prefix(EST_PREFIX) else {
+        return text(StatusCode::NOT_FOUND, "Not found.");
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let (label, op_name) = match segments.as_slice() {
+        [op] => (None, *op),
+        [label, op] => (Some(*label), *op),
+        _ => return text(StatusCode::NOT_FOUND, "Not found."),
+    };
+    let route_cfg = match label {
+        None => &state.config.default_route,
+        Some(l) => match state.config.labels.get(l) {
+            Some(r) => r,
+            None => return text(StatusCode::NOT_FOUND, "Unknown label."),
+        },
+    };
+    let Some(op) = EstOp::parse(op_name) else {
+        return text(StatusCode::NOT_FOUND, "Not found.");
+    };
+    if req.method() != op.method() {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");
+        r.headers_mut().insert(
+            ALLOW,
+            HeaderValue::from_static(if op.method() == Method::GET {
+                "GET"
+            } else {
+                "POST"
+            }),
+        );
+        return r;
+    }
+    match op {
+        EstOp::CaCerts => ca_certs(state, route_cfg, id).await,
+        EstOp::CsrAttrs => csr_attrs(state, route_cfg, id).await,
+        EstOp::ServerKeygen => text(
+            StatusCode::NOT_IMPLEMENTED,
+            "Server-side key generation is not offered: this CA never generates or sees \
+             device private keys.",
+        ),
+        EstOp::FullCmc => text(StatusCode::NOT_IMPLEMENTED, "Full CMC is not supported."),
+        EstOp::Bootstrap | EstOp::SimpleEnroll | EstOp::SimpleReenroll => {
+            enroll(
+                state,
+                conn,
+                route_cfg,
+                label.unwrap_or("default"),
+                op,
+                req,
+                id,
+            )
+            .await
+        }
+    }
+}
+
+async fn ca_chain(state: &AppState, id: u64) -> Option<Vec<Vec<u8>>> {
+    if let Ok(cache) = state.ca_cache.lock() {
+        if let Some((at, chain)) = cache.as_ref() {
+            if at.elapsed() < CA_CACHE_TTL {
+                return Some(chain.clone());
+            }
+        }
+    }
+    match state.signer.call(&SignerRequest::CaChain).await {
+        Ok(SignerResponse::CaChain { certs }) => {
+            if let Ok(mut cache) = state.ca_cache.lock() {
+                *cache = Some((Instant::now(), certs.clone()));
+            }
+            Some(certs)
+        }
+        Ok(other) => {
+            log::error!("req={id} unexpected signer answer {:?}", other.msg_type());
+            None
+        }
+        Err(e) => {
+            log::warn!("req={id} {e}");
+            None
+        }
+    }
+}
+
+async fn ca_certs(state: &AppState, route: &Route, id: u64) -> HttpResponse {
+    let Some(chain) = ca_chain(state, id).await else {
+        return unavailable();
+    };
+    match est::certs_only(&chain) {
+        Ok(cms) => body_response(CT_PKCS7, route.response_format, &cms),
+        Err(e) => {
+            log::error!("req={id} cannot build the cacerts CMS: {e}");
+            unavailable()
+        }
+    }
+}
+
+async fn csr_attrs(state: &AppState, route: &Route, id: u64) -> HttpResponse {
+    let req = SignerRequest::CsrAttrs {
+        profile: route.enroll_profile.clone(),
+    };
+    match state.signer.call(&req).await {
+        Ok(SignerResponse::CsrAttrs { der }) if der.is_empty() => {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+        Ok(SignerResponse::CsrAttrs { der }) => {
+            body_response(CT_CSRATTRS, route.response_format, &der)
+        }
+        Ok(SignerResponse::Error(e)) => signer_error(&e, &state.config.realm),
+        Ok(_) => unavailable(),
+        Err(e) => {
+            log::warn!("req={id} {e}");
+            unavailable()
+        }
+    }
+}
+
+/// Parses `Authorization: Basic …` into (user, password).
+fn basic_credentials(req: &Request<Incoming>) -> Option<Result<(String, String), ()>> {
+    let value = req.headers().get(AUTHORIZATION)?;
+    let parsed = (|| {
+        let v = value.to_str().ok()?;
+        let (scheme, rest) = v.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = Base64::decode_vec(rest.trim()).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (u, p) = text.split_once(':')?;
+        Some((u.to_string(), p.to_string()))
+    })();
+    Some(parsed.ok_or(()))
+}
+
+fn is_device_certificate(cert: &[u8], ca_chain: &[Vec<u8>]) -> bool {
+    let (Ok(c), Some(Ok(ca))) = (
+        crate::pki::cert::parse_certificate(cert),
+        ca_chain
+            .first()
+            .map(|d| crate::pki::cert::parse_certificate(d)),
+    ) else {
+        return false;
+    };
+    c.tbs_certificate.issuer == ca.tbs_certificate.subject
+}
+
+async fn authenticate(
+    state: &AppState,
+    conn: &ConnInfo,
+    route: &Route,
+    op: EstOp,
+    req: &Request<Incoming>,
+    id: u64,
+) -> Result<Identity, HttpResponse> {
+    let realm = &state.config.realm;
+    let allows = |m| route.auth.contains(&m);
+    // Re-enrolment authenticates with the certificate being renewed (RFC 7030 §4.2.2).
+    let basic = if op == EstOp::SimpleReenroll || !allows(AuthMethod::Basic) {
+        None
+    } else {
+        basic_credentials(req)
+    };
+    match basic {
+        Some(Err(())) => return Err(unauthorized(realm, "Malformed Basic credentials.")),
+        Some(Ok((user, password))) => {
+            let ip_key = format!("ip:{}", super::limits::canonical(conn.peer.ip()));
+            let user_key = format!("user:{user}");
+            for key in [&ip_key, &user_key] {
+                if let Err(wait) = state.failures.check(key) {
+                    log::warn!(
+                        "req={id} login refused: too many failures for {} from {}",
+                        log_safe(&user),
+                        conn.peer.ip()
+                    );
+                    return Err(with_retry_after(
+                        text(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "Too many failed logins. Try again later.",
+                        ),
+                        wait,
+                    ));
+                }
+            }
+            let users = &state.users;
+            let verdict = tokio::task::block_in_place(|| users.verify(&user, &password));
+            return match verdict {
+                Verdict::Valid(entry) => Ok(Identity::User(entry)),
+                Verdict::Invalid => {
+                    state.failures.record(&ip_key);
+                    state.failures.record(&user_key);
+                    log::warn!(
+                        "req={id} login failed for user {} from {}",
+                        log_safe(&user),
+                        conn.peer.ip()
+                    );
+                    Err(unauthorized(realm, "The credentials are not valid."))
+                }
+            };
+        }
+        None => {}
+    }
+    if op != EstOp::Bootstrap && allows(AuthMethod::Certificate) {
+        if let Some(cert) = &conn.client_cert {
+            let chain = ca_chain(state, id).await.ok_or_else(unavailable)?;
+            if is_device_certificate(cert, &chain) {
+                return Ok(Identity::Device { der: cert.clone() });
+            }
+            return Ok(Identity::RegistrationAuthority {
+                fingerprint: hex(&crate::pki::sha256(cert)),
+            });
+        }
+    }
+    Err(unauthorized(realm, "Authentication is required."))
+}
+
+async fn enroll(
+    state: &AppState,
+    conn: &ConnInfo,
+    route: &Route,
+    label: &str,
+    op: EstOp,
+    req: Request<Incoming>,
+    id: u64,
+) -> HttpResponse {
+    // C1: refuse an announced oversized body before reading any of it.
+    let announced = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The request body is too large.",
+        );
+    }
+    let identity = match authenticate(state, conn, route, op, &req, id).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    if let Identity::User(u) = &identity {
+        let label_ok = u.labels.is_empty() || u.labels.iter().any(|l| l == label);
+        let op_ok = u.operations.is_empty() || u.operations.iter().any(|o| o == op.name());
+        if !label_ok || !op_ok {
+            return text(
+                StatusCode::FORBIDDEN,
+                "This user may not perform this operation here.",
+            );
+        }
+    }
+    let body = match tokio::time::timeout(
+        state.config.body_timeout,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    {
+        Err(_) => {
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                "The request body did not arrive in time.",
+            )
+        }
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "The request body is too large.",
+            )
+        }
+        Ok(Err(_)) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "The request body could not be read.",
+            )
+        }
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    let csr = match est::decode_csr_body(&body) {
+        Ok(c) => c,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.message()),
+    };
+    let (operation, profile) = match op {
+        EstOp::Bootstrap => (Operation::Bootstrap, &route.bootstrap_profile),
+        EstOp::SimpleEnroll => (Operation::Enroll, &route.enroll_profile),
+        _ => (Operation::Reenroll, &route.reenroll_profile),
+    };
+    let client_cert_der = match &identity {
+        Identity::Device { der } => der.clone(),
+        _ => Vec::new(),
+    };
+    let issue = SignerRequest::Issue(IssueRequest {
+        operation,
+        profile: profile.clone(),
+        requester: identity.requester(),
+        client_ip: super::limits::canonical(conn.peer.ip()).to_string(),
+        csr_der: csr,
+        client_cert_der,
+    });
+    match state.signer.call(&issue).await {
+        Ok(SignerResponse::Issued { cert_der, serial }) => match est::certs_only(&[cert_der]) {
+            Ok(cms) => {
+                log::info!(
+                    "req={id} {} serial={} for {}",
+                    op.name(),
+                    hex(&serial),
+                    log_safe(&identity.requester())
+                );
+                body_response(CT_CERTS_ONLY, route.response_format, &cms)
+            }
+            Err(e) => {
+                // The certificate is on record in the signer; the client may ask again.
+                log::error!("req={id} cannot wrap serial {} in CMS: {e}", hex(&serial));
+                unavailable()
+            }
+        },
+        Ok(SignerResponse::Error(e)) => {
+            log::info!(
+                "req={id} {} refused: {} ({})",
+                op.name(),
+                e.reason,
+                log_safe(&e.message)
+            );
+            signer_error(&e, &state.config.realm)
+        }
+        Ok(_) => unavailable(),
+        Err(e) => {
+            log::warn!("req={id} {e}");
+            unavailable()
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! rustls for the frontend: TLS 1.2 and 1.3 with AEAD suites only (rustls offers nothing
+//! else), ALPN for HTTP/2 and HTTP/1.1, and optional client certificates verified against
+//! the CA chain (every certificate in it is a trust anchor, so that clients sending only
+//! their leaf, like libest, are verified) plus the configured RA trust anchors.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+use super::config::FrontendConfig;
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+pub fn server_config(config: &FrontendConfig) -> Result<Arc<ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = certs(&config.cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(&config.key_file)
+        .map_err(|e| format!("{}: {e}", config.key_file.display()))?;
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match &config.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(ca_file) => {
+            let mut roots = RootCertStore::empty();
+            for c in certs(ca_file)? {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+            }
+            for anchor in &config.ra_trust_anchors {
+                for c in certs(anchor)? {
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("{}: {e}", anchor.display()))?;
+                }
+            }
+            // Clients without a certificate get through the handshake and must then use
+            // HTTP Basic; the handler enforces that.
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("client certificate verifier: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut server = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("{}: {e}", config.cert_file.display()))?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(server))
+}
