@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod csrgen;
+pub mod demo;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;

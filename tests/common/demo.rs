@@ -1,0 +1,227 @@
+//! Black-box harness for the whole appliance: `estctl demo` in its own directory (its own
+//! SoftHSM token) on a free port, driven with curl, openssl and strongSwan's pki.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::{estctl_bin, ok, run};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An HTTP answer as curl saw it.
+pub struct Answer {
+    pub status: u16,
+    pub headers: String,
+    pub body: Vec<u8>,
+    pub body_file: PathBuf,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub struct Demo {
+    pub dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+    counter: std::cell::Cell<u32>,
+}
+
+impl Demo {
+    pub fn start(name: &str, format: &str) -> Demo {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut demo = Demo {
+            dir,
+            port: free_port(),
+            child: None,
+            counter: std::cell::Cell::new(0),
+        };
+        demo.launch(format);
+        demo
+    }
+
+    /// Starts (or restarts) `estctl demo` on the same directory and port.
+    pub fn launch(&mut self, format: &str) {
+        assert!(self.child.is_none());
+        let mut child = Command::new(estctl_bin())
+            .args(["demo", "--dir"])
+            .arg(&self.dir)
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--response-format",
+                format,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn estctl demo");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("ready: https://127.0.0.1:") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(READY_TIMEOUT).is_err() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "estctl demo did not become ready: {}\nsigner: {}\nfrontend: {}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(self.dir.join("signer.log")).unwrap_or_default(),
+                std::fs::read_to_string(self.dir.join("frontend.log")).unwrap_or_default()
+            );
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGTERM to the demo, which stops both children.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let status = c.wait().unwrap();
+            assert!(status.success(), "estctl demo exited with {status}");
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.path("ca.pem")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}/.well-known/est/{path}", self.port)
+    }
+
+    pub fn password(&self) -> String {
+        std::fs::read_to_string(self.path("demo-password")).unwrap()
+    }
+
+    pub fn basic(&self) -> String {
+        format!("demo:{}", self.password())
+    }
+
+    pub fn frontend_log(&self) -> String {
+        std::fs::read_to_string(self.path("frontend.log")).unwrap_or_default()
+    }
+
+    /// curl against the appliance (trusting its CA); `args` go before the URL.
+    pub fn curl(&self, args: &[&str], path: &str) -> Answer {
+        let n = self.counter.get();
+        self.counter.set(n + 1);
+        let body_file = self.path(&format!("curl-{n}.body"));
+        let headers_file = self.path(&format!("curl-{n}.headers"));
+        let out = run(Command::new("curl")
+            .args(["-sS", "--max-time", "60", "--cacert"])
+            .arg(self.ca())
+            .arg("-o")
+            .arg(&body_file)
+            .arg("-D")
+            .arg(&headers_file)
+            .args(["-w", "%{http_code}"])
+            .args(args)
+            .arg(self.url(path)));
+        let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Answer {
+            status: code.parse().unwrap_or_else(|_| {
+                panic!(
+                    "curl gave no status: {code:?} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            }),
+            headers: std::fs::read_to_string(&headers_file).unwrap_or_default(),
+            body: std::fs::read(&body_file).unwrap_or_default(),
+            body_file,
+        }
+    }
+
+    /// A key and PEM CSR made by `openssl req`, as in the IQE guide.
+    pub fn csr(&self, name: &str, subj: &str) -> (PathBuf, PathBuf) {
+        let key = self.path(&format!("{name}-key.pem"));
+        let csr = self.path(&format!("{name}-csr.pem"));
+        ok(&run(Command::new("openssl")
+            .args([
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr)
+            .args(["-subj", subj])));
+        (key, csr)
+    }
+
+    pub fn estctl(&self, args: &[&str]) -> Output {
+        run(Command::new(estctl_bin())
+            .args(args)
+            .env("SOFTHSM2_CONF", self.path("token/softhsm2.conf")))
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `openssl pkcs7 -print_certs` on a DER file: the PEM certificates in it.
+pub fn pkcs7_certs(der_file: &Path) -> String {
+    ok(&run(Command::new("openssl")
+        .args(["pkcs7", "-inform", "DER", "-print_certs", "-in"])
+        .arg(der_file)))
+}
+
+/// Decodes a base64 body (any line breaks) to DER in a file next to it.
+pub fn base64_to_der_file(answer: &Answer) -> PathBuf {
+    use base64ct::{Base64, Encoding};
+    let compact: String = answer.text().split_whitespace().collect();
+    let der = Base64::decode_vec(&compact).expect("body is base64");
+    let out = answer.body_file.with_extension("der");
+    std::fs::write(&out, der).unwrap();
+    out
+}
