@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite and the demo need on a fresh Debian machine, and nothing
-# when it is already there: softhsm2 and openssl (Debian), pkilint (a Python venv) and
-# cargo-audit. Prints the venv's bin directory on the last line of its output.
+# when it is already there: softhsm2, openssl, curl, file, systemd-analyze and strongSwan's
+# pki (Debian), pkilint (a Python venv) and cargo-audit. Prints the venv's bin directory on the last line of its output.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${HSM_EST_VENV:-$here/target/pkilint-venv}
@@ -10,6 +10,12 @@ need_apt=()
 command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v file >/dev/null || need_apt+=(file)
+# strongSwan's pki is the third-party EST client in the tests; it fetches through its curl
+# plugin, which Debian ships in libstrongswan-extra-plugins.
+command -v pki >/dev/null || need_apt+=(strongswan-pki)
+[ -e /usr/lib/ipsec/plugins/libstrongswan-curl.so ] || need_apt+=(libstrongswan-extra-plugins)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian)" >&2

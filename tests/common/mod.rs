@@ -5,6 +5,7 @@
 
 pub mod csrgen;
 pub mod demo;
+pub mod rawtls;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
