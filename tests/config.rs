@@ -70,6 +70,59 @@ fn shipped_signer_configs_parse_and_reject_unknown_keys_everywhere() {
 }
 
 #[test]
+fn shipped_frontend_configs_parse_and_reject_unknown_keys_everywhere() {
+    use hsm_est::frontend::config::FrontendConfig;
+    for file in ["config/frontend.yaml", "config/frontend-iqe.yaml"] {
+        let text = std::fs::read_to_string(repo(file)).unwrap();
+        let path = repo(file);
+        FrontendConfig::parse(&path, &text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let variants = with_unknown_key_in_each_table(&text);
+        assert!(
+            variants.len() >= 6,
+            "{file}: only {} tables found",
+            variants.len()
+        );
+        for (table, bad) in variants {
+            let err = FrontendConfig::parse(&path, &bad)
+                .err()
+                .unwrap_or_else(|| panic!("{file}: unknown key in {table} accepted"));
+            assert!(err.contains("bogus_key"), "{file} {table}: {err}");
+        }
+    }
+    let text = std::fs::read_to_string(repo("config/frontend.yaml")).unwrap();
+    let path = repo("config/frontend.yaml");
+    for (from, to, key) in [
+        (
+            "response_format: base64",
+            "response_format: pem",
+            "response_format",
+        ),
+        (
+            "response_format: der",
+            "response_format: DER",
+            "labels.iqe.response_format",
+        ),
+        ("port: 8445", "port: 0", "server.port"),
+        (
+            "allowed_networks: []",
+            "allowed_networks: [10.0.0.0/40]",
+            "server.allowed_networks",
+        ),
+        ("  iqe:", "  cacerts:", "labels.cacerts"),
+        (
+            "timeout_seconds: 5",
+            "timeout_seconds: 0",
+            "signer.timeout_seconds",
+        ),
+        ("  requests: 100", "  requests: 0", "rate_limit.requests"),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let err = FrontendConfig::parse(&path, &text.replacen(from, to, 1)).unwrap_err();
+        assert!(err.contains(key), "{to}: {err}");
+    }
+}
+
+#[test]
 fn invalid_values_are_rejected_not_clamped() {
     let text = localise(&std::fs::read_to_string(repo("config/signer.yaml")).unwrap());
     let path = repo("config/signer.yaml");

@@ -34,29 +34,21 @@ fn malformed_requests_get_clear_answers() {
     );
     assert_eq!(r.status, 413);
     // The same sent chunked (no Content-Length): still 413, at the 16 KiB read limit.
-    for version in ["--http1.1", "--http2"] {
-        let r = demo.curl(
-            &[
-                version,
-                "-u",
-                &basic,
-                "-H",
-                "Transfer-Encoding: chunked",
-                "--data-binary",
-                &big_arg,
-            ],
-            "simpleenroll",
-        );
-        assert_eq!(r.status, 413, "{version}");
+    let chunked = ["-H", "Transfer-Encoding: chunked"];
+    let mut args = vec!["--http1.1", "-u", &basic, "--data-binary", &big_arg];
+    args.extend(chunked);
+    assert_eq!(demo.curl(&args, "simpleenroll").status, 413);
+    // Over HTTP/2 the 413 ends the stream while curl is still sending 1 MiB, and curl may
+    // report a stream error instead of the status. Either way nothing is read past the
+    // cap and the server goes on serving.
+    for with_chunked in [false, true] {
+        let mut args = vec!["--http2", "-u", &basic, "--data-binary", &big_arg];
+        if with_chunked {
+            args.extend(chunked);
+        }
+        let r = demo.curl(&args, "simpleenroll");
+        assert!(matches!(r.status, 0 | 413), "{}", r.status);
     }
-    // Over HTTP/2 with a Content-Length the early 413 ends the stream while curl is still
-    // sending; curl reports a stream error instead of the status. Either way nothing is
-    // read past the cap and the server goes on serving.
-    let r = demo.curl(
-        &["--http2", "-u", &basic, "--data-binary", &big_arg],
-        "simpleenroll",
-    );
-    assert!(matches!(r.status, 0 | 413), "{}", r.status);
     still_serving(&demo);
 
     // Garbage instead of base64: 400 with a text reason.
@@ -180,6 +172,7 @@ fn tls_refuses_old_protocols_and_foreign_client_certificates() {
         .arg(&key)
         .arg("-out")
         .arg(&cert)
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .args(["-addext", "extendedKeyUsage=clientAuth"])));
     let out = run(Command::new("curl")
         .args(["-sS", "--max-time", "30", "--cacert"])
@@ -194,11 +187,9 @@ fn tls_refuses_old_protocols_and_foreign_client_certificates() {
         !out.status.success(),
         "a foreign client certificate was accepted"
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.to_lowercase().contains("unknown ca") || err.contains("alert"),
-        "{err}"
-    );
+    // curl's wording depends on timing (an alert, or a reset); the server's reason does not.
+    let log = demo.frontend_log();
+    assert!(log.contains("UnknownIssuer"), "{log}");
     still_serving(&demo);
 }
 

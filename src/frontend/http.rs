@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64ct::{Base64, Encoding};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER,
@@ -31,6 +31,9 @@ use super::users::{Verdict, Verifier};
 pub const EST_PREFIX: &str = "/.well-known/est/";
 /// What a client is told to wait when the signer is unavailable.
 pub const RETRY_AFTER_UNAVAILABLE: u64 = 10;
+/// Bytes of an oversized chunked body read and discarded before the 413 (see
+/// `collect_capped`).
+const MAX_DRAIN: usize = 2 * 1024 * 1024;
 /// How long the CA chain fetched from the signer is reused.
 const CA_CACHE_TTL: Duration = Duration::from_secs(60);
 
@@ -297,9 +300,21 @@ async fn route(state: &AppState, conn: &ConnInfo, req: Request<Incoming>, id: u6
         );
         return r;
     }
+    if op.method() == Method::GET {
+        return match op {
+            EstOp::CsrAttrs => csr_attrs(state, route_cfg, id).await,
+            _ => ca_certs(state, route_cfg, id).await,
+        };
+    }
+    // Every POST body is read (bounded in size and time) before anything is answered, so
+    // that no answer races a body still being sent: HTTP/2 clients such as curl report a
+    // stream error instead of an early 401 or 501.
+    let (parts, body) = match read_body(state, req).await {
+        Ok(pb) => pb,
+        Err(r) => return r,
+    };
     match op {
-        EstOp::CaCerts => ca_certs(state, route_cfg, id).await,
-        EstOp::CsrAttrs => csr_attrs(state, route_cfg, id).await,
+        EstOp::CaCerts | EstOp::CsrAttrs => text(StatusCode::NOT_FOUND, "Not found."),
         EstOp::ServerKeygen => text(
             StatusCode::NOT_IMPLEMENTED,
             "Server-side key generation is not offered: this CA never generates or sees \
@@ -307,16 +322,8 @@ async fn route(state: &AppState, conn: &ConnInfo, req: Request<Incoming>, id: u6
         ),
         EstOp::FullCmc => text(StatusCode::NOT_IMPLEMENTED, "Full CMC is not supported."),
         EstOp::Bootstrap | EstOp::SimpleEnroll | EstOp::SimpleReenroll => {
-            enroll(
-                state,
-                conn,
-                route_cfg,
-                label.unwrap_or("default"),
-                op,
-                req,
-                id,
-            )
-            .await
+            let label = label.unwrap_or("default");
+            enroll(state, conn, route_cfg, label, op, &parts, &body, id).await
         }
     }
 }
@@ -383,8 +390,8 @@ async fn csr_attrs(state: &AppState, route: &Route, id: u64) -> HttpResponse {
 }
 
 /// Parses `Authorization: Basic …` into (user, password).
-fn basic_credentials(req: &Request<Incoming>) -> Option<Result<(String, String), ()>> {
-    let value = req.headers().get(AUTHORIZATION)?;
+fn basic_credentials(req: &hyper::http::request::Parts) -> Option<Result<(String, String), ()>> {
+    let value = req.headers.get(AUTHORIZATION)?;
     let parsed = (|| {
         let v = value.to_str().ok()?;
         let (scheme, rest) = v.trim().split_once(' ')?;
@@ -416,7 +423,7 @@ async fn authenticate(
     conn: &ConnInfo,
     route: &Route,
     op: EstOp,
-    req: &Request<Incoming>,
+    req: &hyper::http::request::Parts,
     id: u64,
 ) -> Result<Identity, HttpResponse> {
     let realm = &state.config.realm;
@@ -480,28 +487,83 @@ async fn authenticate(
     Err(unauthorized(realm, "Authentication is required."))
 }
 
-async fn enroll(
+/// Reads a request body: an announced length over the cap is refused before any of it is
+/// read (C1), a longer chunked body is 413 after at most `MAX_DRAIN` more bytes, and a body
+/// that does not arrive in time is 408.
+async fn read_body(
     state: &AppState,
-    conn: &ConnInfo,
-    route: &Route,
-    label: &str,
-    op: EstOp,
     req: Request<Incoming>,
-    id: u64,
-) -> HttpResponse {
-    // C1: refuse an announced oversized body before reading any of it.
+) -> Result<(hyper::http::request::Parts, Bytes), HttpResponse> {
     let announced = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > MAX_BODY as u64) {
-        return text(
+        return Err(text(
             StatusCode::PAYLOAD_TOO_LARGE,
             "The request body is too large.",
-        );
+        ));
     }
-    let identity = match authenticate(state, conn, route, op, &req, id).await {
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(state.config.body_timeout, collect_capped(body)).await {
+        Err(_) => Err(text(
+            StatusCode::REQUEST_TIMEOUT,
+            "The request body did not arrive in time.",
+        )),
+        Ok(Err(BodyReadError::TooLarge)) => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The request body is too large.",
+        )),
+        Ok(Err(BodyReadError::Broken)) => Err(text(
+            StatusCode::BAD_REQUEST,
+            "The request body could not be read.",
+        )),
+        Ok(Ok(b)) => Ok((parts, b)),
+    }
+}
+
+enum BodyReadError {
+    TooLarge,
+    Broken,
+}
+
+/// Collects at most `MAX_BODY` bytes. Past that, up to `MAX_DRAIN` more are read and thrown
+/// away before answering 413, so that a client still sending (a chunked upload) sees the
+/// 413 rather than a reset connection; a longer body is cut off.
+async fn collect_capped(mut body: Incoming) -> Result<Bytes, BodyReadError> {
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyReadError::Broken)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen <= MAX_BODY {
+            kept.extend_from_slice(&data);
+        } else if seen > MAX_BODY + MAX_DRAIN {
+            return Err(BodyReadError::TooLarge);
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(BodyReadError::TooLarge);
+    }
+    Ok(Bytes::from(kept))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn enroll(
+    state: &AppState,
+    conn: &ConnInfo,
+    route: &Route,
+    label: &str,
+    op: EstOp,
+    parts: &hyper::http::request::Parts,
+    body: &Bytes,
+    id: u64,
+) -> HttpResponse {
+    let identity = match authenticate(state, conn, route, op, parts, id).await {
         Ok(i) => i,
         Err(r) => return r,
     };
@@ -515,36 +577,7 @@ async fn enroll(
             );
         }
     }
-    let body = match tokio::time::timeout(
-        state.config.body_timeout,
-        Limited::new(req.into_body(), MAX_BODY).collect(),
-    )
-    .await
-    {
-        Err(_) => {
-            return text(
-                StatusCode::REQUEST_TIMEOUT,
-                "The request body did not arrive in time.",
-            )
-        }
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "The request body is too large.",
-            )
-        }
-        Ok(Err(_)) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "The request body could not be read.",
-            )
-        }
-        Ok(Ok(b)) => b.to_bytes(),
-    };
-    let csr = match est::decode_csr_body(&body) {
+    let csr = match est::decode_csr_body(body) {
         Ok(c) => c,
         Err(e) => return text(StatusCode::BAD_REQUEST, e.message()),
     };
