@@ -197,6 +197,64 @@ impl Demo {
     }
 }
 
+/// A child process killed by handle when dropped.
+pub struct ChildGuard(pub Option<Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn frontend_bin() -> PathBuf {
+    estctl_bin().with_file_name("est-frontend")
+}
+
+impl Demo {
+    /// Runs one of the appliance's processes on this directory's config (the demo itself
+    /// stopped), waiting for its `ready` line.
+    pub fn spawn_ready(&self, program: &Path, config: &str, log: &str) -> ChildGuard {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(log))
+            .unwrap();
+        let mut child = Command::new(program)
+            .arg("--config")
+            .arg(self.path(config))
+            .env("SOFTHSM2_CONF", self.path("token/softhsm2.conf"))
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line == "ready" {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(READY_TIMEOUT).is_err() {
+            let _ = child.kill();
+            panic!("{} did not become ready", program.display());
+        }
+        ChildGuard(Some(child))
+    }
+
+    /// Rewrites one line of the frontend config (exact match).
+    pub fn edit_frontend(&self, from: &str, to: &str) {
+        let path = self.path("frontend.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from:?} not in frontend.yaml");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    }
+}
+
 impl Drop for Demo {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
