@@ -203,6 +203,7 @@ fn fifty_concurrent_bootstraps_of_one_cn_issue_exactly_one_certificate() {
                         client_ip: "192.0.2.9".into(),
                         csr_der: csr,
                         client_cert_der: vec![],
+                        registration_authority: false,
                     }))
                     .unwrap()
             })
@@ -222,4 +223,32 @@ fn fifty_concurrent_bootstraps_of_one_cn_issue_exactly_one_certificate() {
     let audit = std::fs::read_to_string(app.path("audit.jsonl")).unwrap();
     assert_eq!(audit.matches("\"event\":\"issued\"").count(), 1);
     assert_eq!(audit.matches("\"event\":\"rejected\"").count(), 49);
+}
+
+#[test]
+fn registration_authority_needs_a_profile_that_accepts_it() {
+    let mut app = Appliance::create("ra-profile", "ec-p256");
+    app.start();
+    let call = |profile: &str, cn: &str| {
+        app.client()
+            .call(&Request::Issue(hsm_est::ipc::IssueRequest {
+                operation: Operation::Enroll,
+                profile: profile.into(),
+                requester: "ra:0011".into(),
+                client_ip: "192.0.2.30".into(),
+                csr_der: csrgen::csr(&[(CN, cn)]),
+                client_cert_der: vec![],
+                registration_authority: true,
+            }))
+            .unwrap()
+    };
+    // test-san does not accept RAs; iqe-pump does.
+    assert_eq!(
+        refused(call("test-san", "ra-pump-1")),
+        (
+            ErrorCode::NotAllowed,
+            "profile.registration_authority".into()
+        )
+    );
+    issued(call("iqe-pump", "ra-pump-1"));
 }

@@ -118,6 +118,7 @@ pub fn issue(
         client_ip: "local".into(),
         csr_der: csr,
         client_cert_der: Vec::new(),
+        registration_authority: false,
     });
     let (answer, chain) = match SignerClient::connect(&cfg.socket.path) {
         Ok(mut client) => {

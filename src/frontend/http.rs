@@ -597,6 +597,7 @@ async fn enroll(
         client_ip: super::limits::canonical(conn.peer.ip()).to_string(),
         csr_der: csr,
         client_cert_der,
+        registration_authority: matches!(identity, Identity::RegistrationAuthority { .. }),
     });
     match state.signer.call(&issue).await {
         Ok(SignerResponse::Issued { cert_der, serial }) => match est::certs_only(&[cert_der]) {

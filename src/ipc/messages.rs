@@ -270,6 +270,9 @@ pub struct IssueRequest {
     pub csr_der: Vec<u8>,
     /// The TLS client certificate the request came with (empty when none).
     pub client_cert_der: Vec<u8>,
+    /// The requester is a registration authority (a gateway authenticated by a certificate
+    /// under an RA trust anchor) acting on the device's behalf (RFC 7030 §3.7).
+    pub registration_authority: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -384,6 +387,7 @@ impl Request {
                 w.string("client_ip", MAX_IP_LEN, &r.client_ip)?;
                 w.bytes("csr", MAX_DER_LEN, &r.csr_der)?;
                 w.bytes("client_cert", MAX_DER_LEN, &r.client_cert_der)?;
+                w.u8(u8::from(r.registration_authority));
             }
             Request::DeviceList { offset, limit } => {
                 w.u32(*offset).u32(*limit);
@@ -426,6 +430,11 @@ impl Request {
                 client_ip: r.string("client_ip", MAX_IP_LEN)?,
                 csr_der: r.bytes("csr", MAX_DER_LEN)?,
                 client_cert_der: r.bytes("client_cert", MAX_DER_LEN)?,
+                registration_authority: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(FrameError::BadValue("registration_authority")),
+                },
             }),
             msg_type::DEVICE_LIST => {
                 let offset = r.u32()?;
@@ -625,6 +634,7 @@ mod tests {
             client_ip: "::1".into(),
             csr_der: vec![0x30, 0x00],
             client_cert_der: vec![],
+            registration_authority: false,
         }));
         round_trip_request(Request::DeviceList {
             offset: 3,
@@ -658,6 +668,7 @@ mod tests {
             client_ip: "i".into(),
             csr_der: vec![],
             client_cert_der: vec![],
+            registration_authority: false,
         })
         .encode()
         .unwrap();

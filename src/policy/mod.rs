@@ -70,6 +70,8 @@ struct RawProfile {
     aia_ca_issuers: Option<String>,
     #[serde(default = "default_true")]
     track_devices: bool,
+    #[serde(default)]
+    allow_registration_authority: bool,
 }
 
 fn default_true() -> bool {
@@ -178,6 +180,9 @@ pub struct Profile {
     /// Whether issuance follows the device rules and updates the device table (pumps), or
     /// only records the certificate (server certificates).
     pub track_devices: bool,
+    /// Whether a registration authority (a gateway with an RA certificate) may request
+    /// certificates under this profile on a device's behalf.
+    pub allow_registration_authority: bool,
 }
 
 /// A refusal with a stable reason code, e.g. `key.rsa_size`.
@@ -470,6 +475,7 @@ impl Profile {
             crl_distribution_point: raw.crl_distribution_point,
             aia_ca_issuers: raw.aia_ca_issuers,
             track_devices: raw.track_devices,
+            allow_registration_authority: raw.allow_registration_authority,
         })
     }
 

@@ -349,6 +349,17 @@ impl SignerService {
             Ok(p) => p,
             Err(r) => return Err(self.refuse(&ctx, &req, &requested_subject, r.into())),
         };
+        if req.registration_authority && !profile.allow_registration_authority {
+            let err = wire(
+                ErrorCode::NotAllowed,
+                "profile.registration_authority",
+                format!(
+                    "profile {} does not accept registration authorities",
+                    profile.name
+                ),
+            );
+            return Err(self.refuse(&ctx, &req, &requested_subject, err));
+        }
         let approved = match profile.evaluate(&parsed) {
             Ok(a) => a,
             Err(r) => return Err(self.refuse(&ctx, &req, &requested_subject, r.into())),
@@ -578,6 +589,43 @@ impl SignerService {
                 }
                 Ok(DeviceStatus::Enrolled)
             }
+            Operation::Reenroll if req.registration_authority => {
+                // An RA re-enrols a device it vouches for: the names must still be those of
+                // the device's current certificate, taken from the ledger.
+                let Some(d) = device else {
+                    return Err(wire(
+                        ErrorCode::ReenrollRefused,
+                        "reenroll.unknown_device",
+                        "the device is not enrolled",
+                    ));
+                };
+                if d.status == DeviceStatus::Revoked {
+                    return Err(revoked());
+                }
+                let current = self
+                    .ledger
+                    .certificate(&d.current_serial)
+                    .map_err(|e| {
+                        log::error!("ledger read: {e}");
+                        unavailable()
+                    })?
+                    .ok_or_else(unavailable)?;
+                let cert =
+                    cert::parse_certificate(&current.record.der).map_err(|_| unavailable())?;
+                if !name::names_equal(&cert.tbs_certificate.subject, &approved.subject)
+                    || !name::sans_equal(
+                        &cert::subject_alt_names(&cert),
+                        &approved.subject_alt_names,
+                    )
+                {
+                    return Err(wire(
+                        ErrorCode::ReenrollRefused,
+                        "reenroll.name_mismatch",
+                        "subject and subjectAltName must equal those of the current certificate",
+                    ));
+                }
+                Ok(d.status)
+            }
             Operation::Reenroll => {
                 if req.client_cert_der.is_empty() {
                     return Err(wire(
@@ -791,6 +839,7 @@ mod tests {
                 client_ip: "::1".into(),
                 csr_der: csrgen::csr(&[(csrgen::CN, cn)]),
                 client_cert_der: vec![],
+                registration_authority: false,
             }),
         )
     }

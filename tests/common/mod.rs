@@ -315,6 +315,7 @@ log:
                 client_ip: "192.0.2.1".into(),
                 csr_der: csr.to_vec(),
                 client_cert_der: cert.to_vec(),
+                registration_authority: false,
             }))
             .expect("signer call")
     }

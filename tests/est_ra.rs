@@ -1,0 +1,119 @@
+//! A gateway that enrols on devices' behalf with its own certificate (a registration
+//! authority, RFC 7030 §3.7): its certificate chains to a configured RA trust anchor, not
+//! to the device CA. It may enrol any device the profile allows and re-enrol a device with
+//! the names of the device's current certificate.
+
+mod common;
+
+use std::process::Command;
+
+use common::demo::*;
+use common::{ok, run, signer_bin};
+
+#[test]
+fn registration_authority_enrols_and_reenrols_on_behalf_of_devices() {
+    let mut demo = Demo::start("ra", "der");
+    demo.stop();
+    let p = |n: &str| demo.path(n).display().to_string();
+    // The gateway operator's own CA and the gateway's client certificate.
+    ok(&run(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-new",
+        "-nodes",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-days",
+        "365",
+        "-subj",
+        "/CN=IQE Gateway RA Root",
+        "-keyout",
+        &p("ra-root.key"),
+        "-out",
+        &p("ra-root.pem"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ])));
+    ok(&run(Command::new("openssl").args([
+        "req",
+        "-new",
+        "-nodes",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-subj",
+        "/CN=iqe-gateway-1",
+        "-keyout",
+        &p("ra.key"),
+        "-out",
+        &p("ra.csr"),
+    ])));
+    std::fs::write(
+        demo.path("ra.ext"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    ok(&run(Command::new("openssl").args([
+        "x509",
+        "-req",
+        "-in",
+        &p("ra.csr"),
+        "-CA",
+        &p("ra-root.pem"),
+        "-CAkey",
+        &p("ra-root.key"),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        &p("ra.ext"),
+        "-out",
+        &p("ra.pem"),
+    ])));
+    demo.edit_frontend(
+        "  client_ca_file: ca.pem",
+        "  client_ca_file: ca.pem\n  ra_trust_anchors: [ra-root.pem]",
+    );
+    let _signer = demo.spawn_ready(&signer_bin(), "signer.yaml", "signer.log");
+    let _frontend = demo.spawn_ready(&frontend_bin(), "frontend.yaml", "frontend.log");
+    let ra_auth = [
+        "--cert".to_string(),
+        p("ra.pem"),
+        "--key".to_string(),
+        p("ra.key"),
+    ];
+    let post = |csr: &std::path::Path, path: &str| {
+        let data = format!("@{}", csr.display());
+        let mut args: Vec<&str> = ra_auth.iter().map(String::as_str).collect();
+        args.extend(["--data-binary", &data]);
+        demo.curl(&args, path)
+    };
+
+    // Enrolment of a pump the appliance has never seen, by the RA alone.
+    let subj = "/CN=ra-pump-001/O=TestHospital/C=US";
+    let (_, csr1) = demo.csr("ra1", subj);
+    let r = post(&csr1, "simpleenroll");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Re-enrolment on the pump's behalf, same names, new key.
+    let (_, csr2) = demo.csr("ra2", subj);
+    let r = post(&csr2, "simplereenroll");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Not with other names, and not for a device that does not exist.
+    let (_, csr3) = demo.csr("ra3", "/CN=ra-pump-001/O=Elsewhere/C=US");
+    assert_eq!(post(&csr3, "simplereenroll").status, 403);
+    let (_, csr4) = demo.csr("ra4", "/CN=ra-pump-404");
+    assert_eq!(post(&csr4, "simplereenroll").status, 403);
+    // Bootstrap stays HTTP Basic only.
+    assert_eq!(post(&csr4, "bootstrap").status, 401);
+    let audit = std::fs::read_to_string(demo.path("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("\"requester\":\"ra:"),
+        "RA identity not audited"
+    );
+}
