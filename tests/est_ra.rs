@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::demo::*;
-use common::{ok, run, signer_bin};
+use common::{openssl, signer_bin};
 
 #[test]
 fn registration_authority_enrols_and_reenrols_on_behalf_of_devices() {
@@ -16,7 +14,7 @@ fn registration_authority_enrols_and_reenrols_on_behalf_of_devices() {
     demo.stop();
     let p = |n: &str| demo.path(n).display().to_string();
     // The gateway operator's own CA and the gateway's client certificate.
-    ok(&run(Command::new("openssl").args([
+    openssl(&[
         "req",
         "-x509",
         "-new",
@@ -37,8 +35,8 @@ fn registration_authority_enrols_and_reenrols_on_behalf_of_devices() {
         "basicConstraints=critical,CA:TRUE",
         "-addext",
         "keyUsage=critical,keyCertSign",
-    ])));
-    ok(&run(Command::new("openssl").args([
+    ]);
+    openssl(&[
         "req",
         "-new",
         "-nodes",
@@ -52,14 +50,14 @@ fn registration_authority_enrols_and_reenrols_on_behalf_of_devices() {
         &p("ra.key"),
         "-out",
         &p("ra.csr"),
-    ])));
+    ]);
     std::fs::write(
         demo.path("ra.ext"),
         "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
          extendedKeyUsage=clientAuth\n",
     )
     .unwrap();
-    ok(&run(Command::new("openssl").args([
+    openssl(&[
         "x509",
         "-req",
         "-in",
@@ -75,7 +73,7 @@ fn registration_authority_enrols_and_reenrols_on_behalf_of_devices() {
         &p("ra.ext"),
         "-out",
         &p("ra.pem"),
-    ])));
+    ]);
     demo.edit_frontend(
         "  client_ca_file: ca.pem",
         "  client_ca_file: ca.pem\n  ra_trust_anchors: [ra-root.pem]",

@@ -2,8 +2,6 @@
 //! hospital's root and the import of what it signed. These talk to the token directly and
 //! take the audit log's lock, so the signer must be stopped.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -109,15 +107,7 @@ fn login(cfg: &SignerConfig) -> Result<(Token, cryptoki::session::Session), Stri
 }
 
 fn write_new(path: &Path, contents: &str, mode: u32) -> Result<(), String> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(contents.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("{}: {e}", path.display()))
+    super::write_file(path, contents, mode, true)
 }
 
 /// Generates the key pair and returns what is needed to sign with it.

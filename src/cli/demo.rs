@@ -4,7 +4,7 @@
 //! Everything is reused when DIR already holds it, so devices survive a restart.
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -60,18 +60,7 @@ fn random_secret(len: usize) -> Result<String, String> {
 }
 
 fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), String> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("{}: {e}", path.display()))
+    super::write_file(path, text, mode, false)
 }
 
 /// Creates and initialises a SoftHSM token in `dir/token` through PKCS#11 (no PIN on any

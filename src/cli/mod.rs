@@ -234,6 +234,32 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Writes `text` to `path` with permissions `mode` (also on a file that existed), fsynced.
+/// With `create_new`, an existing file is an error instead.
+pub(crate) fn write_file(
+    path: &Path,
+    text: &str,
+    mode: u32,
+    create_new: bool,
+) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).mode(mode);
+    if create_new {
+        options.create_new(true);
+    } else {
+        options.create(true).truncate(true);
+    }
+    let mut f = options.open(path).map_err(err)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(err)?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(err)
+}
+
 fn load(config: &Path) -> Result<SignerConfig, String> {
     SignerConfig::load(config)
 }

@@ -3,9 +3,7 @@
 //! the CSR goes to the signer. Through the socket when the signer runs (as the operator
 //! uid), otherwise directly with the token, audited the same way.
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use der::asn1::{Ia5String, OctetString};
@@ -27,19 +25,6 @@ use crate::signer::service::CallContext;
 
 /// The profile server certificates are issued under.
 pub const SERVER_PROFILE: &str = "tls-server";
-
-fn write_private(path: &Path, text: &str, mode: u32) -> Result<(), String> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
 
 /// Makes a P-256 key and a CSR for `dns` and `ips`. Returns (CSR DER, key PKCS#8 DER).
 fn key_and_csr(dns: &[String], ips: &[IpAddr]) -> Result<(Vec<u8>, Vec<u8>), String> {
@@ -154,8 +139,8 @@ pub fn issue(
             pem.push_str(&to_pem("CERTIFICATE", c));
         }
     }
-    write_private(out_key, &to_pem("PRIVATE KEY", &key), 0o600)?;
-    write_private(out_cert, &pem, 0o644)?;
+    super::write_file(out_key, &to_pem("PRIVATE KEY", &key), 0o600, false)?;
+    super::write_file(out_cert, &pem, 0o644, false)?;
     println!(
         "server certificate for {} written to {} (key {})",
         dns.iter()

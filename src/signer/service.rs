@@ -592,16 +592,7 @@ impl SignerService {
             Operation::Reenroll if req.registration_authority => {
                 // An RA re-enrols a device it vouches for: the names must still be those of
                 // the device's current certificate, taken from the ledger.
-                let Some(d) = device else {
-                    return Err(wire(
-                        ErrorCode::ReenrollRefused,
-                        "reenroll.unknown_device",
-                        "the device is not enrolled",
-                    ));
-                };
-                if d.status == DeviceStatus::Revoked {
-                    return Err(revoked());
-                }
+                let d = Self::live_device(device)?;
                 let current = self
                     .ledger
                     .certificate(&d.current_serial)
@@ -612,18 +603,7 @@ impl SignerService {
                     .ok_or_else(unavailable)?;
                 let cert =
                     cert::parse_certificate(&current.record.der).map_err(|_| unavailable())?;
-                if !name::names_equal(&cert.tbs_certificate.subject, &approved.subject)
-                    || !name::sans_equal(
-                        &cert::subject_alt_names(&cert),
-                        &approved.subject_alt_names,
-                    )
-                {
-                    return Err(wire(
-                        ErrorCode::ReenrollRefused,
-                        "reenroll.name_mismatch",
-                        "subject and subjectAltName must equal those of the current certificate",
-                    ));
-                }
+                Self::same_names(&cert, approved)?;
                 Ok(d.status)
             }
             Operation::Reenroll => {
@@ -635,16 +615,7 @@ impl SignerService {
                     ));
                 }
                 let presented = self.check_presented_certificate(req, approved)?;
-                let Some(d) = device else {
-                    return Err(wire(
-                        ErrorCode::ReenrollRefused,
-                        "reenroll.unknown_device",
-                        "the device is not enrolled",
-                    ));
-                };
-                if d.status == DeviceStatus::Revoked {
-                    return Err(revoked());
-                }
+                let d = Self::live_device(device)?;
                 if d.current_serial != presented {
                     return Err(wire(
                         ErrorCode::ReenrollRefused,
@@ -705,18 +676,51 @@ impl SignerService {
                 "the client certificate is not valid now",
             ));
         }
-        if !name::names_equal(&presented.tbs_certificate.subject, &approved.subject)
-            || !name::sans_equal(
-                &cert::subject_alt_names(&presented),
+        Self::same_names(&presented, approved)?;
+        Ok(serial)
+    }
+
+    /// RFC 7030 §4.2.2: a renewal keeps the subject and SANs of the current certificate,
+    /// compared by meaning.
+    fn same_names(
+        current: &x509_cert::Certificate,
+        approved: &crate::policy::Approved,
+    ) -> Result<(), WireError> {
+        if name::names_equal(&current.tbs_certificate.subject, &approved.subject)
+            && name::sans_equal(
+                &cert::subject_alt_names(current),
                 &approved.subject_alt_names,
             )
         {
-            return Err(refused(
+            Ok(())
+        } else {
+            Err(wire(
+                ErrorCode::ReenrollRefused,
                 "reenroll.name_mismatch",
                 "subject and subjectAltName must equal those of the current certificate",
+            ))
+        }
+    }
+
+    /// The device a re-enrolment is for: it must exist and not be revoked.
+    fn live_device(
+        device: Option<&crate::ipc::DeviceInfo>,
+    ) -> Result<&crate::ipc::DeviceInfo, WireError> {
+        let Some(d) = device else {
+            return Err(wire(
+                ErrorCode::ReenrollRefused,
+                "reenroll.unknown_device",
+                "the device is not enrolled",
+            ));
+        };
+        if d.status == DeviceStatus::Revoked {
+            return Err(wire(
+                ErrorCode::Revoked,
+                "device.revoked",
+                "the device is revoked",
             ));
         }
-        Ok(serial)
+        Ok(d)
     }
 
     fn fresh_serial(&self, ctx: &CallContext) -> Result<Vec<u8>, WireError> {

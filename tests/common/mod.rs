@@ -432,3 +432,8 @@ impl Appliance {
         std::fs::read_to_string(self.path("token/token-pin")).unwrap()
     }
 }
+
+/// Runs `openssl` with `args`, panicking with its output on failure; returns stdout.
+pub fn openssl(args: &[&str]) -> String {
+    ok(&run(Command::new("openssl").args(args)))
+}
