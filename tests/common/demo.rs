@@ -139,6 +139,18 @@ impl Demo {
         std::fs::read_to_string(self.path("frontend.log")).unwrap_or_default()
     }
 
+    /// Waits (up to 10 s) for `needle` in the frontend log: a line written after the server
+    /// closed a connection may land a moment after the client saw the close.
+    pub fn frontend_log_shows(&self, needle: &str) -> bool {
+        for _ in 0..100 {
+            if self.frontend_log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
     /// curl against the appliance (trusting its CA); `args` go before the URL.
     pub fn curl(&self, args: &[&str], path: &str) -> Answer {
         let n = self.counter.get();
