@@ -99,13 +99,20 @@ struct RawAudit {
     path: String,
 }
 
+/// The `log` table, the same in every config file.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct RawLog {
+pub(crate) struct RawLog {
     #[serde(default)]
     target: Option<String>,
     #[serde(default)]
     level: Option<String>,
+}
+
+impl RawLog {
+    pub(crate) fn validate(&self) -> Result<LogConfig, String> {
+        parse_log(self.target.as_deref(), self.level.as_deref())
+    }
 }
 
 /// Where the token's user PIN comes from. Never argv, never the environment.
@@ -264,7 +271,7 @@ impl SignerConfig {
             None => None,
             Some(g) => Some(g.resolve_gid().map_err(|e| format!("socket.group: {e}"))?),
         };
-        let log = parse_log(raw.log.target.as_deref(), raw.log.level.as_deref())?;
+        let log = raw.log.validate()?;
         Ok(SignerConfig {
             source: path.to_path_buf(),
             token: TokenConfig {

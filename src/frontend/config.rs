@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::resolve;
-use crate::config::signer::{parse_log, LogConfig};
+use crate::config::signer::{LogConfig, RawLog};
 
 use super::est::ResponseFormat;
 use super::limits::Cidr;
@@ -213,15 +213,6 @@ fn default_failures() -> u32 {
 
 fn default_failure_window() -> u64 {
     900
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLog {
-    #[serde(default)]
-    target: Option<String>,
-    #[serde(default)]
-    level: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -428,7 +419,7 @@ impl FrontendConfig {
             rate_limit,
             login_failures: raw.login_limit.failures,
             login_window: seconds("login_limit.window", raw.login_limit.window, 86_400)?,
-            log: parse_log(raw.log.target.as_deref(), raw.log.level.as_deref())?,
+            log: raw.log.validate()?,
         })
     }
 }
