@@ -68,27 +68,15 @@ fn intermediate_under_an_existing_root_issues_verifiable_certificates() {
 
     // A certificate for some other key is refused.
     let stranger = d.join("stranger.pem");
-    ok(&run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-new",
-            "-nodes",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-subj", "/CN=Stranger CA", "-keyout"])
-        .arg(d.join("stranger.key"))
-        .arg("-out")
-        .arg(&stranger)
-        .args([
-            "-addext",
+    self_signed_p256(
+        &d.join("stranger.key"),
+        &stranger,
+        "/CN=Stranger CA",
+        &[
             "basicConstraints=critical,CA:TRUE",
-            "-addext",
             "keyUsage=critical,keyCertSign",
-        ])));
+        ],
+    );
     let bad = app.estctl(&[
         "ca",
         "import",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::demo::*;
 use common::rawtls::{exchange, status};
-use common::{ok, run};
+use common::run;
 
 fn still_serving(demo: &Demo) {
     assert_eq!(
@@ -157,23 +157,15 @@ fn tls_refuses_old_protocols_and_foreign_client_certificates() {
     // A client certificate from a CA the appliance does not trust.
     let key = demo.path("foreign.key");
     let cert = demo.path("foreign.pem");
-    ok(&run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-new",
-            "-nodes",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-days", "30", "-subj", "/CN=foreign-pump", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=clientAuth"])));
+    common::self_signed_p256(
+        &key,
+        &cert,
+        "/CN=foreign-pump",
+        &[
+            "basicConstraints=critical,CA:FALSE",
+            "extendedKeyUsage=clientAuth",
+        ],
+    );
     let out = run(Command::new("curl")
         .args(["-sS", "--max-time", "30", "--cacert"])
         .arg(demo.ca())

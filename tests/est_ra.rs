@@ -6,7 +6,7 @@
 mod common;
 
 use common::demo::*;
-use common::{openssl, signer_bin};
+use common::{openssl, self_signed_p256, signer_bin};
 
 #[test]
 fn registration_authority_enrols_and_reenrols_on_behalf_of_devices() {
@@ -14,28 +14,15 @@ fn registration_authority_enrols_and_reenrols_on_behalf_of_devices() {
     demo.stop();
     let p = |n: &str| demo.path(n).display().to_string();
     // The gateway operator's own CA and the gateway's client certificate.
-    openssl(&[
-        "req",
-        "-x509",
-        "-new",
-        "-nodes",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-days",
-        "365",
-        "-subj",
+    self_signed_p256(
+        &demo.path("ra-root.key"),
+        &demo.path("ra-root.pem"),
         "/CN=IQE Gateway RA Root",
-        "-keyout",
-        &p("ra-root.key"),
-        "-out",
-        &p("ra-root.pem"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
+        &[
+            "basicConstraints=critical,CA:TRUE",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
     openssl(&[
         "req",
         "-new",

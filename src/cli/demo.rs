@@ -63,6 +63,18 @@ fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), String> {
     super::write_file(path, text, mode, false)
 }
 
+/// The first slot whose token matches `want`.
+fn find_slot(
+    pkcs11: &Pkcs11,
+    want: impl Fn(&cryptoki::slot::TokenInfo) -> bool,
+) -> Result<Option<cryptoki::slot::Slot>, String> {
+    Ok(pkcs11
+        .get_slots_with_token()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|s| pkcs11.get_token_info(*s).map(|i| want(&i)).unwrap_or(false)))
+}
+
 /// Creates and initialises a SoftHSM token in `dir/token` through PKCS#11 (no PIN on any
 /// command line). The user PIN goes to `dir/token-pin`, the SO PIN to `dir/token/so-pin`.
 fn create_token(dir: &Path) -> Result<(), String> {
@@ -89,32 +101,14 @@ fn create_token(dir: &Path) -> Result<(), String> {
     pkcs11
         .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .map_err(|e| e.to_string())?;
-    let free = pkcs11
-        .get_slots_with_token()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .find(|s| {
-            pkcs11
-                .get_token_info(*s)
-                .map(|i| !i.token_initialized())
-                .unwrap_or(false)
-        })
-        .ok_or("SoftHSM offers no free slot")?;
+    let free =
+        find_slot(&pkcs11, |i| !i.token_initialized())?.ok_or("SoftHSM offers no free slot")?;
     let so = SecretString::from(so_pin);
     pkcs11
         .init_token(free, &so, TOKEN_LABEL)
         .map_err(|e| format!("C_InitToken: {e}"))?;
     // Slot ids change after C_InitToken: find the token again by label.
-    let slot = pkcs11
-        .get_slots_with_token()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .find(|s| {
-            pkcs11
-                .get_token_info(*s)
-                .map(|i| i.label().trim_end() == TOKEN_LABEL)
-                .unwrap_or(false)
-        })
+    let slot = find_slot(&pkcs11, |i| i.label().trim_end() == TOKEN_LABEL)?
         .ok_or("the new token is not visible")?;
     {
         let session = pkcs11.open_rw_session(slot).map_err(|e| e.to_string())?;

@@ -437,3 +437,25 @@ impl Appliance {
 pub fn openssl(args: &[&str]) -> String {
     ok(&run(Command::new("openssl").args(args)))
 }
+
+/// A self-signed P-256 certificate (`openssl req -x509`) with the given `-addext` values.
+pub fn self_signed_p256(key: &Path, cert: &Path, subj: &str, extensions: &[&str]) {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["req", "-x509", "-new", "-nodes", "-newkey", "ec"])
+        .args([
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-days",
+            "365",
+            "-subj",
+            subj,
+        ])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert);
+    for e in extensions {
+        cmd.args(["-addext", e]);
+    }
+    ok(&run(&mut cmd));
+}
