@@ -9,8 +9,8 @@
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
-use hsm_est::ipc::client::SignerClient;
-use hsm_est::ipc::{IssueRequest, Operation, Request, Response};
+use hsm_est_proto::client::SignerClient;
+use hsm_est_proto::{IssueRequest, Operation, Request, Response};
 
 #[path = "../tests/common/csrgen.rs"]
 #[allow(dead_code)]

@@ -1,113 +1,203 @@
-//! The privilege separation, checked on the source: code that runs in the network-facing
-//! process must not reach the token, the ledger or the audit log, and the signer must not
-//! pull in the HTTP/TLS stack. A source-level check (rather than trusting the module tree)
-//! so that a stray `use` fails CI.
+//! The privilege separation, read from the crate graph: `cargo metadata` resolves what each
+//! binary's package links (normal dependencies, transitively), and no process may link what
+//! belongs to another trust domain. The network-facing frontend never links the token
+//! (cryptoki) or the ledger (SQLite); the key-holding signer never links the HTTP/TLS stack.
 
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeSet, HashMap};
+use std::process::Command;
 
-/// Paths (relative to the repo) compiled into the frontend: the frontend itself and the
-/// shared modules it uses.
-const FRONTEND_SIDE: &[&str] = &[
-    "src/frontend",
-    "src/bin/est-frontend.rs",
-    "src/ipc",
-    "src/pki",
-    "src/config",
-    "src/util.rs",
-    "src/logging.rs",
-];
-/// What frontend-side code must never name.
-const FRONTEND_FORBIDDEN: &[&str] = &[
-    "crate::signer",
-    "hsm_est::signer",
-    "signer::token",
-    "signer::ledger",
-    "signer::audit",
-    "cryptoki",
-    "rusqlite",
-];
-/// What the signer must never name.
-const SIGNER_FORBIDDEN: &[&str] = &[
-    "hyper",
-    "rustls",
-    "tokio_rustls",
-    "crate::frontend",
-    "std::net::Tcp",
+use serde_json::Value;
+
+/// (package, crates it must never link, directly or through anything else).
+const RULES: &[(&str, &[&str])] = &[
+    (
+        "hsm-est-frontend",
+        &[
+            "cryptoki",
+            "cryptoki-sys",
+            "rusqlite",
+            "libsqlite3-sys",
+            "hsm-est-signer",
+            "hsm-est-policy",
+        ],
+    ),
+    (
+        "hsm-est-signer",
+        &[
+            "hyper",
+            "hyper-util",
+            "h2",
+            "rustls",
+            "tokio-rustls",
+            "hsm-est-frontend",
+        ],
+    ),
+    (
+        "hsm-est-proto",
+        &["tokio", "hyper", "cryptoki", "rusqlite", "rustls"],
+    ),
+    (
+        "hsm-est-pki",
+        &["tokio", "hyper", "cryptoki", "rusqlite", "rustls"],
+    ),
+    (
+        "hsm-est-policy",
+        &["tokio", "hyper", "cryptoki", "rusqlite", "rustls"],
+    ),
+    (
+        "hsm-est-common",
+        &["tokio", "hyper", "cryptoki", "rusqlite", "rustls"],
+    ),
 ];
 
-fn rust_files(root: &Path) -> Vec<PathBuf> {
-    if root.is_file() {
-        return vec![root.to_path_buf()];
-    }
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(root) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(rust_files(&p));
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                out.push(p);
-            }
-        }
-    }
-    out
+/// Package names and normal (linked) dependency edges of a resolved workspace.
+struct Graph {
+    names: HashMap<String, String>,
+    deps: HashMap<String, Vec<String>>,
 }
 
-/// Lines of `text` (comments stripped) that name one of `forbidden`.
-fn violations(text: &str, forbidden: &[&str]) -> Vec<String> {
-    text.lines()
-        .map(|l| l.split("//").next().unwrap_or(""))
-        .filter(|code| forbidden.iter().any(|f| code.contains(f)))
-        .map(|code| code.trim().to_string())
-        .collect()
-}
+impl Graph {
+    fn from_metadata(meta: &Value) -> Graph {
+        let mut names = HashMap::new();
+        for p in meta["packages"].as_array().expect("packages") {
+            names.insert(
+                p["id"].as_str().expect("id").to_string(),
+                p["name"].as_str().expect("name").to_string(),
+            );
+        }
+        let mut deps = HashMap::new();
+        for node in meta["resolve"]["nodes"].as_array().expect("resolve.nodes") {
+            let linked: Vec<String> = node["deps"]
+                .as_array()
+                .expect("deps")
+                .iter()
+                .filter(|d| {
+                    // Build scripts' and tests' dependencies are not linked into the binary.
+                    d["dep_kinds"]
+                        .as_array()
+                        .expect("dep_kinds")
+                        .iter()
+                        .any(|k| k["kind"].is_null())
+                })
+                .map(|d| d["pkg"].as_str().expect("pkg").to_string())
+                .collect();
+            deps.insert(node["id"].as_str().expect("id").to_string(), linked);
+        }
+        Graph { names, deps }
+    }
 
-fn check(paths: &[&str], forbidden: &[&str]) -> usize {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut checked = 0;
-    let mut bad = Vec::new();
-    for p in paths {
-        for file in rust_files(&repo.join(p)) {
-            checked += 1;
-            let text = std::fs::read_to_string(&file).unwrap();
-            for v in violations(&text, forbidden) {
-                bad.push(format!("{}: {v}", file.display()));
+    /// The names of every package `package` links, itself excluded.
+    fn linked_by(&self, package: &str) -> BTreeSet<String> {
+        let roots: Vec<&String> = self
+            .names
+            .iter()
+            .filter(|(_, n)| n.as_str() == package)
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(roots.len(), 1, "package {package} is not in the workspace");
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<String> = self.deps[roots[0]].clone();
+        let mut out = BTreeSet::new();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            out.insert(self.names[&id].clone());
+            stack.extend(self.deps.get(&id).cloned().unwrap_or_default());
+        }
+        out
+    }
+
+    /// Every rule broken: `package links crate`.
+    fn violations(&self, rules: &[(&str, &[&str])]) -> Vec<String> {
+        let mut bad = Vec::new();
+        for (package, forbidden) in rules {
+            let linked = self.linked_by(package);
+            for f in *forbidden {
+                if linked.contains(*f) {
+                    bad.push(format!("{package} links {f}"));
+                }
             }
         }
+        bad
     }
+}
+
+fn workspace_metadata() -> Value {
+    let out = Command::new(env!("CARGO"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("cargo metadata JSON")
+}
+
+#[test]
+fn no_process_links_another_trust_domains_crates() {
+    let graph = Graph::from_metadata(&workspace_metadata());
+    let bad = graph.violations(RULES);
     assert!(
         bad.is_empty(),
         "privilege separation broken:\n{}",
         bad.join("\n")
     );
-    checked
+    // The rules are about real crates: the signer does link the token and the ledger, and
+    // the frontend the TLS stack. If these fail, the names above have gone stale.
+    let signer = graph.linked_by("hsm-est-signer");
+    assert!(signer.contains("cryptoki") && signer.contains("rusqlite"));
+    let frontend = graph.linked_by("hsm-est-frontend");
+    assert!(frontend.contains("rustls") && frontend.contains("hyper"));
+}
+
+/// A workspace graph in `cargo metadata`'s shape, with `edges` as (from, to, kind).
+fn synthetic(packages: &[&str], edges: &[(&str, &str, Option<&str>)]) -> Value {
+    let id = |n: &str| format!("path+file:///ws/{n}#0.1.0");
+    let nodes: Vec<Value> = packages
+        .iter()
+        .map(|p| {
+            let deps: Vec<Value> = edges
+                .iter()
+                .filter(|(from, _, _)| from == p)
+                .map(|(_, to, kind)| {
+                    serde_json::json!({"pkg": id(to), "dep_kinds": [{"kind": kind}]})
+                })
+                .collect();
+            serde_json::json!({"id": id(p), "deps": deps})
+        })
+        .collect();
+    let pkgs: Vec<Value> = packages
+        .iter()
+        .map(|p| serde_json::json!({"id": id(p), "name": p}))
+        .collect();
+    serde_json::json!({"packages": pkgs, "resolve": {"nodes": nodes}})
 }
 
 #[test]
-fn frontend_side_code_does_not_reach_the_token_ledger_or_audit_log() {
-    let checked = check(FRONTEND_SIDE, FRONTEND_FORBIDDEN);
-    assert!(
-        checked >= 8,
-        "only {checked} files checked: the paths above are stale"
+fn the_check_catches_a_forbidden_crate_however_deep() {
+    let rules: &[(&str, &[&str])] = &[("hsm-est-frontend", &["cryptoki"])];
+    let clean = synthetic(
+        &["hsm-est-frontend", "hyper", "cryptoki"],
+        &[
+            ("hsm-est-frontend", "hyper", None),
+            // A test-only dependency is not linked into the binary.
+            ("hsm-est-frontend", "cryptoki", Some("dev")),
+        ],
     );
-}
-
-#[test]
-fn signer_does_not_pull_in_the_network_stack() {
-    let checked = check(
-        &["src/signer", "src/bin/est-signer.rs", "src/policy"],
-        SIGNER_FORBIDDEN,
+    assert!(Graph::from_metadata(&clean).violations(rules).is_empty());
+    let deep = synthetic(
+        &["hsm-est-frontend", "helper", "cryptoki"],
+        &[
+            ("hsm-est-frontend", "helper", None),
+            ("helper", "cryptoki", None),
+        ],
     );
-    assert!(
-        checked >= 8,
-        "only {checked} files checked: the paths above are stale"
+    assert_eq!(
+        Graph::from_metadata(&deep).violations(rules),
+        vec!["hsm-est-frontend links cryptoki".to_string()]
     );
-}
-
-#[test]
-fn the_checker_catches_a_forbidden_import() {
-    let bad = "use std::io;\nuse crate::signer::token::Token; // the key!\n";
-    assert_eq!(violations(bad, FRONTEND_FORBIDDEN).len(), 1);
-    assert!(violations("// use cryptoki only in comments\n", FRONTEND_FORBIDDEN).is_empty());
-    assert_eq!(violations("use hyper::Request;", SIGNER_FORBIDDEN).len(), 1);
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use hsm_est::ipc::Operation;
+use hsm_est_proto::Operation;
 
 fn verify(app: &Appliance) -> (bool, String) {
     let out = app.estctl(&["audit", "verify", "--config", app.config_arg()]);

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use hsm_est::ipc::{Operation, Request, Response};
+use hsm_est_proto::{Operation, Request, Response};
 
 #[test]
 fn intermediate_under_an_existing_root_issues_verifiable_certificates() {

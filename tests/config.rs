@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use hsm_est::config::signer::SignerConfig;
-use hsm_est::policy::{Policy, Profile};
+use hsm_est_policy::{Policy, Profile};
+use hsm_est_signer::config::SignerConfig;
 
 const SIGNER_CONFIGS: &[&str] = &["config/signer.yaml", "config/signer-iqe.yaml"];
 
@@ -71,7 +71,7 @@ fn shipped_signer_configs_parse_and_reject_unknown_keys_everywhere() {
 
 #[test]
 fn shipped_frontend_configs_parse_and_reject_unknown_keys_everywhere() {
-    use hsm_est::frontend::config::FrontendConfig;
+    use hsm_est_frontend::config::FrontendConfig;
     for file in ["config/frontend.yaml", "config/frontend-iqe.yaml"] {
         let text = std::fs::read_to_string(repo(file)).unwrap();
         let path = repo(file);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 
 use common::csrgen::{self, C, CN, O};
 use common::*;
-use hsm_est::ipc::{DeviceStatus, ErrorCode, Operation, Request, Response};
+use hsm_est_proto::{DeviceStatus, ErrorCode, Operation, Request, Response};
 
 fn device_status(app: &Appliance, cn: &str) -> Option<DeviceStatus> {
     match app
@@ -130,8 +130,8 @@ fn device_lifecycle_follows_the_iqe_rules() {
     let renewed = issued(app.issue(Operation::Reenroll, "iqe-pump", &printable, &renewed));
 
     // Revocation by the operator: the certificate and the device are revoked.
-    let serial = hsm_est::util::hex(
-        hsm_est::pki::cert::parse_certificate(&renewed)
+    let serial = hex::encode(
+        hsm_est_pki::cert::parse_certificate(&renewed)
             .unwrap()
             .tbs_certificate
             .serial_number
@@ -193,10 +193,10 @@ fn fifty_concurrent_bootstraps_of_one_cn_issue_exactly_one_certificate() {
             let barrier = Arc::clone(&barrier);
             let socket = socket.clone();
             std::thread::spawn(move || {
-                let mut client = hsm_est::ipc::client::SignerClient::connect(&socket).unwrap();
+                let mut client = hsm_est_proto::client::SignerClient::connect(&socket).unwrap();
                 barrier.wait();
                 client
-                    .call(&Request::Issue(hsm_est::ipc::IssueRequest {
+                    .call(&Request::Issue(hsm_est_proto::IssueRequest {
                         operation: Operation::Bootstrap,
                         profile: "iqe-bootstrap".into(),
                         requester: "basic:iqe".into(),
@@ -231,7 +231,7 @@ fn registration_authority_needs_a_profile_that_accepts_it() {
     app.start();
     let call = |profile: &str, cn: &str| {
         app.client()
-            .call(&Request::Issue(hsm_est::ipc::IssueRequest {
+            .call(&Request::Issue(hsm_est_proto::IssueRequest {
                 operation: Operation::Enroll,
                 profile: profile.into(),
                 requester: "ra:0011".into(),

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use common::csrgen::{self, CN};
 use common::*;
-use hsm_est::ipc::client::SignerClient;
-use hsm_est::ipc::{IssueRequest, Operation, Request, Response};
-use hsm_est::signer::ledger::Ledger;
+use hsm_est_proto::client::SignerClient;
+use hsm_est_proto::{IssueRequest, Operation, Request, Response};
+use hsm_est_signer::ledger::Ledger;
 
 const CLIENTS: usize = 8;
 const CRASHES: usize = 3;
@@ -78,7 +78,7 @@ fn every_certificate_a_client_received_survives_kill_9() {
         let stored = ledger
             .certificate(serial)
             .unwrap()
-            .unwrap_or_else(|| panic!("certificate {} lost", hsm_est::util::hex(serial)));
+            .unwrap_or_else(|| panic!("certificate {} lost", hex::encode(serial)));
         assert_eq!(&stored.record.der, cert);
     }
     let out = ok(&app.estctl(&["audit", "verify", "--config", app.config_arg()]));

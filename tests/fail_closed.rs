@@ -8,8 +8,8 @@ use std::process::Command;
 
 use common::csrgen::{self, CN};
 use common::*;
-use hsm_est::ipc::{ErrorCode, Operation, Response};
-use hsm_est::signer::ledger::Ledger;
+use hsm_est_proto::{ErrorCode, Operation, Response};
+use hsm_est_signer::ledger::Ledger;
 
 /// Unmounts the small filesystem even when the test fails.
 struct Mount(std::path::PathBuf);

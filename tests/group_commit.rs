@@ -8,8 +8,8 @@ use std::sync::{Arc, Barrier};
 
 use common::csrgen::{self, CN};
 use common::*;
-use hsm_est::ipc::client::SignerClient;
-use hsm_est::ipc::{IssueRequest, Operation, Request, Response};
+use hsm_est_proto::client::SignerClient;
+use hsm_est_proto::{IssueRequest, Operation, Request, Response};
 
 const CLIENTS: usize = 8;
 const PER_CLIENT: usize = 100;

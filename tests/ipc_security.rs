@@ -10,9 +10,9 @@ use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use common::*;
-use hsm_est::ipc::codec::{FrameHeader, HEADER_LEN, MAX_FRAME_BODY};
-use hsm_est::ipc::messages::msg_type;
-use hsm_est::ipc::{Request, Response};
+use hsm_est_proto::codec::{FrameHeader, HEADER_LEN, MAX_FRAME_BODY};
+use hsm_est_proto::messages::msg_type;
+use hsm_est_proto::{Request, Response};
 
 fn header(msg: u8, body_len: u32) -> [u8; HEADER_LEN] {
     FrameHeader {
@@ -178,7 +178,7 @@ fn request_ids_are_echoed_and_every_request_is_answered() {
         .to_vec();
         f.extend_from_slice(&body);
         s.write_all(&f).unwrap();
-        let (h, body) = hsm_est::ipc::codec::read_frame(&mut s).unwrap();
+        let (h, body) = hsm_est_proto::codec::read_frame(&mut s).unwrap();
         assert_eq!(h.request_id, id);
         match Response::decode(h.msg_type, &body).unwrap() {
             Response::Error(e) => assert_eq!(e.reason, "device.not_found"),

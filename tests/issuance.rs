@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use der::{Decode, Encode};
-use hsm_est::ipc::Operation;
+use hsm_est_proto::Operation;
 use x509_cert::Certificate;
 
 fn lint_and_verify(app: &Appliance, name: &str, leaf_der: &[u8]) {
@@ -28,9 +28,7 @@ fn lint_and_verify(app: &Appliance, name: &str, leaf_der: &[u8]) {
 fn check_profile(app: &Appliance, csr_der: &[u8], cert_der: &[u8], expect_sig: &[u8]) {
     let cert = Certificate::from_der(cert_der).unwrap();
     let ca_pem = std::fs::read_to_string(app.ca_pem()).unwrap();
-    let ca_der = hsm_est::pki::pem_blocks(&ca_pem, "CERTIFICATE")
-        .unwrap()
-        .remove(0);
+    let ca_der = hsm_est_pki::pem_certificates(&ca_pem).unwrap().remove(0);
     let ca = Certificate::from_der(&ca_der).unwrap();
     let tbs = &cert.tbs_certificate;
     // P1: 16 octets, positive, top bits 01.
@@ -49,7 +47,7 @@ fn check_profile(app: &Appliance, csr_der: &[u8], cert_der: &[u8], expect_sig: &
     let csr = x509_cert::request::CertReq::from_der(csr_der).unwrap();
     assert_eq!(tbs.subject_public_key_info, csr.info.public_key);
     // P8: 365 days plus the 5-minute backdate.
-    let (nb, na) = hsm_est::pki::cert::validity_seconds(&cert);
+    let (nb, na) = hsm_est_pki::cert::validity_seconds(&cert);
     assert_eq!(na - nb, 365 * 86_400 + 300);
 }
 
@@ -95,7 +93,7 @@ fn ca_rsa3072_issues_lint_clean_certificates() {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    hsm_est::util::unhex(s).unwrap()
+    hex::decode(s).unwrap()
 }
 
 #[test]
@@ -120,7 +118,7 @@ fn csr_asking_for_ca_true_gets_an_end_entity_certificate() {
     );
     let der_cert = issued(app.issue(Operation::Bootstrap, "iqe-bootstrap", &csr, &[]));
     let cert = Certificate::from_der(&der_cert).unwrap();
-    assert!(!hsm_est::pki::cert::is_signing_ca(&cert));
+    assert!(!hsm_est_pki::cert::is_signing_ca(&cert));
     let text = ok(&run(std::process::Command::new("openssl")
         .args(["x509", "-noout", "-text", "-in"])
         .arg(write_cert_pem(&app.dir, "sneaky", &der_cert))));
@@ -176,7 +174,7 @@ fn crl_distribution_point_and_aia_come_from_the_profile() {
         text.contains("CA Issuers - URI:http://pki.hospital.example/device-ca.der"),
         "{text}"
     );
-    let (nb, na) = hsm_est::pki::cert::validity_seconds(&Certificate::from_der(&der_cert).unwrap());
+    let (nb, na) = hsm_est_pki::cert::validity_seconds(&Certificate::from_der(&der_cert).unwrap());
     assert_eq!(na - nb, 90 * 86_400 + 300);
     lint_and_verify(&app, "urls-lint", &der_cert);
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::csrgen::{self, CN};
 use common::*;
-use hsm_est::ipc::{ErrorCode, Operation};
+use hsm_est_proto::{ErrorCode, Operation};
 
 #[test]
 fn hostile_csrs_are_refused_with_stable_reasons() {

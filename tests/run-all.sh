@@ -10,11 +10,11 @@ export PKILINT_BIN
 echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
-cargo test --locked --no-fail-fast 2>&1 | tee "$results"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results"
 echo "== cargo audit"
 db=${ADVISORY_DB:-../shared/advisory-db}
 if [ ! -d "$db" ]; then

@@ -185,7 +185,7 @@ fn pin_never_appears_in_argv_environment_or_logs() {
     assert!(!contains(&environ), "PIN in the environment");
     let csr = openssl_csr(&app.dir, "p", &ec_p256(), "/CN=pump-1", &[]);
     issued(app.issue(
-        hsm_est::ipc::Operation::Bootstrap,
+        hsm_est_proto::Operation::Bootstrap,
         "iqe-bootstrap",
         &csr,
         &[],

@@ -14,8 +14,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use hsm_est::ipc::client::SignerClient;
-use hsm_est::ipc::{IssueRequest, Operation, Request, Response};
+use hsm_est_proto::client::SignerClient;
+use hsm_est_proto::{IssueRequest, Operation, Request, Response};
 
 /// The operator uid in test configs (`daemon`); root is the frontend.
 pub const OPERATOR_UID: u32 = 1;
@@ -28,11 +28,51 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn estctl_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_estctl"))
+    workspace_bin("estctl")
 }
 
 pub fn signer_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_est-signer"))
+    workspace_bin("est-signer")
+}
+
+/// The packages whose binaries the end-to-end tests run.
+const BINARY_PACKAGES: &[&str] = &["estctl", "hsm-est-signer", "hsm-est-frontend"];
+
+/// A binary of another workspace crate, built fresh for this test run. Cargo gives
+/// `CARGO_BIN_EXE_*` only for the tested package's own binaries, and each binary lives in
+/// the crate of its trust domain; so the first call in each test process runs `cargo build`
+/// for them (a no-op when `cargo test --workspace` already built them) with this test's
+/// profile and target directory, and a test never runs a stale binary.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        // target/<profile>/deps/<test>-<hash> → target/<profile>
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable under target/<profile>/deps")
+            .to_path_buf();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(repo()).args(["build", "--quiet", "--bins"]);
+        for p in BINARY_PACKAGES {
+            cmd.args(["--package", p]);
+        }
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        if let Some(target) = profile_dir.parent() {
+            cmd.arg("--target-dir").arg(target);
+        }
+        let out = run(&mut cmd);
+        assert!(
+            out.status.success(),
+            "cannot build the binaries: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        profile_dir
+    });
+    dir.join(name)
 }
 
 /// Runs a command, panicking with its output if it cannot be started.
@@ -324,8 +364,8 @@ log:
         self.path("ca.pem")
     }
 
-    pub fn ledger(&self) -> hsm_est::signer::ledger::SqliteLedger {
-        hsm_est::signer::ledger::SqliteLedger::open(&self.path("ledger.sqlite")).unwrap()
+    pub fn ledger(&self) -> hsm_est_signer::ledger::SqliteLedger {
+        hsm_est_signer::ledger::SqliteLedger::open(&self.path("ledger.sqlite")).unwrap()
     }
 }
 
@@ -345,7 +385,7 @@ pub fn issued(resp: Response) -> Vec<u8> {
 }
 
 /// The (code, reason) of an `Error` answer.
-pub fn refused(resp: Response) -> (hsm_est::ipc::ErrorCode, String) {
+pub fn refused(resp: Response) -> (hsm_est_proto::ErrorCode, String) {
     match resp {
         Response::Error(e) => (e.code, e.reason),
         other => panic!("expected a refusal, got {other:?}"),
@@ -399,7 +439,7 @@ pub fn ec_p384() -> Vec<&'static str> {
 /// Writes a DER certificate as PEM and returns the path.
 pub fn write_cert_pem(dir: &Path, name: &str, der: &[u8]) -> PathBuf {
     let p = dir.join(format!("{name}.pem"));
-    std::fs::write(&p, hsm_est::pki::to_pem("CERTIFICATE", der)).unwrap();
+    std::fs::write(&p, hsm_est_pki::to_pem("CERTIFICATE", der)).unwrap();
     p
 }
 

@@ -1,0 +1,71 @@
+//! Small helpers shared by every process: time stamps and log-safe strings. Hex and RFC 3339
+//! formatting come from the `hex` and `humantime` crates.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Seconds since the Unix epoch of a `SystemTime` (negative before 1970).
+pub fn unix_seconds(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+/// `SystemTime` from seconds since the epoch.
+pub fn system_time_from_unix(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+/// RFC 3339 UTC time stamp with milliseconds, e.g. `2026-11-29T12:00:00.123Z`. Times before
+/// 1970 (which no record of ours carries) print as the epoch.
+pub fn rfc3339_millis(millis: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Escapes a value taken from a request before it goes into a log line, so that a CSR subject
+/// with CR/LF or other control characters can never forge a second log line.
+pub fn log_safe(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if c.is_control() || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_values() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(
+            rfc3339_millis(4_102_444_800_000),
+            "2100-01-01T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn log_safe_escapes_line_breaks() {
+        assert_eq!(log_safe("a\r\nb\0c"), "a\\r\\nb\\u{0}c");
+        assert!(!log_safe("x\ny").contains('\n'));
+    }
+}

@@ -1,0 +1,329 @@
+//! `estctl ca …`: key generation in the token and the CA certificate, or a CSR for a
+//! hospital's root and the import of what it signed. These talk to the token directly and
+//! take the audit log's lock, so the signer must be stopped.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use clap::Subcommand;
+use der::Encode;
+use ring::rand::{SecureRandom, SystemRandom};
+use x509_cert::request::{CertReqInfo, Version as CsrVersion};
+
+use hsm_est_pki::cert::{self, CaSigner, TbsSpec};
+use hsm_est_pki::{name, pem_certificates, sha256, to_pem};
+use hsm_est_signer::audit::{AuditLog, AuditRecord};
+use hsm_est_signer::ca::CaChain;
+use hsm_est_signer::config::SignerConfig;
+use hsm_est_signer::ledger::{Ledger, SqliteLedger};
+use hsm_est_signer::token::{self, CaKeyType, SessionSigner, Token};
+
+/// Default lifetime of a self-signed CA certificate.
+pub const DEFAULT_CA_VALIDITY_DAYS: u32 = 3650;
+/// Longest CA lifetime accepted.
+pub const MAX_CA_VALIDITY_DAYS: u32 = 9125;
+
+#[derive(Subcommand)]
+pub enum CaCommand {
+    /// Generate the CA key in the token and a self-signed CA certificate.
+    Init {
+        #[arg(long)]
+        config: PathBuf,
+        /// The CA's distinguished name, e.g. "CN=Hospital Device CA,O=Hospital,C=US".
+        #[arg(long)]
+        subject: String,
+        #[arg(long, default_value = "ec-p256")]
+        key_type: String,
+        #[arg(long, default_value_t = DEFAULT_CA_VALIDITY_DAYS)]
+        validity_days: u32,
+    },
+    /// Generate the CA key in the token and a CSR for an existing root to sign.
+    Csr {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        subject: String,
+        #[arg(long, default_value = "ec-p256")]
+        key_type: String,
+        /// Where to write the PEM CSR.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Install the CA certificate signed by the hospital's root, with its chain.
+    Import {
+        #[arg(long)]
+        config: PathBuf,
+        /// The signed CA certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The issuing chain up to the root (PEM, issuer first).
+        #[arg(long)]
+        chain: PathBuf,
+    },
+    /// Print the CA chain and, with --token, the key's attributes.
+    Show {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        token: bool,
+    },
+}
+
+pub fn run(cmd: CaCommand) -> Result<(), String> {
+    match cmd {
+        CaCommand::Init {
+            config,
+            subject,
+            key_type,
+            validity_days,
+        } => init(&config, &subject, &key_type, validity_days),
+        CaCommand::Csr {
+            config,
+            subject,
+            key_type,
+            out,
+        } => csr(&config, &subject, &key_type, &out),
+        CaCommand::Import {
+            config,
+            cert,
+            chain,
+        } => import(&config, &cert, &chain),
+        CaCommand::Show { config, token } => show(&config, token),
+    }
+}
+
+fn open_audit(cfg: &SignerConfig) -> Result<AuditLog, String> {
+    let ledger = SqliteLedger::open(&cfg.ledger_path).map_err(|e| e.to_string())?;
+    let head = ledger.audit_head().map_err(|e| e.to_string())?;
+    AuditLog::open(&cfg.audit_path, head.as_ref()).map_err(|e| e.to_string())
+}
+
+fn login(cfg: &SignerConfig) -> Result<(Token, cryptoki::session::Session), String> {
+    let tok = Token::open(&cfg.token).map_err(|e| e.to_string())?;
+    let pin = token::read_pin(&cfg.token.pin).map_err(|e| e.to_string())?;
+    let session = tok.login(&pin, true).map_err(|e| e.to_string())?;
+    Ok((tok, session))
+}
+
+fn write_new(path: &Path, contents: &str, mode: u32) -> Result<(), String> {
+    super::write_file(path, contents, mode, true)
+}
+
+/// Generates the key pair and returns what is needed to sign with it.
+fn generate(
+    cfg: &SignerConfig,
+    key_type: &str,
+) -> Result<
+    (
+        cryptoki::session::Session,
+        cryptoki::object::ObjectHandle,
+        spki::SubjectPublicKeyInfoOwned,
+        hsm_est_pki::keys::SignatureAlgorithm,
+        CaKeyType,
+    ),
+    String,
+> {
+    let key_type: CaKeyType = key_type.parse()?;
+    let (tok, session) = login(cfg)?;
+    let (private, public) = tok
+        .generate_key_pair(&session, key_type)
+        .map_err(|e| e.to_string())?;
+    // Read back what the token made: the template is only a request.
+    token::check_key_protection(&session, private).map_err(|e| e.to_string())?;
+    let spki = token::public_key_info(&session, public).map_err(|e| e.to_string())?;
+    let alg = token::ca_signature_algorithm(&spki).map_err(|e| e.to_string())?;
+    Ok((session, private, spki, alg, key_type))
+}
+
+fn init(config: &Path, subject: &str, key_type: &str, validity_days: u32) -> Result<(), String> {
+    let cfg = SignerConfig::load(config)?;
+    if validity_days == 0 || validity_days > MAX_CA_VALIDITY_DAYS {
+        return Err(format!(
+            "--validity-days must be between 1 and {MAX_CA_VALIDITY_DAYS}"
+        ));
+    }
+    let subject_name = name::parse_dn(subject)?;
+    if cfg.ca_chain_file.exists() {
+        return Err(format!(
+            "{} already exists; refusing to replace a CA",
+            cfg.ca_chain_file.display()
+        ));
+    }
+    let mut audit = open_audit(&cfg)?;
+    let (session, private, spki, alg, key_type) = generate(&cfg, key_type)?;
+    let mut serial = vec![0u8; 16];
+    SystemRandom::new()
+        .fill(&mut serial)
+        .map_err(|_| "no randomness")?;
+    serial[0] = (serial[0] & 0x3f) | 0x40;
+    let ski = cert::key_identifier(&spki);
+    let now = SystemTime::now();
+    let spec = TbsSpec {
+        serial: serial.clone(),
+        issuer: subject_name.clone(),
+        subject: subject_name.clone(),
+        spki: spki.clone(),
+        not_before: now - Duration::from_secs(300),
+        not_after: now + Duration::from_secs(u64::from(validity_days) * 86_400),
+        extensions: cert::ca_extensions(&ski, Some(&ski)).map_err(|e| e.to_string())?,
+        algorithm: alg,
+    };
+    let signer = SessionSigner {
+        session: &session,
+        key: private,
+        algorithm: alg,
+    };
+    let der_cert = cert::sign_certificate(spec, &signer).map_err(|e| e.to_string())?;
+    cert::verify_certificate_signature(&der_cert, &spki)?;
+    CaChain::from_chain(vec![der_cert.clone()])?;
+    write_new(&cfg.ca_chain_file, &to_pem("CERTIFICATE", &der_cert), 0o644)?;
+    audit
+        .append(&[AuditRecord::CaKeyGenerated {
+            key_type: format!("{key_type:?}"),
+            key_label: cfg.token.key_label.clone(),
+            subject: subject_name.to_string(),
+            serial: Some(hex::encode(&serial)),
+            mode: None,
+            spki_sha256: hex::encode(sha256(&spki.to_der().unwrap_or_default())),
+            actor: super::operator_name(),
+        }])
+        .map_err(|e| e.to_string())?;
+    println!(
+        "CA created: {} ({key_type:?}); certificate in {}",
+        subject_name,
+        cfg.ca_chain_file.display()
+    );
+    Ok(())
+}
+
+fn csr(config: &Path, subject: &str, key_type: &str, out: &Path) -> Result<(), String> {
+    let cfg = SignerConfig::load(config)?;
+    let subject_name = name::parse_dn(subject)?;
+    if out.exists() {
+        return Err(format!("{} already exists", out.display()));
+    }
+    let mut audit = open_audit(&cfg)?;
+    let (session, private, spki, alg, key_type) = generate(&cfg, key_type)?;
+    let info = CertReqInfo {
+        version: CsrVersion::V1,
+        subject: subject_name.clone(),
+        public_key: spki.clone(),
+        attributes: Default::default(),
+    };
+    let info_der = info.to_der().map_err(|e| e.to_string())?;
+    let signer = SessionSigner {
+        session: &session,
+        key: private,
+        algorithm: alg,
+    };
+    let sig = signer.sign(&info_der)?;
+    let csr_der = cert::assemble_signed(&info_der, alg, &sig).map_err(|e| e.to_string())?;
+    write_new(out, &to_pem("CERTIFICATE REQUEST", &csr_der), 0o644)?;
+    audit
+        .append(&[AuditRecord::CaKeyGenerated {
+            key_type: format!("{key_type:?}"),
+            key_label: cfg.token.key_label.clone(),
+            subject: subject_name.to_string(),
+            serial: None,
+            mode: Some("csr".into()),
+            spki_sha256: hex::encode(sha256(&spki.to_der().unwrap_or_default())),
+            actor: super::operator_name(),
+        }])
+        .map_err(|e| e.to_string())?;
+    println!(
+        "CA key generated in the token; CSR for {subject_name} written to {}",
+        out.display()
+    );
+    Ok(())
+}
+
+fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = pem_certificates(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+fn import(config: &Path, cert_path: &Path, chain_path: &Path) -> Result<(), String> {
+    let cfg = SignerConfig::load(config)?;
+    let mut chain = read_pem_certs(cert_path)?;
+    chain.truncate(1);
+    chain.extend(read_pem_certs(chain_path)?);
+    let ca = CaChain::from_chain(chain)?;
+    // The root must be self-signed: the chain must end where trust starts.
+    let root = chain_last(&ca)?;
+    cert::verify_certificate_signature(&root.0, &root.1)
+        .map_err(|e| format!("the last certificate of the chain is not a self-signed root: {e}"))?;
+    let (tok, session) = login(&cfg)?;
+    let (_, public) = tok.find_key_pair(&session).map_err(|e| e.to_string())?;
+    let spki = token::public_key_info(&session, public).map_err(|e| e.to_string())?;
+    if spki.to_der().ok() != Some(ca.spki_der()) {
+        return Err("the certificate is not for the CA key in the token".into());
+    }
+    if cfg.ca_chain_file.exists() {
+        let old = CaChain::load(&cfg.ca_chain_file)?;
+        if old.spki_der() != ca.spki_der() {
+            return Err(format!(
+                "{} holds a chain for another key; refusing to replace it",
+                cfg.ca_chain_file.display()
+            ));
+        }
+        std::fs::remove_file(&cfg.ca_chain_file)
+            .map_err(|e| format!("{}: {e}", cfg.ca_chain_file.display()))?;
+    }
+    let mut audit = open_audit(&cfg)?;
+    write_new(&cfg.ca_chain_file, &ca.to_pem(), 0o644)?;
+    audit
+        .append(&[AuditRecord::CaImported {
+            subject: ca.subject.to_string(),
+            chain_length: ca.chain.len(),
+            actor: super::operator_name(),
+        }])
+        .map_err(|e| e.to_string())?;
+    println!(
+        "CA certificate for {} installed with a chain of {} in {}",
+        ca.subject,
+        ca.chain.len(),
+        cfg.ca_chain_file.display()
+    );
+    Ok(())
+}
+
+fn chain_last(ca: &CaChain) -> Result<(Vec<u8>, spki::SubjectPublicKeyInfoOwned), String> {
+    let last = ca.chain.last().ok_or("empty chain")?;
+    let c = cert::parse_certificate(last)?;
+    Ok((last.clone(), c.tbs_certificate.subject_public_key_info))
+}
+
+fn show(config: &Path, with_token: bool) -> Result<(), String> {
+    let cfg = SignerConfig::load(config)?;
+    let ca = CaChain::load(&cfg.ca_chain_file)?;
+    for (i, der_cert) in ca.chain.iter().enumerate() {
+        let c = cert::parse_certificate(der_cert)?;
+        let t = &c.tbs_certificate;
+        println!("[{i}] subject:     {}", t.subject);
+        println!("    issuer:      {}", t.issuer);
+        println!(
+            "    serial:      {}",
+            hex::encode(t.serial_number.as_bytes())
+        );
+        println!("    not before:  {}", t.validity.not_before);
+        println!("    not after:   {}", t.validity.not_after);
+        println!("    sha256:      {}", hex::encode(sha256(der_cert)));
+    }
+    if with_token {
+        let (tok, session) = login(&cfg)?;
+        let (private, _) = tok.find_key_pair(&session).map_err(|e| e.to_string())?;
+        println!("key {:?} attributes:", tok.key_label);
+        for a in token::describe_key(&session, private).map_err(|e| e.to_string())? {
+            println!("    {a}");
+        }
+        match token::check_key_protection(&session, private) {
+            Ok(()) => println!("key protection: ok"),
+            Err(e) => println!("key protection: FAILED: {e}"),
+        }
+    }
+    Ok(())
+}

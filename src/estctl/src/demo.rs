@@ -1,0 +1,423 @@
+//! `estctl demo`: a complete local appliance for a first try and for black-box tests. A
+//! private SoftHSM token, the CA, a TLS certificate for localhost, the user `demo`, the
+//! configs; then est-signer and est-frontend as child processes until Ctrl-C or SIGTERM.
+//! Everything is reused when DIR already holds it, so devices survive a restart.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::session::UserType;
+use nix::sys::signal::{SigSet, Signal};
+use ring::rand::{SecureRandom, SystemRandom};
+use secrecy::SecretString;
+
+use hsm_est_frontend::users;
+
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const TOKEN_LABEL: &str = "hsm-est-demo";
+const DEMO_USER: &str = "demo";
+/// How long each child may take to say `ready`.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+const SOFTHSM_TEMPLATE: &str = include_str!("../../../softhsm/softhsm2.conf.template");
+const PROFILES: &[(&str, &str)] = &[
+    (
+        "iqe-bootstrap.yaml",
+        include_str!("../../../policy/iqe-bootstrap.yaml"),
+    ),
+    (
+        "iqe-pump.yaml",
+        include_str!("../../../policy/iqe-pump.yaml"),
+    ),
+    (
+        "tls-server.yaml",
+        include_str!("../../../policy/tls-server.yaml"),
+    ),
+];
+
+pub struct DemoArgs {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub response_format: String,
+    pub key_type: String,
+}
+
+fn random_secret(len: usize) -> Result<String, String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let rng = SystemRandom::new();
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        let mut b = [0u8; 1];
+        rng.fill(&mut b).map_err(|_| "no randomness")?;
+        // Rejection sampling keeps the choice uniform.
+        if (b[0] as usize) < 256 - 256 % ALPHABET.len() {
+            out.push(ALPHABET[b[0] as usize % ALPHABET.len()] as char);
+        }
+    }
+    Ok(out)
+}
+
+fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), String> {
+    super::write_file(path, text, mode, false)
+}
+
+/// The first slot whose token matches `want`.
+fn find_slot(
+    pkcs11: &Pkcs11,
+    want: impl Fn(&cryptoki::slot::TokenInfo) -> bool,
+) -> Result<Option<cryptoki::slot::Slot>, String> {
+    Ok(pkcs11
+        .get_slots_with_token()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|s| pkcs11.get_token_info(*s).map(|i| want(&i)).unwrap_or(false)))
+}
+
+/// Creates and initialises a SoftHSM token in `dir/token` through PKCS#11 (no PIN on any
+/// command line). The user PIN goes to `dir/token-pin`, the SO PIN to `dir/token/so-pin`.
+fn create_token(dir: &Path) -> Result<(), String> {
+    let token_dir = dir.join("token");
+    std::fs::create_dir_all(token_dir.join("tokens")).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&token_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| e.to_string())?;
+    let conf = token_dir.join("softhsm2.conf");
+    write_file(
+        &conf,
+        &SOFTHSM_TEMPLATE.replace(
+            "@TOKENDIR@",
+            &token_dir.join("tokens").display().to_string(),
+        ),
+        0o600,
+    )?;
+    let user_pin = random_secret(24)?;
+    let so_pin = random_secret(24)?;
+    write_file(&dir.join("token-pin"), &user_pin, 0o600)?;
+    write_file(&token_dir.join("so-pin"), &so_pin, 0o600)?;
+    // SoftHSM reads its configuration at C_Initialize; this process is single-threaded here.
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let pkcs11 = Pkcs11::new(SOFTHSM_MODULE).map_err(|e| format!("{SOFTHSM_MODULE}: {e}"))?;
+    pkcs11
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .map_err(|e| e.to_string())?;
+    let free =
+        find_slot(&pkcs11, |i| !i.token_initialized())?.ok_or("SoftHSM offers no free slot")?;
+    let so = SecretString::from(so_pin);
+    pkcs11
+        .init_token(free, &so, TOKEN_LABEL)
+        .map_err(|e| format!("C_InitToken: {e}"))?;
+    // Slot ids change after C_InitToken: find the token again by label.
+    let slot = find_slot(&pkcs11, |i| i.label().trim_end() == TOKEN_LABEL)?
+        .ok_or("the new token is not visible")?;
+    {
+        let session = pkcs11.open_rw_session(slot).map_err(|e| e.to_string())?;
+        session
+            .login(UserType::So, Some(&so))
+            .map_err(|e| format!("SO login: {e}"))?;
+        session
+            .init_pin(&SecretString::from(user_pin))
+            .map_err(|e| format!("C_InitPIN: {e}"))?;
+    }
+    pkcs11.finalize().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn signer_yaml(dir: &Path) -> String {
+    format!(
+        "# Demo signer, written by `estctl demo`. See config/signer.yaml for every option.
+token:
+  module: {SOFTHSM_MODULE}
+  label: {TOKEN_LABEL}
+  pin:
+    file: token-pin
+  key_label: hsm-est-demo-ca
+  sessions: 2
+ca:
+  chain_file: ca.pem
+socket:
+  path: {}
+  frontend_users: [{}]
+  max_connections: 256
+policy:
+  dir: policy
+ledger:
+  path: ledger.sqlite
+audit:
+  path: audit.jsonl
+log:
+  target: stderr
+  level: info
+",
+        dir.join("signer.sock").display(),
+        nix::unistd::getuid()
+    )
+}
+
+fn frontend_yaml(dir: &Path, port: u16, format: &str) -> String {
+    let route = |fmt: &str| {
+        format!(
+            "    profiles: {{ bootstrap: iqe-bootstrap, enroll: iqe-pump, reenroll: iqe-pump }}
+    response_format: {fmt}
+"
+        )
+    };
+    format!(
+        "# Demo frontend, written by `estctl demo`.
+server:
+  bind: [127.0.0.1]
+  port: {port}
+tls:
+  cert_file: server.pem
+  key_file: server.key
+  client_ca_file: ca.pem
+signer:
+  socket: {}
+response_format: {format}
+default:
+  profiles: {{ bootstrap: iqe-bootstrap, enroll: iqe-pump, reenroll: iqe-pump }}
+labels:
+  iqe:
+{}  rfc:
+{}  compact:
+{}users_file: users.yaml
+rate_limit: {{ enabled: false, requests: 100, window: 3600 }}
+log:
+  target: stderr
+  level: info
+",
+        dir.join("signer.sock").display(),
+        route("der"),
+        route("base64"),
+        route("base64-single-line"),
+    )
+}
+
+fn sibling(name: &str) -> Result<PathBuf, String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    Ok(me.with_file_name(name))
+}
+
+fn estctl(dir: &Path, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(sibling("estctl")?)
+        .args(args)
+        .env("SOFTHSM2_CONF", dir.join("token/softhsm2.conf"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "estctl {}: {}",
+            args.first().copied().unwrap_or(""),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Starts a child whose stdout says `ready` when it serves; its log goes to `log`.
+fn spawn_ready(dir: &Path, program: &str, config: &Path, log: &Path) -> Result<Child, String> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut child = Command::new(sibling(program)?)
+        .arg("--config")
+        .arg(config)
+        .env("SOFTHSM2_CONF", dir.join("token/softhsm2.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| format!("{program}: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line == "ready" {
+                let _ = tx.send(());
+            }
+        }
+    });
+    match rx.recv_timeout(READY_TIMEOUT) {
+        Ok(()) => Ok(child),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("{program} did not start; see {}", log.display()))
+        }
+    }
+}
+
+fn stop(child: &mut Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    );
+    let _ = child.wait();
+}
+
+pub fn run(args: DemoArgs) -> Result<(), String> {
+    let format: hsm_est_frontend::est::ResponseFormat = args
+        .response_format
+        .parse()
+        .map_err(|e| format!("--response-format: {e}"))?;
+    let _: hsm_est_signer::token::CaKeyType = args.key_type.parse()?;
+    std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    let dir = args.dir.canonicalize().map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| e.to_string())?;
+
+    if !dir.join("token/softhsm2.conf").exists() {
+        println!(
+            "creating a SoftHSM token in {}",
+            dir.join("token").display()
+        );
+        create_token(&dir)?;
+    }
+    let policy = dir.join("policy");
+    if !policy.exists() {
+        std::fs::create_dir_all(&policy).map_err(|e| e.to_string())?;
+        for (name, text) in PROFILES {
+            write_file(&policy.join(name), text, 0o644)?;
+        }
+    }
+    let signer_cfg = dir.join("signer.yaml");
+    let frontend_cfg = dir.join("frontend.yaml");
+    write_file(&signer_cfg, &signer_yaml(&dir), 0o644)?;
+    write_file(
+        &frontend_cfg,
+        &frontend_yaml(&dir, args.port, format.as_str()),
+        0o644,
+    )?;
+    let cfg = signer_cfg.to_str().ok_or("non-UTF-8 path")?;
+    if !dir.join("ca.pem").exists() {
+        println!("creating the CA ({})", args.key_type);
+        estctl(
+            &dir,
+            &[
+                "ca",
+                "init",
+                "--config",
+                cfg,
+                "--subject",
+                "CN=hsm-est Demo Device CA,O=hsm-est demo,C=US",
+                "--key-type",
+                &args.key_type,
+            ],
+        )?;
+    }
+    if !dir.join("server.pem").exists() {
+        println!("issuing the TLS certificate for localhost, 127.0.0.1 and ::1");
+        estctl(
+            &dir,
+            &[
+                "server-cert",
+                "issue",
+                "--config",
+                cfg,
+                "--dns",
+                "localhost",
+                "--ip",
+                "127.0.0.1",
+                "--ip",
+                "::1",
+                "--out-cert",
+                &dir.join("server.pem").display().to_string(),
+                "--out-key",
+                &dir.join("server.key").display().to_string(),
+            ],
+        )?;
+    }
+    let password_file = dir.join("demo-password");
+    if !password_file.exists() {
+        let password = random_secret(24)?;
+        let users_file = dir.join("users.yaml");
+        let mut file = users::load(&users_file)?;
+        file.users.retain(|u| u.name != DEMO_USER);
+        file.users.push(users::UserEntry {
+            name: DEMO_USER.into(),
+            hash: users::hash_password(&password)?,
+            labels: vec![],
+            operations: vec![],
+        });
+        users::save(&users_file, &file)?;
+        write_file(&password_file, &password, 0o600)?;
+    }
+
+    let mut signer = spawn_ready(&dir, "est-signer", &signer_cfg, &dir.join("signer.log"))?;
+    let mut frontend = match spawn_ready(
+        &dir,
+        "est-frontend",
+        &frontend_cfg,
+        &dir.join("frontend.log"),
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            stop(&mut signer);
+            return Err(e);
+        }
+    };
+    print_instructions(&dir, args.port, format);
+    println!("ready: https://127.0.0.1:{}", args.port);
+
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGCHLD);
+    signals.thread_block().map_err(|e| e.to_string())?;
+    let result = loop {
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => {
+                if matches!(signer.try_wait(), Ok(Some(_))) {
+                    break Err(format!(
+                        "est-signer stopped; see {}",
+                        dir.join("signer.log").display()
+                    ));
+                }
+                if matches!(frontend.try_wait(), Ok(Some(_))) {
+                    break Err(format!(
+                        "est-frontend stopped; see {}",
+                        dir.join("frontend.log").display()
+                    ));
+                }
+            }
+            _ => break Ok(()),
+        }
+    };
+    println!("stopping");
+    stop(&mut frontend);
+    stop(&mut signer);
+    result
+}
+
+fn print_instructions(dir: &Path, port: u16, format: hsm_est_frontend::est::ResponseFormat) {
+    let d = dir.display();
+    let url = format!("https://127.0.0.1:{port}/.well-known/est");
+    println!(
+        "
+hsm-est demo in {d}
+  CA certificate:  {d}/ca.pem
+  user:            {DEMO_USER}, password in {d}/demo-password
+  routes:          {url}/ ({}), {url}/iqe/ (der), {url}/rfc/ (base64), {url}/compact/ (base64-single-line)
+  logs:            {d}/signer.log, {d}/frontend.log
+
+The IQE guide's tests (DER mode, label iqe):
+  curl --cacert {d}/ca.pem {url}/iqe/cacerts -o cacerts.p7b
+  file cacerts.p7b
+  openssl pkcs7 -in cacerts.p7b -inform DER -print_certs -out ca.pem
+  openssl req -new -newkey rsa:2048 -nodes -keyout test-pump-key.pem -out test-pump-csr.pem \\
+    -subj \"/CN=test-pump-001/O=TestHospital/C=US\"
+  curl --cacert {d}/ca.pem -u {DEMO_USER}:$(cat {d}/demo-password) -H 'Content-Type: application/pkcs10' \\
+    --data-binary @test-pump-csr.pem {url}/iqe/bootstrap -o test-pump-cert.p7b
+  openssl pkcs7 -in test-pump-cert.p7b -inform DER -print_certs -out test-pump-cert.pem
+  openssl x509 -in test-pump-cert.pem -text -noout
+Devices:
+  estctl device list --config {d}/signer.yaml
+",
+        format.as_str()
+    );
+}

@@ -1,0 +1,459 @@
+//! `estctl`: the operator's tool. CA commands talk to the token directly (with the signer
+//! stopped); device and revocation commands go through the signer socket, as the operator
+//! uid, so that they are checked and audited by the signer like everything else.
+#![forbid(unsafe_code)]
+
+mod ca;
+mod demo;
+mod server_cert;
+mod users;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use hsm_est_common::util::rfc3339_millis;
+use hsm_est_proto::client::SignerClient;
+use hsm_est_proto::{Request, Response};
+use hsm_est_signer::audit;
+use hsm_est_signer::config::SignerConfig;
+use hsm_est_signer::ledger::{Ledger, SqliteLedger};
+
+#[derive(Parser)]
+#[command(name = "estctl", version, about = "Operate an hsm-est appliance")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create, show or import the CA (run with the signer stopped).
+    Ca {
+        #[command(subcommand)]
+        command: ca::CaCommand,
+    },
+    /// Devices known to the signer.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+    /// Revoke a certificate by serial number (operator only).
+    Revoke {
+        #[arg(long)]
+        config: PathBuf,
+        /// Serial number in hex.
+        #[arg(long)]
+        serial: String,
+        /// RFC 5280 reason: unspecified, key-compromise, ca-compromise, affiliation-changed,
+        /// superseded, cessation-of-operation, certificate-hold, remove-from-crl,
+        /// privilege-withdrawn, aa-compromise.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Check a signer configuration and its policy and CA files (and a frontend
+    /// configuration with --frontend) without starting anything.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        frontend: Option<PathBuf>,
+    },
+    /// The frontend's TLS certificate.
+    ServerCert {
+        #[command(subcommand)]
+        command: ServerCertCommand,
+    },
+    /// Add an HTTP Basic user (asks for the password twice, without echo).
+    AddUser {
+        /// frontend.yaml (its users_file is used).
+        #[arg(long, required_unless_present = "users")]
+        config: Option<PathBuf>,
+        /// The users file itself.
+        #[arg(long)]
+        users: Option<PathBuf>,
+        /// Read the password from standard input instead of the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Restrict the user to these labels (`default` is the route without a label).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Restrict the user to these operations (bootstrap, simpleenroll, simplereenroll).
+        #[arg(long = "operation")]
+        operations: Vec<String>,
+        name: String,
+    },
+    /// List the HTTP Basic users.
+    ListUsers {
+        #[arg(long, required_unless_present = "users")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        users: Option<PathBuf>,
+    },
+    /// Delete an HTTP Basic user.
+    DeleteUser {
+        #[arg(long, required_unless_present = "users")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        users: Option<PathBuf>,
+        name: String,
+    },
+    /// A complete local appliance on a SoftHSM token, for a first try and for tests.
+    Demo {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 8445)]
+        port: u16,
+        #[arg(long, default_value = "base64")]
+        response_format: String,
+        #[arg(long, default_value = "ec-p256")]
+        key_type: String,
+    },
+    /// Ask the signer whether it is up.
+    Ping {
+        #[arg(long, conflicts_with = "socket")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServerCertCommand {
+    /// Have the CA issue a TLS server certificate (profile tls-server); writes a new P-256
+    /// key (0600) and the certificate with its intermediates.
+    Issue {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+        #[arg(long = "ip")]
+        ips: Vec<std::net::IpAddr>,
+        #[arg(long)]
+        out_cert: PathBuf,
+        #[arg(long)]
+        out_key: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// List devices.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Delete a device so that it can bootstrap again (its certificates stay on record).
+    Delete {
+        #[arg(long)]
+        config: PathBuf,
+        cn: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain; names the first missing, altered or reordered record.
+    Verify {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ca { command } => ca::run(command),
+        Command::Device { command } => match command {
+            DeviceCommand::List { config } => device_list(&config),
+            DeviceCommand::Delete { config, cn } => device_delete(&config, &cn),
+        },
+        Command::Revoke {
+            config,
+            serial,
+            reason,
+        } => revoke(&config, &serial, &reason),
+        Command::Audit {
+            command: AuditCommand::Verify { config },
+        } => audit_verify(&config),
+        Command::CheckConfig { config, frontend } => check_config(&config, frontend.as_deref()),
+        Command::ServerCert {
+            command:
+                ServerCertCommand::Issue {
+                    config,
+                    dns,
+                    ips,
+                    out_cert,
+                    out_key,
+                },
+        } => server_cert::issue(&config, &dns, &ips, &out_cert, &out_key),
+        Command::AddUser {
+            config,
+            users: file,
+            password_stdin,
+            labels,
+            operations,
+            name,
+        } => users::users_path(config.as_deref(), file.as_deref())
+            .and_then(|p| users::add_user(&p, &name, password_stdin, labels, operations)),
+        Command::ListUsers {
+            config,
+            users: file,
+        } => users::users_path(config.as_deref(), file.as_deref())
+            .and_then(|p| users::list_users(&p)),
+        Command::DeleteUser {
+            config,
+            users: file,
+            name,
+        } => users::users_path(config.as_deref(), file.as_deref())
+            .and_then(|p| users::delete_user(&p, &name)),
+        Command::Demo {
+            dir,
+            port,
+            response_format,
+            key_type,
+        } => demo::run(demo::DemoArgs {
+            dir,
+            port,
+            response_format,
+            key_type,
+        }),
+        Command::Ping { config, socket } => ping(config.as_deref(), socket.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("estctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `text` to `path` with permissions `mode` (also on a file that existed), fsynced.
+/// With `create_new`, an existing file is an error instead.
+pub(crate) fn write_file(
+    path: &Path,
+    text: &str,
+    mode: u32,
+    create_new: bool,
+) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).mode(mode);
+    if create_new {
+        options.create_new(true);
+    } else {
+        options.create(true).truncate(true);
+    }
+    let mut f = options.open(path).map_err(err)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(err)?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(err)
+}
+
+fn load(config: &Path) -> Result<SignerConfig, String> {
+    SignerConfig::load(config)
+}
+
+fn connect(config: &Path) -> Result<SignerClient, String> {
+    let cfg = load(config)?;
+    SignerClient::connect(&cfg.socket.path).map_err(|e| e.to_string())
+}
+
+fn call(client: &mut SignerClient, req: &Request) -> Result<Response, String> {
+    match client.call(req).map_err(|e| e.to_string())? {
+        Response::Error(e) => Err(format!("{} [{}]", e.message, e.reason)),
+        other => Ok(other),
+    }
+}
+
+/// The operator's name for the audit record: the login user if known.
+fn operator_name() -> String {
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) => format!("estctl:{}", u.name),
+        _ => format!("estctl:uid{uid}"),
+    }
+}
+
+fn device_list(config: &Path) -> Result<(), String> {
+    let mut client = connect(config)?;
+    let mut offset = 0;
+    println!(
+        "{:<32} {:<15} {:<24} {:<24} {:<16} {:<34} not after",
+        "device", "status", "first enrolled", "last enrolled", "last ip", "serial"
+    );
+    loop {
+        let resp = call(
+            &mut client,
+            &Request::DeviceList {
+                offset,
+                limit: hsm_est_proto::messages::MAX_DEVICE_PAGE,
+            },
+        )?;
+        let Response::Devices { total, devices } = resp else {
+            return Err("unexpected answer from the signer".into());
+        };
+        for d in &devices {
+            println!(
+                "{:<32} {:<15} {:<24} {:<24} {:<16} {:<34} {}",
+                hsm_est_common::util::log_safe(&d.cn),
+                d.status.as_str(),
+                rfc3339_millis(d.first_enrolled_ms),
+                rfc3339_millis(d.last_enrolled_ms),
+                d.last_ip,
+                hex::encode(&d.current_serial),
+                rfc3339_millis(d.current_not_after * 1000)
+            );
+        }
+        offset += devices.len() as u32;
+        if devices.is_empty() || offset >= total {
+            println!("{total} device(s)");
+            return Ok(());
+        }
+    }
+}
+
+fn device_delete(config: &Path, cn: &str) -> Result<(), String> {
+    let mut client = connect(config)?;
+    call(
+        &mut client,
+        &Request::DeviceDelete {
+            cn: cn.to_string(),
+            actor: operator_name(),
+        },
+    )?;
+    println!("device {cn} deleted; it may bootstrap again");
+    Ok(())
+}
+
+fn revocation_reason(name: &str) -> Result<u8, String> {
+    Ok(match name {
+        "unspecified" => 0,
+        "key-compromise" => 1,
+        "ca-compromise" => 2,
+        "affiliation-changed" => 3,
+        "superseded" => 4,
+        "cessation-of-operation" => 5,
+        "certificate-hold" => 6,
+        "remove-from-crl" => 8,
+        "privilege-withdrawn" => 9,
+        "aa-compromise" => 10,
+        other => return Err(format!("unknown revocation reason {other:?}")),
+    })
+}
+
+fn revoke(config: &Path, serial: &str, reason: &str) -> Result<(), String> {
+    let serial_bytes = hex::decode(serial.replace(':', "").trim())
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= 20)
+        .ok_or("--serial must be 1-20 bytes of hex")?;
+    let reason = revocation_reason(reason)?;
+    let mut client = connect(config)?;
+    call(
+        &mut client,
+        &Request::Revoke {
+            serial: serial_bytes,
+            reason,
+            actor: operator_name(),
+        },
+    )?;
+    println!("certificate {serial} revoked");
+    Ok(())
+}
+
+fn audit_verify(config: &Path) -> Result<(), String> {
+    let cfg = load(config)?;
+    let head = if cfg.ledger_path.exists() {
+        SqliteLedger::open(&cfg.ledger_path)
+            .and_then(|l| l.audit_head())
+            .map_err(|e| e.to_string())?
+    } else {
+        None
+    };
+    match audit::verify_file(&cfg.audit_path, head.as_ref()) {
+        Ok(summary) => {
+            println!(
+                "audit log ok: {} records, last hash {}",
+                summary.records, summary.last_hash
+            );
+            Ok(())
+        }
+        Err(f) => Err(format!("audit log {}: {f}", cfg.audit_path.display())),
+    }
+}
+
+fn check_config(config: &Path, frontend: Option<&Path>) -> Result<(), String> {
+    if let Some(f) = frontend {
+        let fc = hsm_est_frontend::config::FrontendConfig::load(f)?;
+        hsm_est_frontend::users::load(&fc.users_file)?;
+        println!(
+            "{}: ok ({} label(s), listening on {})",
+            f.display(),
+            fc.labels.len(),
+            fc.listen
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let cfg = load(config)?;
+    let policy = hsm_est_policy::Policy::load_dir(&cfg.policy_dir)?;
+    if cfg.ca_chain_file.exists() {
+        hsm_est_signer::ca::CaChain::load(&cfg.ca_chain_file)?;
+    } else {
+        println!(
+            "note: {} does not exist yet (run `estctl ca init`)",
+            cfg.ca_chain_file.display()
+        );
+    }
+    if let hsm_est_signer::config::PinSource::File(p) = &cfg.token.pin {
+        hsm_est_signer::token::read_pin(&cfg.token.pin)
+            .map(drop)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    println!(
+        "{}: ok ({} profiles: {})",
+        config.display(),
+        policy.profiles.len(),
+        policy
+            .profiles
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn ping(config: Option<&Path>, socket: Option<&Path>) -> Result<(), String> {
+    let path = match (config, socket) {
+        (Some(c), _) => load(c)?.socket.path,
+        (None, Some(s)) => s.to_path_buf(),
+        (None, None) => return Err("give --config or --socket".into()),
+    };
+    let mut client = SignerClient::connect(&path).map_err(|e| e.to_string())?;
+    match call(&mut client, &Request::Ping)? {
+        Response::Pong {
+            version,
+            ca_subject,
+            commits,
+            decisions,
+        } => {
+            println!("{version}; CA {ca_subject}; {decisions} decisions in {commits} commits");
+            Ok(())
+        }
+        _ => Err("unexpected answer from the signer".into()),
+    }
+}

@@ -1,0 +1,195 @@
+//! EST wire formats (RFC 7030, RFC 8951, and the IQE gateway's raw DER): response framing,
+//! certs-only CMS, and the CSR request body in any of the forms clients send.
+
+use base64ct::{Base64, Encoding};
+use cms::content_info::ContentInfo;
+use der::{Decode, Encode};
+use x509_cert::Certificate;
+
+/// The largest request body accepted (libest uses 8 KiB; RSA-4096 CSRs with SANs fit).
+pub const MAX_BODY: usize = 16 * 1024;
+/// RFC 2045 line length for the wrapped base64 form.
+pub const BASE64_LINE: usize = 76;
+
+pub const CT_CERTS_ONLY: &str = "application/pkcs7-mime; smime-type=certs-only";
+pub const CT_PKCS7: &str = "application/pkcs7-mime";
+pub const CT_CSRATTRS: &str = "application/csrattrs";
+
+/// How a response body is framed, globally (`response_format`) and per label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFormat {
+    /// Raw DER, no Content-Transfer-Encoding: what the IQE gateway requires.
+    Der,
+    /// RFC 7030: base64 in lines of at most 76 characters, `Content-Transfer-Encoding: base64`.
+    Base64,
+    /// One line of base64 (strongSwan 5.9 decodes only this).
+    Base64SingleLine,
+}
+
+impl std::str::FromStr for ResponseFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "der" => Ok(ResponseFormat::Der),
+            "base64" => Ok(ResponseFormat::Base64),
+            "base64-single-line" => Ok(ResponseFormat::Base64SingleLine),
+            other => Err(format!(
+                "{other:?} is not der, base64 or base64-single-line"
+            )),
+        }
+    }
+}
+
+impl ResponseFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseFormat::Der => "der",
+            ResponseFormat::Base64 => "base64",
+            ResponseFormat::Base64SingleLine => "base64-single-line",
+        }
+    }
+
+    /// The body and whether `Content-Transfer-Encoding: base64` goes with it.
+    pub fn encode(self, der_bytes: &[u8]) -> (Vec<u8>, bool) {
+        match self {
+            ResponseFormat::Der => (der_bytes.to_vec(), false),
+            ResponseFormat::Base64SingleLine => {
+                (Base64::encode_string(der_bytes).into_bytes(), true)
+            }
+            ResponseFormat::Base64 => {
+                let one = Base64::encode_string(der_bytes);
+                let mut out = Vec::with_capacity(one.len() + one.len() / BASE64_LINE * 2 + 2);
+                for chunk in one.as_bytes().chunks(BASE64_LINE) {
+                    out.extend_from_slice(chunk);
+                    out.extend_from_slice(b"\r\n");
+                }
+                (out, true)
+            }
+        }
+    }
+}
+
+/// A certs-only CMS SignedData (RFC 5652, RFC 7030 §4.1.3) holding `certs`. The CERTIFICATE
+/// SET is DER-sorted, so clients must not rely on order.
+pub fn certs_only(certs: &[Vec<u8>]) -> Result<Vec<u8>, der::Error> {
+    let parsed = certs
+        .iter()
+        .map(|c| Certificate::from_der(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    ContentInfo::try_from(parsed)?.to_der()
+}
+
+/// Why a request body is not a CSR.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    Empty,
+    NotBase64,
+    BadPem,
+    NotPkcs10,
+}
+
+impl BodyError {
+    pub fn message(&self) -> &'static str {
+        match self {
+            BodyError::Empty => "The request body is empty.",
+            BodyError::NotBase64 => "The request body is not base64, PEM or DER.",
+            BodyError::BadPem => "The PEM block in the request is malformed.",
+            BodyError::NotPkcs10 => "Invalid or corrupted PKCS#10 request.",
+        }
+    }
+}
+
+/// Takes the CSR from a request body: base64 with any white space (RFC 7030, RFC 8951:
+/// Content-Transfer-Encoding is ignored), PEM, or raw DER (the IQE guide allows all three).
+/// Returns strict DER that decodes as PKCS#10.
+pub fn decode_csr_body(body: &[u8]) -> Result<Vec<u8>, BodyError> {
+    let trimmed = trim_ascii(body);
+    if trimmed.is_empty() {
+        return Err(BodyError::Empty);
+    }
+    // Raw DER (the IQE gateway's format) is recognised by decoding it, and that decoding is
+    // the only one: the CSR is parsed once here and once more, for good, by the signer.
+    if trimmed[0] == 0x30 && x509_cert::request::CertReq::from_der(trimmed).is_ok() {
+        return Ok(trimmed.to_vec());
+    }
+    let der_bytes = if trimmed.starts_with(b"-----BEGIN") {
+        let text = std::str::from_utf8(trimmed).map_err(|_| BodyError::BadPem)?;
+        let (label, der_bytes) =
+            der::pem::decode_vec(text.as_bytes()).map_err(|_| BodyError::BadPem)?;
+        if label != "CERTIFICATE REQUEST" && label != "NEW CERTIFICATE REQUEST" {
+            return Err(BodyError::BadPem);
+        }
+        der_bytes
+    } else {
+        let compact: Vec<u8> = trimmed
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        Base64::decode_vec(std::str::from_utf8(&compact).map_err(|_| BodyError::NotBase64)?)
+            .map_err(|_| BodyError::NotBase64)?
+    };
+    x509_cert::request::CertReq::from_der(&der_bytes).map_err(|_| BodyError::NotPkcs10)?;
+    Ok(der_bytes)
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map(|p| p + 1)
+        .unwrap_or(start);
+    &b[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_frame_as_specified() {
+        let data = vec![0xabu8; 200];
+        let (der_body, cte) = ResponseFormat::Der.encode(&data);
+        assert_eq!((der_body, cte), (data.clone(), false));
+        let (one, cte) = ResponseFormat::Base64SingleLine.encode(&data);
+        assert!(cte && !one.contains(&b'\n'));
+        let (wrapped, _) = ResponseFormat::Base64.encode(&data);
+        let text = String::from_utf8(wrapped).unwrap();
+        assert!(text.lines().all(|l| l.len() <= BASE64_LINE));
+        assert!(text.lines().count() > 1);
+        assert_eq!(Base64::decode_vec(&text.replace("\r\n", "")).unwrap(), data);
+    }
+
+    #[test]
+    fn csr_bodies_in_every_form() {
+        let csr = crate::csrgen::csr(&[(crate::csrgen::CN, "pump-1")]);
+        let b64 = Base64::encode_string(&csr);
+        let wrapped: String = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| format!("{}\r\n", std::str::from_utf8(c).unwrap()))
+            .collect();
+        let pem = hsm_est_pki::to_pem("CERTIFICATE REQUEST", &csr);
+        for body in [
+            csr.clone(),
+            b64.into_bytes(),
+            wrapped.into_bytes(),
+            pem.into_bytes(),
+        ] {
+            assert_eq!(decode_csr_body(&body).unwrap(), csr);
+        }
+        assert_eq!(decode_csr_body(b"  \r\n"), Err(BodyError::Empty));
+        assert_eq!(
+            decode_csr_body(b"!!!not base64!!!"),
+            Err(BodyError::NotBase64)
+        );
+        assert_eq!(decode_csr_body(b"aGVsbG8="), Err(BodyError::NotPkcs10));
+        let mut trailing = csr.clone();
+        trailing.push(0);
+        assert!(decode_csr_body(&trailing).is_err());
+    }
+}

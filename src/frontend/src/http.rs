@@ -1,0 +1,650 @@
+//! The EST routes (RFC 7030 §3.2.2) and the IQE gateway's bootstrap, over hyper. Every
+//! answer has a Content-Length (never a chunked response); errors are short text/plain
+//! sentences without internal detail; the cause goes to the log with the request id.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64ct::{Base64, Encoding};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER,
+    TRANSFER_ENCODING, WWW_AUTHENTICATE,
+};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use tracing::Instrument;
+
+use hsm_est_common::util::log_safe;
+use hsm_est_proto::{
+    ErrorCode, IssueRequest, Operation, Request as SignerRequest, Response as SignerResponse,
+};
+
+use super::config::{AuthMethod, FrontendConfig, Route};
+use super::est::{self, ResponseFormat, CT_CERTS_ONLY, CT_CSRATTRS, CT_PKCS7, MAX_BODY};
+use super::limits::{FailureLimiter, RateLimiter};
+use super::signer_client::SignerPool;
+use super::users::{Verdict, Verifier};
+
+pub const EST_PREFIX: &str = "/.well-known/est/";
+/// What a client is told to wait when the signer is unavailable.
+pub const RETRY_AFTER_UNAVAILABLE: u64 = 10;
+/// Bytes of an oversized chunked body read and discarded before the 413 (see
+/// `collect_capped`).
+const MAX_DRAIN: usize = 2 * 1024 * 1024;
+/// How long the CA chain fetched from the signer is reused.
+const CA_CACHE_TTL: Duration = Duration::from_secs(60);
+
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// What the TLS layer established about a connection.
+#[derive(Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The verified client certificate (leaf, DER), if one was presented.
+    pub client_cert: Option<Vec<u8>>,
+}
+
+pub struct AppState {
+    pub config: FrontendConfig,
+    pub signer: SignerPool,
+    pub users: Verifier,
+    pub rate: Option<RateLimiter>,
+    pub failures: FailureLimiter,
+    ca_cache: Mutex<Option<(Instant, Vec<Vec<u8>>)>>,
+    next_request: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(config: FrontendConfig, users: Verifier) -> Self {
+        let signer = SignerPool::new(
+            config.signer_socket.clone(),
+            config.signer_timeout,
+            config.signer_connections,
+        );
+        let rate = config
+            .rate_limit
+            .as_ref()
+            .map(|r| RateLimiter::new(r.requests, r.window));
+        let failures = FailureLimiter::new(config.login_failures, config.login_window);
+        AppState {
+            config,
+            signer,
+            users,
+            rate,
+            failures,
+            ca_cache: Mutex::new(None),
+            next_request: AtomicU64::new(first_request_id()),
+        }
+    }
+}
+
+/// Request ids start at a random point, so that ids stay unique across restarts of this
+/// process and do not meet the small ids `estctl` uses on the signer socket.
+fn first_request_id() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut seed = [0u8; 4];
+    // Without randomness the ids merely start at 2^32: still distinct from estctl's.
+    let high = match ring::rand::SystemRandom::new().fill(&mut seed) {
+        Ok(()) => u64::from(u32::from_be_bytes(seed) | 1),
+        Err(_) => 1,
+    };
+    high << 32
+}
+
+fn text(status: StatusCode, message: &str) -> HttpResponse {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{message}\n"))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn with_retry_after(mut r: HttpResponse, seconds: u64) -> HttpResponse {
+    if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
+        r.headers_mut().insert(RETRY_AFTER, v);
+    }
+    r
+}
+
+fn unauthorized(realm: &str, message: &str) -> HttpResponse {
+    let mut r = text(StatusCode::UNAUTHORIZED, message);
+    if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")) {
+        r.headers_mut().insert(WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+fn unavailable() -> HttpResponse {
+    with_retry_after(
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The certificate authority is temporarily unavailable. Try again later.",
+        ),
+        RETRY_AFTER_UNAVAILABLE,
+    )
+}
+
+fn body_response(content_type: &str, format: ResponseFormat, der_bytes: &[u8]) -> HttpResponse {
+    let (body, cte) = format.encode(der_bytes);
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(CONTENT_TYPE, v);
+    }
+    if cte {
+        r.headers_mut().insert(
+            "content-transfer-encoding",
+            HeaderValue::from_static("base64"),
+        );
+    }
+    r
+}
+
+/// The EST operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EstOp {
+    CaCerts,
+    CsrAttrs,
+    Bootstrap,
+    SimpleEnroll,
+    SimpleReenroll,
+    ServerKeygen,
+    FullCmc,
+}
+
+impl EstOp {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "cacerts" => EstOp::CaCerts,
+            "csrattrs" => EstOp::CsrAttrs,
+            "bootstrap" => EstOp::Bootstrap,
+            "simpleenroll" => EstOp::SimpleEnroll,
+            "simplereenroll" => EstOp::SimpleReenroll,
+            "serverkeygen" => EstOp::ServerKeygen,
+            "fullcmc" => EstOp::FullCmc,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            EstOp::CaCerts => "cacerts",
+            EstOp::CsrAttrs => "csrattrs",
+            EstOp::Bootstrap => "bootstrap",
+            EstOp::SimpleEnroll => "simpleenroll",
+            EstOp::SimpleReenroll => "simplereenroll",
+            EstOp::ServerKeygen => "serverkeygen",
+            EstOp::FullCmc => "fullcmc",
+        }
+    }
+
+    fn method(self) -> Method {
+        match self {
+            EstOp::CaCerts | EstOp::CsrAttrs => Method::GET,
+            _ => Method::POST,
+        }
+    }
+}
+
+/// Maps the signer's stable error codes to HTTP.
+fn signer_error(e: &hsm_est_proto::WireError, realm: &str) -> HttpResponse {
+    let msg = format!("{}.", e.message.trim_end_matches('.'));
+    match e.code {
+        ErrorCode::BadRequest
+        | ErrorCode::CsrMalformed
+        | ErrorCode::KeyRejected
+        | ErrorCode::SignatureAlgorithmRejected
+        | ErrorCode::SubjectRejected
+        | ErrorCode::SanRejected => text(StatusCode::BAD_REQUEST, &msg),
+        // RFC 7030 / libest: a proof-of-possession failure is an authentication failure.
+        ErrorCode::ProofOfPossession => unauthorized(realm, &msg),
+        ErrorCode::UnknownProfile | ErrorCode::DeviceNotFound | ErrorCode::CertificateNotFound => {
+            text(StatusCode::NOT_FOUND, &msg)
+        }
+        ErrorCode::NotAllowed | ErrorCode::Revoked | ErrorCode::ReenrollRefused => {
+            text(StatusCode::FORBIDDEN, &msg)
+        }
+        // The IQE guide's wording.
+        ErrorCode::DeviceDuplicate => text(StatusCode::CONFLICT, "Device already enrolled."),
+        ErrorCode::Unavailable => unavailable(),
+    }
+}
+
+/// Who the client is.
+enum Identity {
+    User(super::users::UserEntry),
+    /// A device certificate issued by this CA; passed to the signer.
+    Device {
+        der: Vec<u8>,
+    },
+    /// A gateway certificate under an RA trust anchor.
+    RegistrationAuthority {
+        fingerprint: String,
+    },
+}
+
+impl Identity {
+    fn requester(&self) -> String {
+        match self {
+            Identity::User(u) => format!("basic:{}", u.name),
+            Identity::Device { der } => format!("cert:{}", hex::encode(hsm_est_pki::sha256(der))),
+            Identity::RegistrationAuthority { fingerprint } => format!("ra:{fingerprint}"),
+        }
+    }
+}
+
+pub async fn handle(state: Arc<AppState>, conn: ConnInfo, req: Request<Incoming>) -> HttpResponse {
+    let id = state.next_request.fetch_add(1, Ordering::Relaxed);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span = hsm_est_common::logging::request_span(id);
+    let response = route(&state, &conn, req, id).instrument(span.clone()).await;
+    let _in_span = span.entered();
+    tracing::info!(
+        "http peer={} {} {} -> {}",
+        conn.peer,
+        method,
+        log_safe(&path),
+        response.status().as_u16()
+    );
+    response
+}
+
+async fn route(state: &AppState, conn: &ConnInfo, req: Request<Incoming>, id: u64) -> HttpResponse {
+    if let Some(rate) = &state.rate {
+        if let Err(wait) = rate.check(conn.peer.ip()) {
+            return with_retry_after(
+                text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many requests. Slow down.",
+                ),
+                wait,
+            );
+        }
+    }
+    // RFC 9112 §3.2: a request without Host is answered 400 (hyper lets it through).
+    if req.version() == Version::HTTP_11 && !req.headers().contains_key(HOST) {
+        return text(StatusCode::BAD_REQUEST, "The Host header is required.");
+    }
+    // Only chunked is understood (hyper accepts e.g. "gzip, chunked" and leaves the rest).
+    for te in req.headers().get_all(TRANSFER_ENCODING) {
+        let ok = te
+            .to_str()
+            .map(|v| v.trim().eq_ignore_ascii_case("chunked"))
+            .unwrap_or(false);
+        if !ok {
+            return text(
+                StatusCode::NOT_IMPLEMENTED,
+                "Only the chunked transfer coding is supported.",
+            );
+        }
+    }
+    let path = req.uri().path().to_string();
+    let Some(rest) = path.strip_prefix(EST_PREFIX) else {
+        return text(StatusCode::NOT_FOUND, "Not found.");
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let (label, op_name) = match segments.as_slice() {
+        [op] => (None, *op),
+        [label, op] => (Some(*label), *op),
+        _ => return text(StatusCode::NOT_FOUND, "Not found."),
+    };
+    let route_cfg = match label {
+        None => &state.config.default_route,
+        Some(l) => match state.config.labels.get(l) {
+            Some(r) => r,
+            None => return text(StatusCode::NOT_FOUND, "Unknown label."),
+        },
+    };
+    let Some(op) = EstOp::parse(op_name) else {
+        return text(StatusCode::NOT_FOUND, "Not found.");
+    };
+    if req.method() != op.method() {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");
+        r.headers_mut().insert(
+            ALLOW,
+            HeaderValue::from_static(if op.method() == Method::GET {
+                "GET"
+            } else {
+                "POST"
+            }),
+        );
+        return r;
+    }
+    if op.method() == Method::GET {
+        return match op {
+            EstOp::CsrAttrs => csr_attrs(state, route_cfg, id).await,
+            _ => ca_certs(state, route_cfg, id).await,
+        };
+    }
+    // Every POST body is read (bounded in size and time) before anything is answered, so
+    // that no answer races a body still being sent: HTTP/2 clients such as curl report a
+    // stream error instead of an early 401 or 501.
+    let (parts, body) = match read_body(state, req).await {
+        Ok(pb) => pb,
+        Err(r) => return r,
+    };
+    match op {
+        EstOp::CaCerts | EstOp::CsrAttrs => text(StatusCode::NOT_FOUND, "Not found."),
+        EstOp::ServerKeygen => text(
+            StatusCode::NOT_IMPLEMENTED,
+            "Server-side key generation is not offered: this CA never generates or sees \
+             device private keys.",
+        ),
+        EstOp::FullCmc => text(StatusCode::NOT_IMPLEMENTED, "Full CMC is not supported."),
+        EstOp::Bootstrap | EstOp::SimpleEnroll | EstOp::SimpleReenroll => {
+            let label = label.unwrap_or("default");
+            enroll(state, conn, route_cfg, label, op, &parts, &body, id).await
+        }
+    }
+}
+
+async fn ca_chain(state: &AppState, id: u64) -> Option<Vec<Vec<u8>>> {
+    if let Ok(cache) = state.ca_cache.lock() {
+        if let Some((at, chain)) = cache.as_ref() {
+            if at.elapsed() < CA_CACHE_TTL {
+                return Some(chain.clone());
+            }
+        }
+    }
+    match state.signer.call(id, &SignerRequest::CaChain).await {
+        Ok(SignerResponse::CaChain { certs }) => {
+            if let Ok(mut cache) = state.ca_cache.lock() {
+                *cache = Some((Instant::now(), certs.clone()));
+            }
+            Some(certs)
+        }
+        Ok(other) => {
+            tracing::error!("unexpected signer answer {:?}", other.msg_type());
+            None
+        }
+        Err(e) => {
+            tracing::warn!("{e}");
+            None
+        }
+    }
+}
+
+async fn ca_certs(state: &AppState, route: &Route, id: u64) -> HttpResponse {
+    let Some(chain) = ca_chain(state, id).await else {
+        return unavailable();
+    };
+    match est::certs_only(&chain) {
+        Ok(cms) => body_response(CT_PKCS7, route.response_format, &cms),
+        Err(e) => {
+            tracing::error!("cannot build the cacerts CMS: {e}");
+            unavailable()
+        }
+    }
+}
+
+async fn csr_attrs(state: &AppState, route: &Route, id: u64) -> HttpResponse {
+    let req = SignerRequest::CsrAttrs {
+        profile: route.enroll_profile.clone(),
+    };
+    match state.signer.call(id, &req).await {
+        Ok(SignerResponse::CsrAttrs { der }) if der.is_empty() => {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+        Ok(SignerResponse::CsrAttrs { der }) => {
+            body_response(CT_CSRATTRS, route.response_format, &der)
+        }
+        Ok(SignerResponse::Error(e)) => signer_error(&e, &state.config.realm),
+        Ok(_) => unavailable(),
+        Err(e) => {
+            tracing::warn!("{e}");
+            unavailable()
+        }
+    }
+}
+
+/// Parses `Authorization: Basic …` into (user, password).
+fn basic_credentials(req: &hyper::http::request::Parts) -> Option<Result<(String, String), ()>> {
+    let value = req.headers.get(AUTHORIZATION)?;
+    let parsed = (|| {
+        let v = value.to_str().ok()?;
+        let (scheme, rest) = v.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = Base64::decode_vec(rest.trim()).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (u, p) = text.split_once(':')?;
+        Some((u.to_string(), p.to_string()))
+    })();
+    Some(parsed.ok_or(()))
+}
+
+fn is_device_certificate(cert: &[u8], ca_chain: &[Vec<u8>]) -> bool {
+    let (Ok(c), Some(Ok(ca))) = (
+        hsm_est_pki::cert::parse_certificate(cert),
+        ca_chain
+            .first()
+            .map(|d| hsm_est_pki::cert::parse_certificate(d)),
+    ) else {
+        return false;
+    };
+    c.tbs_certificate.issuer == ca.tbs_certificate.subject
+}
+
+async fn authenticate(
+    state: &AppState,
+    conn: &ConnInfo,
+    route: &Route,
+    op: EstOp,
+    req: &hyper::http::request::Parts,
+    id: u64,
+) -> Result<Identity, HttpResponse> {
+    let realm = &state.config.realm;
+    let allows = |m| route.auth.contains(&m);
+    // Re-enrolment authenticates with the certificate being renewed (RFC 7030 §4.2.2).
+    let basic = if op == EstOp::SimpleReenroll || !allows(AuthMethod::Basic) {
+        None
+    } else {
+        basic_credentials(req)
+    };
+    match basic {
+        Some(Err(())) => return Err(unauthorized(realm, "Malformed Basic credentials.")),
+        Some(Ok((user, password))) => {
+            let ip_key = format!("ip:{}", super::limits::canonical(conn.peer.ip()));
+            let user_key = format!("user:{user}");
+            for key in [&ip_key, &user_key] {
+                if let Err(wait) = state.failures.check(key) {
+                    tracing::warn!(
+                        "login refused: too many failures for {} from {}",
+                        log_safe(&user),
+                        conn.peer.ip()
+                    );
+                    return Err(with_retry_after(
+                        text(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "Too many failed logins. Try again later.",
+                        ),
+                        wait,
+                    ));
+                }
+            }
+            let users = &state.users;
+            let verdict = tokio::task::block_in_place(|| users.verify(&user, &password));
+            return match verdict {
+                Verdict::Valid(entry) => Ok(Identity::User(entry)),
+                Verdict::Invalid => {
+                    state.failures.record(&ip_key);
+                    state.failures.record(&user_key);
+                    tracing::warn!(
+                        "login failed for user {} from {}",
+                        log_safe(&user),
+                        conn.peer.ip()
+                    );
+                    Err(unauthorized(realm, "The credentials are not valid."))
+                }
+            };
+        }
+        None => {}
+    }
+    if op != EstOp::Bootstrap && allows(AuthMethod::Certificate) {
+        if let Some(cert) = &conn.client_cert {
+            let chain = ca_chain(state, id).await.ok_or_else(unavailable)?;
+            if is_device_certificate(cert, &chain) {
+                return Ok(Identity::Device { der: cert.clone() });
+            }
+            return Ok(Identity::RegistrationAuthority {
+                fingerprint: hex::encode(hsm_est_pki::sha256(cert)),
+            });
+        }
+    }
+    Err(unauthorized(realm, "Authentication is required."))
+}
+
+/// Reads a request body: an announced length over the cap is refused before any of it is
+/// read (C1), a longer chunked body is 413 after at most `MAX_DRAIN` more bytes, and a body
+/// that does not arrive in time is 408.
+async fn read_body(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<(hyper::http::request::Parts, Bytes), HttpResponse> {
+    let announced = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The request body is too large.",
+        ));
+    }
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(state.config.body_timeout, collect_capped(body)).await {
+        Err(_) => Err(text(
+            StatusCode::REQUEST_TIMEOUT,
+            "The request body did not arrive in time.",
+        )),
+        Ok(Err(BodyReadError::TooLarge)) => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The request body is too large.",
+        )),
+        Ok(Err(BodyReadError::Broken)) => Err(text(
+            StatusCode::BAD_REQUEST,
+            "The request body could not be read.",
+        )),
+        Ok(Ok(b)) => Ok((parts, b)),
+    }
+}
+
+enum BodyReadError {
+    TooLarge,
+    Broken,
+}
+
+/// Collects at most `MAX_BODY` bytes. Past that, up to `MAX_DRAIN` more are read and thrown
+/// away before answering 413, so that a client still sending (a chunked upload) sees the
+/// 413 rather than a reset connection; a longer body is cut off.
+async fn collect_capped(mut body: Incoming) -> Result<Bytes, BodyReadError> {
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyReadError::Broken)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen <= MAX_BODY {
+            kept.extend_from_slice(&data);
+        } else if seen > MAX_BODY + MAX_DRAIN {
+            return Err(BodyReadError::TooLarge);
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(BodyReadError::TooLarge);
+    }
+    Ok(Bytes::from(kept))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn enroll(
+    state: &AppState,
+    conn: &ConnInfo,
+    route: &Route,
+    label: &str,
+    op: EstOp,
+    parts: &hyper::http::request::Parts,
+    body: &Bytes,
+    id: u64,
+) -> HttpResponse {
+    let identity = match authenticate(state, conn, route, op, parts, id).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    if let Identity::User(u) = &identity {
+        let label_ok = u.labels.is_empty() || u.labels.iter().any(|l| l == label);
+        let op_ok = u.operations.is_empty() || u.operations.iter().any(|o| o == op.name());
+        if !label_ok || !op_ok {
+            return text(
+                StatusCode::FORBIDDEN,
+                "This user may not perform this operation here.",
+            );
+        }
+    }
+    let csr = match est::decode_csr_body(body) {
+        Ok(c) => c,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.message()),
+    };
+    let (operation, profile) = match op {
+        EstOp::Bootstrap => (Operation::Bootstrap, &route.bootstrap_profile),
+        EstOp::SimpleEnroll => (Operation::Enroll, &route.enroll_profile),
+        _ => (Operation::Reenroll, &route.reenroll_profile),
+    };
+    let client_cert_der = match &identity {
+        Identity::Device { der } => der.clone(),
+        _ => Vec::new(),
+    };
+    let issue = SignerRequest::Issue(IssueRequest {
+        operation,
+        profile: profile.clone(),
+        requester: identity.requester(),
+        client_ip: super::limits::canonical(conn.peer.ip()).to_string(),
+        csr_der: csr,
+        client_cert_der,
+        registration_authority: matches!(identity, Identity::RegistrationAuthority { .. }),
+    });
+    match state.signer.call(id, &issue).await {
+        Ok(SignerResponse::Issued { cert_der, serial }) => match est::certs_only(&[cert_der]) {
+            Ok(cms) => {
+                tracing::info!(
+                    "{} serial={} for {}",
+                    op.name(),
+                    hex::encode(&serial),
+                    log_safe(&identity.requester())
+                );
+                body_response(CT_CERTS_ONLY, route.response_format, &cms)
+            }
+            Err(e) => {
+                // The certificate is on record in the signer; the client may ask again.
+                tracing::error!("cannot wrap serial {} in CMS: {e}", hex::encode(&serial));
+                unavailable()
+            }
+        },
+        Ok(SignerResponse::Error(e)) => {
+            tracing::info!(
+                "{} refused: {} ({})",
+                op.name(),
+                e.reason,
+                log_safe(&e.message)
+            );
+            signer_error(&e, &state.config.realm)
+        }
+        Ok(_) => unavailable(),
+        Err(e) => {
+            tracing::warn!("{e}");
+            unavailable()
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! `est-frontend`: the network-facing process. TLS (rustls), HTTP/1.1 and HTTP/2 (hyper on
+//! tokio), the EST routes and the IQE bootstrap, authentication, limits. It never touches
+//! the CA key, the token, its PIN, the ledger or the audit log: it reaches the CA only
+//! through the signer socket (`tests/architecture.rs` keeps it that way).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod est;
+pub mod http;
+pub mod limits;
+pub mod signer_client;
+pub mod tls;
+pub mod users;
+
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use config::FrontendConfig;
+use http::{AppState, ConnInfo};
+
+/// Starts the listeners and serves until SIGTERM or SIGINT. Prints `ready` once they
+/// accept connections.
+pub fn run(config: FrontendConfig) -> Result<(), String> {
+    let tls_config = tls::server_config(&config)?;
+    let users = users::Verifier::new(&config.users_file)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("est-frontend")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            tracing::info!(
+                "listening on https://{}",
+                l.local_addr().map_err(|e| e.to_string())?
+            );
+            listeners.push(l);
+        }
+        let state = Arc::new(AppState::new(config, users));
+        let slots = Arc::new(Semaphore::new(state.config.max_connections));
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+        for listener in listeners {
+            tokio::spawn(accept_loop(
+                listener,
+                Arc::clone(&state),
+                Arc::clone(&slots),
+                acceptor.clone(),
+            ));
+        }
+        println!("ready");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received, stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, stopping"),
+        }
+        Ok(())
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    slots: Arc<Semaphore>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let nets = &state.config.allowed_networks;
+        if !nets.is_empty() && !nets.iter().any(|n| n.contains(peer.ip())) {
+            tracing::warn!("connection from {peer} closed: not in server.allowed_networks");
+            continue;
+        }
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(
+                "connection from {peer} closed: {} connections open",
+                state.config.max_connections
+            );
+            continue;
+        };
+        let state = Arc::clone(&state);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let handshake =
+                tokio::time::timeout(state.config.handshake_timeout, acceptor.accept(tcp)).await;
+            let tls = match handshake {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    tracing::info!("TLS handshake with {peer} failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!("TLS handshake with {peer} timed out");
+                    return;
+                }
+            };
+            let client_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.to_vec());
+            let conn = ConnInfo { peer, client_cert };
+            let header_timeout = state.config.header_timeout;
+            let service = service_fn(move |req| {
+                let state = Arc::clone(&state);
+                let conn = conn.clone();
+                async move { Ok::<_, std::convert::Infallible>(http::handle(state, conn, req).await) }
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true);
+            builder.http2().timer(TokioTimer::new());
+            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+                tracing::debug!("connection with {peer} ended: {e}");
+            }
+        });
+    }
+}
+
+/// CSRs built in code for unit tests; the same file serves the end-to-end tests.
+#[cfg(test)]
+#[path = "../../../tests/common/csrgen.rs"]
+#[allow(dead_code)]
+mod csrgen;

@@ -1,0 +1,297 @@
+//! HTTP Basic users: the users file managed by `estctl add-user|list-users|delete-user`, and
+//! the verifier the frontend uses. Argon2id hashes; an unknown user costs the same work as a
+//! wrong password; successful verifications are cached briefly under a keyed hash so that a
+//! gateway sending thousands of enrolments with one credential does not pay Argon2 each
+//! time; the cache is dropped whenever the users file changes.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// The IQE guide asks for 16+ character passwords.
+pub const MIN_PASSWORD_LEN: usize = 16;
+pub const MAX_PASSWORD_LEN: usize = 1024;
+pub const MAX_USER_LEN: usize = 64;
+/// How long a successful verification is remembered.
+pub const CACHE_TTL: Duration = Duration::from_secs(300);
+/// Entries in the verification cache before it is emptied.
+const CACHE_MAX: usize = 10_000;
+
+/// OWASP's Argon2id baseline: 19 MiB, 2 passes, 1 lane.
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub name: String,
+    pub hash: String,
+    /// Labels this user may use; empty means all (the default route is label `default`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Operations this user may perform (bootstrap, simpleenroll, simplereenroll); empty
+    /// means all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersFile {
+    #[serde(default)]
+    pub users: Vec<UserEntry>,
+}
+
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_USER_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+}
+
+/// Argon2id PHC string of `password` with a fresh random salt.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut salt)
+        .map_err(|_| "no randomness".to_string())?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn verify_hash(password: &str, hash: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(parsed) => argon2()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+pub fn load(path: &Path) -> Result<UsersFile, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let file: UsersFile =
+                yaml_serde::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            for u in &file.users {
+                if !valid_user_name(&u.name) {
+                    return Err(format!("{}: bad user name {:?}", path.display(), u.name));
+                }
+                PasswordHash::new(&u.hash)
+                    .map_err(|_| format!("{}: user {}: bad hash", path.display(), u.name))?;
+            }
+            Ok(file)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UsersFile::default()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Writes the users file atomically (temporary file, fsync, rename), mode 0640.
+pub fn save(path: &Path, file: &UsersFile) -> Result<(), String> {
+    let text = yaml_serde::to_string(file).map_err(|e| e.to_string())?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .open(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(b"# hsm-est users (HTTP Basic). Manage with estctl add-user / delete-user.\n")
+        .and_then(|_| f.write_all(text.as_bytes()))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The result of checking Basic credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Valid(UserEntry),
+    Invalid,
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+struct Stamp {
+    len: u64,
+    mtime: i64,
+    mtime_ns: i64,
+    ino: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    std::fs::metadata(path).ok().map(|m| Stamp {
+        len: m.len(),
+        mtime: m.mtime(),
+        mtime_ns: m.mtime_nsec(),
+        ino: m.ino(),
+    })
+}
+
+struct State {
+    stamp: Option<Stamp>,
+    users: HashMap<String, UserEntry>,
+    cache: HashMap<[u8; 32], (String, Instant)>,
+}
+
+pub struct Verifier {
+    path: PathBuf,
+    state: Mutex<State>,
+    cache_key: ring::hmac::Key,
+    dummy_hash: String,
+}
+
+impl Verifier {
+    pub fn new(path: &Path) -> Result<Verifier, String> {
+        let file = load(path)?;
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &SystemRandom::new())
+            .map_err(|_| "no randomness".to_string())?;
+        Ok(Verifier {
+            path: path.to_path_buf(),
+            state: Mutex::new(State {
+                stamp: stamp(path),
+                users: file
+                    .users
+                    .into_iter()
+                    .map(|u| (u.name.clone(), u))
+                    .collect(),
+                cache: HashMap::new(),
+            }),
+            cache_key: key,
+            dummy_hash: hash_password("not a password of anyone, only for equal timing")?,
+        })
+    }
+
+    /// Reloads the users file if it changed, dropping every cached verification.
+    fn refresh(&self, state: &mut State) {
+        let now = stamp(&self.path);
+        if now == state.stamp {
+            return;
+        }
+        match load(&self.path) {
+            Ok(file) => {
+                state.users = file
+                    .users
+                    .into_iter()
+                    .map(|u| (u.name.clone(), u))
+                    .collect();
+                state.cache.clear();
+                state.stamp = now;
+                tracing::info!("users file {} reloaded", self.path.display());
+            }
+            Err(e) => tracing::error!("users file not reloaded, keeping the old one: {e}"),
+        }
+    }
+
+    /// Checks Basic credentials. Runs Argon2 (tens of milliseconds) unless the same
+    /// credentials verified recently: call it off the async runtime's threads.
+    pub fn verify(&self, user: &str, password: &str) -> Verdict {
+        if password.len() > MAX_PASSWORD_LEN || user.len() > MAX_USER_LEN {
+            return Verdict::Invalid;
+        }
+        let mut mac_input = Zeroizing::new(Vec::with_capacity(user.len() + password.len() + 1));
+        mac_input.extend_from_slice(user.as_bytes());
+        mac_input.push(0);
+        mac_input.extend_from_slice(password.as_bytes());
+        let tag = ring::hmac::sign(&self.cache_key, &mac_input);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(tag.as_ref());
+
+        let entry = {
+            let Ok(mut state) = self.state.lock() else {
+                return Verdict::Invalid;
+            };
+            self.refresh(&mut state);
+            let entry = state.users.get(user).cloned();
+            if let (Some(e), Some((cached_user, at))) = (&entry, state.cache.get(&key)) {
+                if cached_user == user && at.elapsed() < CACHE_TTL {
+                    return Verdict::Valid(e.clone());
+                }
+            }
+            entry
+        };
+        // An unknown user costs one Argon2 verification too, so timing does not tell.
+        let ok = match &entry {
+            Some(e) => verify_hash(password, &e.hash),
+            None => {
+                let _ = verify_hash(password, &self.dummy_hash);
+                false
+            }
+        };
+        match entry {
+            Some(e) if ok => {
+                if let Ok(mut state) = self.state.lock() {
+                    if state.cache.len() >= CACHE_MAX {
+                        state.cache.clear();
+                    }
+                    state.cache.insert(key, (user.to_string(), Instant::now()));
+                }
+                Verdict::Valid(e)
+            }
+            _ => Verdict::Invalid,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_verify_cache_and_reload() {
+        let dir = std::env::temp_dir().join(format!("hsm-est-users-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("users.yaml");
+        let mut file = UsersFile::default();
+        file.users.push(UserEntry {
+            name: "iqe-gateway".into(),
+            hash: hash_password("correct horse battery staple").unwrap(),
+            labels: vec![],
+            operations: vec![],
+        });
+        save(&path, &file).unwrap();
+        let v = Verifier::new(&path).unwrap();
+        assert!(matches!(
+            v.verify("iqe-gateway", "correct horse battery staple"),
+            Verdict::Valid(_)
+        ));
+        // Cached now; still correct.
+        assert!(matches!(
+            v.verify("iqe-gateway", "correct horse battery staple"),
+            Verdict::Valid(_)
+        ));
+        assert_eq!(
+            v.verify("iqe-gateway", "wrong password here!!"),
+            Verdict::Invalid
+        );
+        assert_eq!(
+            v.verify("nobody", "correct horse battery staple"),
+            Verdict::Invalid
+        );
+        // Deleting the user takes effect at once, cache or not.
+        std::thread::sleep(Duration::from_millis(20));
+        save(&path, &UsersFile::default()).unwrap();
+        assert_eq!(
+            v.verify("iqe-gateway", "correct horse battery staple"),
+            Verdict::Invalid
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

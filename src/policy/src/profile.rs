@@ -1,0 +1,352 @@
+//! A validated profile: what [`crate::schema`] read, with every range and consistency rule
+//! checked once. Errors name the file and the key path; nothing is clamped.
+
+use der::asn1::{Ia5String, ObjectIdentifier};
+use regex::Regex;
+use x509_cert::ext::pkix::KeyUsages;
+
+use hsm_est_pki::keys::{Curve, SignatureAlgorithm};
+use hsm_est_pki::{name, oid};
+
+use crate::denial::{Denial, DenialKind};
+use crate::evaluate::valid_dns_name;
+use crate::schema::{ExtendedKeyUsage, RawKeys, RawProfile, RawSan, RawSubject, SanType};
+use crate::{Caller, Operation};
+
+/// Longest profile validity accepted in a profile file (about 27 years); a CA's own
+/// notAfter still bounds every certificate.
+pub const MAX_VALIDITY_DAYS: u32 = 10_000;
+/// "notBefore at most a few minutes in the past": clock skew allowance for devices.
+pub const MAX_BACKDATE_MINUTES: u32 = 10;
+/// RFC 5280 upper bounds: ub-common-name and friends are 64; locality and state 128.
+pub const MAX_ATTRIBUTE_LEN: usize = 128;
+/// Most SANs any profile may allow.
+pub const MAX_SAN_COUNT: usize = 100;
+/// Profile names travel in signer requests, whose name fields hold 64 bytes.
+pub const MAX_PROFILE_NAME_LEN: usize = 64;
+/// RSA moduli a profile may allow, in bits.
+const MIN_RSA_BITS: usize = 2048;
+const MAX_RSA_BITS: usize = 8192;
+
+#[derive(Debug, Clone)]
+pub struct RsaRule {
+    pub min_bits: usize,
+    pub max_bits: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SanRule {
+    pub types: Vec<SanType>,
+    pub dns_suffixes: Vec<String>,
+    pub max_count: usize,
+    pub required: bool,
+}
+
+/// The subject rules of a profile.
+#[derive(Debug, Clone)]
+pub struct SubjectRule {
+    pub attributes: Vec<ObjectIdentifier>,
+    pub required: Vec<ObjectIdentifier>,
+    pub cn_pattern: Option<Regex>,
+    pub max_attribute_length: usize,
+    pub allow_non_ascii: bool,
+}
+
+/// A validated profile.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub description: String,
+    pub callers: Vec<Caller>,
+    pub operations: Vec<Operation>,
+    pub validity_days: u32,
+    pub backdate_minutes: u32,
+    pub rsa: Option<RsaRule>,
+    pub ec_curves: Vec<Curve>,
+    pub ed25519: bool,
+    pub signature_algorithms: Vec<SignatureAlgorithm>,
+    pub subject: SubjectRule,
+    pub san: Option<SanRule>,
+    pub key_usage: Vec<KeyUsages>,
+    pub rsa_key_encipherment: bool,
+    pub extended_key_usage: Vec<ObjectIdentifier>,
+    pub crl_distribution_point: Option<String>,
+    pub aia_ca_issuers: Option<String>,
+    /// Whether issuance follows the device rules and updates the device table (pumps), or
+    /// only records the certificate (server certificates).
+    pub track_devices: bool,
+    /// Whether a registration authority (a gateway with an RA certificate) may request
+    /// certificates under this profile on a device's behalf.
+    pub allow_registration_authority: bool,
+}
+
+/// Prefixes validation errors with the file they came from.
+struct Origin<'a>(&'a str);
+
+impl Origin<'_> {
+    fn at(&self, key: &str, msg: impl std::fmt::Display) -> String {
+        format!("{}: {key}: {msg}", self.0)
+    }
+}
+
+impl Profile {
+    /// Parses and validates one profile document. `origin` names the file in errors.
+    pub fn from_yaml(origin: &str, text: &str) -> Result<Profile, String> {
+        let raw: RawProfile = yaml_serde::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+        Self::from_raw(&Origin(origin), raw)
+    }
+
+    fn from_raw(p: &Origin<'_>, raw: RawProfile) -> Result<Profile, String> {
+        check_name(p, &raw.name)?;
+        if raw.callers.is_empty() {
+            return Err(p.at("callers", "must name at least one caller"));
+        }
+        if raw.operations.is_empty() {
+            return Err(p.at("operations", "must name at least one operation"));
+        }
+        if raw.validity_days == 0 || raw.validity_days > MAX_VALIDITY_DAYS {
+            return Err(p.at(
+                "validity_days",
+                format!("must be between 1 and {MAX_VALIDITY_DAYS}"),
+            ));
+        }
+        if raw.backdate_minutes > MAX_BACKDATE_MINUTES {
+            return Err(p.at(
+                "backdate_minutes",
+                format!("must be at most {MAX_BACKDATE_MINUTES}"),
+            ));
+        }
+        let (rsa, ec_curves) = key_rules(p, &raw.keys)?;
+        if raw.csr_signature_algorithms.is_empty() {
+            return Err(p.at("csr_signature_algorithms", "must not be empty"));
+        }
+        if raw.key_usage.is_empty() {
+            return Err(p.at("key_usage", "must not be empty"));
+        }
+        check_urls(p, &raw)?;
+        Ok(Profile {
+            subject: subject_rule(p, &raw.subject)?,
+            san: raw.san.as_ref().map(|s| san_rule(p, s)).transpose()?,
+            name: raw.name,
+            description: raw.description,
+            callers: raw.callers,
+            operations: raw.operations,
+            validity_days: raw.validity_days,
+            backdate_minutes: raw.backdate_minutes,
+            rsa,
+            ec_curves,
+            ed25519: raw.keys.ed25519,
+            signature_algorithms: raw
+                .csr_signature_algorithms
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            key_usage: raw.key_usage.into_iter().map(Into::into).collect(),
+            rsa_key_encipherment: raw.rsa_key_encipherment,
+            extended_key_usage: raw
+                .extended_key_usage
+                .into_iter()
+                .map(|e| match e {
+                    ExtendedKeyUsage::ClientAuth => oid::KP_CLIENT_AUTH,
+                    ExtendedKeyUsage::ServerAuth => oid::KP_SERVER_AUTH,
+                })
+                .collect(),
+            crl_distribution_point: raw.crl_distribution_point,
+            aia_ca_issuers: raw.aia_ca_issuers,
+            track_devices: raw.track_devices,
+            allow_registration_authority: raw.allow_registration_authority,
+        })
+    }
+
+    /// The RFC 7030 §4.5.2 `CsrAttrs` that tell clients what this profile accepts: the key
+    /// types (EC with the allowed curves, rsaEncryption) and the preferred signature
+    /// algorithm. Empty when there is nothing to ask for (the frontend answers 204).
+    pub fn csr_attributes(&self) -> Result<Vec<u8>, der::Error> {
+        use der::asn1::{Any, SetOfVec};
+        use der::Encode;
+        use x509_cert::attr::Attribute;
+
+        #[derive(Clone, PartialEq, Eq, der::Choice)]
+        enum AttrOrOid {
+            Oid(ObjectIdentifier),
+            Attribute(Attribute),
+        }
+
+        let mut items = Vec::new();
+        if !self.ec_curves.is_empty() {
+            let mut curves = SetOfVec::new();
+            for c in &self.ec_curves {
+                let o = match c {
+                    Curve::P256 => oid::SECP256R1,
+                    Curve::P384 => oid::SECP384R1,
+                };
+                curves.insert(Any::from(&o))?;
+            }
+            items.push(AttrOrOid::Attribute(Attribute {
+                oid: oid::EC_PUBLIC_KEY,
+                values: curves,
+            }));
+        }
+        if self.rsa.is_some() {
+            items.push(AttrOrOid::Oid(oid::RSA_ENCRYPTION));
+        }
+        if let Some(first) = self.signature_algorithms.first() {
+            items.push(AttrOrOid::Oid(first.oid()));
+        }
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        items.to_der()
+    }
+
+    /// Whether this profile serves `caller` for `op`.
+    pub fn permits(&self, caller: Caller, op: Operation) -> Result<(), Denial> {
+        if !self.callers.contains(&caller) {
+            return Err(Denial::new(
+                DenialKind::NotAllowed,
+                "profile.caller",
+                format!("profile {} is not available to this caller", self.name),
+            ));
+        }
+        if !self.operations.contains(&op) {
+            return Err(Denial::new(
+                DenialKind::NotAllowed,
+                "profile.operation",
+                format!("profile {} does not allow {}", self.name, op.as_str()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_name(p: &Origin<'_>, name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > MAX_PROFILE_NAME_LEN
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(p.at("name", "must be 1-64 characters of a-z, 0-9, - and _"));
+    }
+    Ok(())
+}
+
+fn key_rules(p: &Origin<'_>, keys: &RawKeys) -> Result<(Option<RsaRule>, Vec<Curve>), String> {
+    let rsa = match &keys.rsa {
+        None => None,
+        Some(r) => {
+            if r.min_bits < MIN_RSA_BITS || r.min_bits % 8 != 0 {
+                return Err(p.at(
+                    "keys.rsa.min_bits",
+                    "must be at least 2048 and a multiple of 8",
+                ));
+            }
+            if r.max_bits < r.min_bits || r.max_bits > MAX_RSA_BITS || r.max_bits % 8 != 0 {
+                return Err(p.at(
+                    "keys.rsa.max_bits",
+                    "must be a multiple of 8 between min_bits and 8192",
+                ));
+            }
+            Some(RsaRule {
+                min_bits: r.min_bits,
+                max_bits: r.max_bits,
+            })
+        }
+    };
+    let ec_curves: Vec<Curve> = keys.ec_curves.iter().map(|&c| c.into()).collect();
+    if rsa.is_none() && ec_curves.is_empty() && !keys.ed25519 {
+        return Err(p.at("keys", "allows no key type at all"));
+    }
+    Ok((rsa, ec_curves))
+}
+
+fn subject_rule(p: &Origin<'_>, raw: &RawSubject) -> Result<SubjectRule, String> {
+    let attr = |key: &str, list: &[String]| -> Result<Vec<ObjectIdentifier>, String> {
+        list.iter()
+            .map(|a| {
+                name::attribute_oid(a).ok_or_else(|| {
+                    p.at(
+                        key,
+                        format!("unknown attribute {a:?} (CN, O, OU, C, L, ST, serialNumber)"),
+                    )
+                })
+            })
+            .collect()
+    };
+    let attributes = attr("subject.attributes", &raw.attributes)?;
+    let required = attr("subject.required", &raw.required)?;
+    if let Some(missing) = required.iter().find(|r| !attributes.contains(r)) {
+        return Err(p.at(
+            "subject.required",
+            format!("{missing} is required but not in subject.attributes"),
+        ));
+    }
+    if raw.max_length == 0 || raw.max_length > MAX_ATTRIBUTE_LEN {
+        return Err(p.at(
+            "subject.max_length",
+            format!("must be between 1 and {MAX_ATTRIBUTE_LEN}"),
+        ));
+    }
+    let cn_pattern = match &raw.cn_pattern {
+        None => None,
+        Some(pat) => {
+            if !pat.starts_with('^') || !pat.ends_with('$') {
+                return Err(p.at(
+                    "subject.cn_pattern",
+                    "must be anchored with ^ and $ so that it matches the whole name",
+                ));
+            }
+            Some(Regex::new(pat).map_err(|e| p.at("subject.cn_pattern", e))?)
+        }
+    };
+    Ok(SubjectRule {
+        attributes,
+        required,
+        cn_pattern,
+        max_attribute_length: raw.max_length,
+        allow_non_ascii: raw.allow_non_ascii,
+    })
+}
+
+fn san_rule(p: &Origin<'_>, s: &RawSan) -> Result<SanRule, String> {
+    if s.types.is_empty() {
+        return Err(p.at("san.types", "must not be empty (omit san to ignore SANs)"));
+    }
+    if s.max_count == 0 || s.max_count > MAX_SAN_COUNT {
+        return Err(p.at(
+            "san.max_count",
+            format!("must be between 1 and {MAX_SAN_COUNT}"),
+        ));
+    }
+    let mut dns_suffixes = Vec::new();
+    for suffix in &s.dns_suffixes {
+        let lower = suffix.trim_start_matches('.').to_ascii_lowercase();
+        if !valid_dns_name(&lower) {
+            return Err(p.at("san.dns_suffixes", format!("{suffix:?} is not a DNS name")));
+        }
+        dns_suffixes.push(lower);
+    }
+    Ok(SanRule {
+        types: s.types.clone(),
+        dns_suffixes,
+        max_count: s.max_count,
+        required: s.required,
+    })
+}
+
+fn check_urls(p: &Origin<'_>, raw: &RawProfile) -> Result<(), String> {
+    for (key, url) in [
+        ("crl_distribution_point", &raw.crl_distribution_point),
+        ("aia_ca_issuers", &raw.aia_ca_issuers),
+    ] {
+        if let Some(u) = url {
+            if !(u.starts_with("http://") || u.starts_with("ldap://"))
+                || Ia5String::new(u.as_str()).is_err()
+                || u.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(p.at(key, "must be an http:// or ldap:// URL in ASCII"));
+            }
+        }
+    }
+    Ok(())
+}

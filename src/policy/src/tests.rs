@@ -1,0 +1,131 @@
+//! Table-driven policy tests on CSRs built in code.
+
+use crate::csrgen;
+
+use super::*;
+use csrgen::{CN, O};
+use hsm_est_pki::csr::parse_csr;
+
+type Case<'a> = (
+    &'a str,
+    Vec<(der::asn1::ObjectIdentifier, &'a str)>,
+    Result<(), &'a str>,
+);
+
+fn pump_profile() -> Profile {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../policy/iqe-pump.yaml"
+    ))
+    .unwrap();
+    Profile::from_yaml("iqe-pump.yaml", &text).unwrap()
+}
+
+fn reason_of(csr: &[u8]) -> Result<(), &'static str> {
+    let parsed = parse_csr(csr).map_err(|_| "csr.der")?;
+    pump_profile()
+        .evaluate(&parsed)
+        .map(|_| ())
+        .map_err(|r| r.reason)
+}
+
+#[test]
+fn subject_rules_table() {
+    let long = "a".repeat(65);
+    let cases: Vec<Case> = vec![
+        ("plain pump", vec![(CN, "ward-a-pump-001")], Ok(())),
+        (
+            "with O",
+            vec![(CN, "icu-pump-042"), (O, "Hospital")],
+            Ok(()),
+        ),
+        ("NUL", vec![(CN, "pump\0evil")], Err("name.control_char")),
+        (
+            "CR LF",
+            vec![(CN, "pump\r\nINFO forged")],
+            Err("name.control_char"),
+        ),
+        ("65 chars", vec![(CN, long.as_str())], Err("name.too_long")),
+        ("wildcard", vec![(CN, "*.pumps")], Err("name.wildcard")),
+        ("upper case", vec![(CN, "Ward-A")], Err("name.cn_pattern")),
+        (
+            "homoglyph",
+            vec![(CN, "pump-\u{0430}")],
+            Err("name.non_ascii"),
+        ),
+        ("no CN", vec![(O, "Hospital")], Err("name.missing")),
+        (
+            "two CNs",
+            vec![(CN, "a"), (CN, "b")],
+            Err("name.multiple_cn"),
+        ),
+    ];
+    for (what, attrs, expected) in cases {
+        assert_eq!(reason_of(&csrgen::csr(&attrs)), expected, "{what}");
+    }
+}
+
+#[test]
+fn proof_of_possession_table() {
+    let attrs = [(CN, "ward-a-pump-001")];
+    assert_eq!(reason_of(&csrgen::forged(&attrs)), Err("csr.pop"));
+    assert_eq!(
+        reason_of(&csrgen::signed_by_other_key(&attrs)),
+        Err("csr.pop")
+    );
+    let mut truncated = csrgen::csr(&attrs);
+    truncated.truncate(truncated.len() - 3);
+    assert_eq!(reason_of(&truncated), Err("csr.der"));
+    let mut trailing = csrgen::csr(&attrs);
+    trailing.push(0);
+    assert_eq!(reason_of(&trailing), Err("csr.der"));
+}
+
+#[test]
+fn profile_files_reject_bad_values_with_key_paths() {
+    let good = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../policy/iqe-pump.yaml"
+    ))
+    .unwrap();
+    let cases = [
+        ("validity_days: 365", "validity_days: 0", "validity_days"),
+        ("min_bits: 2048", "min_bits: 1024", "keys.rsa.min_bits"),
+        (
+            "ec_curves: [p256, p384]",
+            "ec_curves: [secp256k1]",
+            "keys.ec_curves",
+        ),
+        ("rsa-pkcs1-sha256,", "sha1-rsa,", "csr_signature_algorithms"),
+        (
+            "backdate_minutes: 5",
+            "backdate_minutes: 600",
+            "backdate_minutes",
+        ),
+        (
+            "key_usage: [digital_signature]",
+            "key_usage: [key_cert_sign]",
+            "key_usage",
+        ),
+        (
+            "cn_pattern: '^[a-z0-9]+(-[a-z0-9]+)*$'",
+            "cn_pattern: '[a-z]+'",
+            "subject.cn_pattern",
+        ),
+    ];
+    for (from, to, path) in cases {
+        let bad = good.replacen(from, to, 1);
+        assert_ne!(bad, good, "{from} not found in the profile");
+        let err = Profile::from_yaml("p.yaml", &bad).unwrap_err();
+        assert!(err.contains(path), "{to}: {err}");
+    }
+}
+
+#[test]
+fn dns_names() {
+    assert!(valid_dns_name("pump-1.example.org"));
+    assert!(!valid_dns_name("-pump.example.org"));
+    assert!(!valid_dns_name("pump..example"));
+    assert!(!valid_dns_name("pu_mp.example"));
+    assert!(!valid_dns_name(&"a".repeat(64)));
+}

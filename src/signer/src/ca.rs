@@ -1,0 +1,77 @@
+//! The CA's certificate chain as configured (`ca.chain_file`: the CA certificate first, then
+//! any intermediates and the root).
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use der::Encode;
+use spki::SubjectPublicKeyInfoOwned;
+use x509_cert::name::Name;
+use x509_cert::Certificate;
+
+use hsm_est_pki::{cert, pem_certificates};
+
+pub struct CaChain {
+    /// DER certificates, the CA first.
+    pub chain: Vec<Vec<u8>>,
+    pub certificate: Certificate,
+    pub spki: SubjectPublicKeyInfoOwned,
+    pub subject: Name,
+    pub key_id: Vec<u8>,
+    pub not_after: SystemTime,
+}
+
+impl CaChain {
+    pub fn load(path: &Path) -> Result<CaChain, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read the CA chain: {e}", path.display()))?;
+        let chain = pem_certificates(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::from_chain(chain).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn from_chain(chain: Vec<Vec<u8>>) -> Result<CaChain, String> {
+        let first = chain.first().ok_or("no certificate in the CA chain")?;
+        let certificate = cert::parse_certificate(first)?;
+        if !cert::is_signing_ca(&certificate) {
+            return Err("the first certificate is not a CA allowed to sign certificates".into());
+        }
+        // Each certificate must be signed by the next; the last by itself (a root) or left to
+        // the relying party (a partial chain).
+        for pair in chain.windows(2) {
+            let issuer = cert::parse_certificate(&pair[1])?;
+            cert::verify_certificate_signature(
+                &pair[0],
+                &issuer.tbs_certificate.subject_public_key_info,
+            )
+            .map_err(|e| format!("chain does not verify: {e}"))?;
+        }
+        let spki = certificate.tbs_certificate.subject_public_key_info.clone();
+        let key_id =
+            cert::subject_key_id(&certificate).unwrap_or_else(|| cert::key_identifier(&spki));
+        let not_after = certificate
+            .tbs_certificate
+            .validity
+            .not_after
+            .to_system_time();
+        Ok(CaChain {
+            subject: certificate.tbs_certificate.subject.clone(),
+            chain,
+            certificate,
+            spki,
+            key_id,
+            not_after,
+        })
+    }
+
+    pub fn spki_der(&self) -> Vec<u8> {
+        self.spki.to_der().unwrap_or_default()
+    }
+
+    /// The chain as PEM, the CA first.
+    pub fn to_pem(&self) -> String {
+        self.chain
+            .iter()
+            .map(|c| hsm_est_pki::to_pem("CERTIFICATE", c))
+            .collect()
+    }
+}

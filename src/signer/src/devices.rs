@@ -1,0 +1,227 @@
+//! The device rules of the IQE guide, enforced in the signer so that they hold even against
+//! a compromised frontend: one bootstrap per device, one enrolment after it, re-enrolment
+//! only with the device's current certificate (or by a registration authority, keeping the
+//! names of record), nothing for a revoked device. Also the per-device claim that makes
+//! check-then-issue atomic, and the operator's device actions.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use hsm_est_common::util::{log_safe, unix_seconds};
+use hsm_est_pki::{cert, name};
+use hsm_est_policy::{Approved, Operation};
+
+use crate::audit::AuditRecord;
+use crate::dispatch::CallContext;
+use crate::error::{unavailable, DeviceRefusal, SignerError};
+use crate::issuance::IssueInput;
+use crate::ledger::{self, DeviceRecord, DeviceState, LedgerWrite};
+use crate::service::SignerService;
+
+/// Device CNs with a decision in progress.
+#[derive(Default)]
+pub struct Claims(Mutex<HashSet<String>>);
+
+/// Releases a device claim when the decision is over, however it ends.
+pub struct Claim<'a> {
+    claims: &'a Claims,
+    cn: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.claims.0.lock() {
+            s.remove(&self.cn);
+        }
+    }
+}
+
+impl Claims {
+    /// Claims `cn`, or `None` while another request holds it.
+    pub fn claim(&self, cn: &str) -> Option<Claim<'_>> {
+        let mut set = self.0.lock().ok()?;
+        if !set.insert(cn.to_string()) {
+            return None;
+        }
+        Some(Claim {
+            claims: self,
+            cn: cn.to_string(),
+        })
+    }
+}
+
+impl SignerService {
+    pub(crate) fn claim(&self, cn: &str) -> Option<Claim<'_>> {
+        self.claims.claim(cn)
+    }
+
+    /// Returns the device's state after the issuance, or why the rules refuse it.
+    pub(crate) fn device_rules(
+        &self,
+        input: &IssueInput,
+        approved: &Approved,
+        device: Option<&DeviceRecord>,
+    ) -> Result<DeviceState, SignerError> {
+        match input.operation {
+            Operation::Bootstrap => match device {
+                None => Ok(DeviceState::BootstrapOnly),
+                Some(_) => Err(DeviceRefusal::AlreadyKnown.into()),
+            },
+            Operation::Enroll => self.enroll_rules(input, approved, device),
+            Operation::Reenroll if input.registration_authority => {
+                // An RA re-enrols a device it vouches for: the names must still be those of
+                // the device's current certificate, taken from the ledger.
+                let d = live_device(device)?;
+                let current = self
+                    .ledger
+                    .certificate(&d.current_serial)
+                    .map_err(|e| unavailable("ledger read", e))?
+                    .ok_or(SignerError::Unavailable)?;
+                let cert = cert::parse_certificate(&current.record.der)
+                    .map_err(|e| unavailable("certificate of record", e))?;
+                same_names(&cert, approved)?;
+                Ok(d.status)
+            }
+            Operation::Reenroll => {
+                if input.client_cert_der.is_empty() {
+                    return Err(DeviceRefusal::NoCertificate.into());
+                }
+                let presented = self.check_presented_certificate(input, approved)?;
+                let d = live_device(device)?;
+                if d.current_serial != presented {
+                    return Err(DeviceRefusal::NotCurrent.into());
+                }
+                Ok(d.status)
+            }
+        }
+    }
+
+    fn enroll_rules(
+        &self,
+        input: &IssueInput,
+        approved: &Approved,
+        device: Option<&DeviceRecord>,
+    ) -> Result<DeviceState, SignerError> {
+        match device.map(|d| d.status) {
+            Some(DeviceState::Revoked) => return Err(DeviceRefusal::DeviceRevoked.into()),
+            Some(DeviceState::Enrolled) => return Err(DeviceRefusal::AlreadyEnrolled.into()),
+            _ => {}
+        }
+        if !input.client_cert_der.is_empty() {
+            // A device's bootstrap certificate enrols that same device only.
+            let presented = self.check_presented_certificate(input, approved)?;
+            match device {
+                Some(d) if d.current_serial == presented => {}
+                _ => return Err(DeviceRefusal::CertificateMismatch.into()),
+            }
+        }
+        Ok(DeviceState::Enrolled)
+    }
+
+    /// Checks a presented client certificate: issued by this CA (signature verified here, not
+    /// trusted from the frontend), on record, not revoked, not expired, and naming the same
+    /// subject and SANs as the request (RFC 7030 §4.2.2, compared by meaning). Returns its
+    /// serial.
+    fn check_presented_certificate(
+        &self,
+        input: &IssueInput,
+        approved: &Approved,
+    ) -> Result<Vec<u8>, SignerError> {
+        let presented = cert::parse_certificate(&input.client_cert_der)
+            .map_err(|_| DeviceRefusal::CertificateMalformed)?;
+        cert::verify_certificate_signature(&input.client_cert_der, &self.ca.spki)
+            .map_err(|_| DeviceRefusal::CertificateForeign)?;
+        let serial = presented.tbs_certificate.serial_number.as_bytes().to_vec();
+        let stored = self
+            .ledger
+            .certificate(&serial)
+            .map_err(|e| unavailable("ledger read", e))?
+            .ok_or(DeviceRefusal::CertificateUnknown)?;
+        if stored.record.der != input.client_cert_der {
+            return Err(DeviceRefusal::CertificateUnknown.into());
+        }
+        if ledger::is_revoked(&stored) {
+            return Err(DeviceRefusal::CertificateRevoked.into());
+        }
+        let now = unix_seconds(SystemTime::now());
+        let (nb, na) = cert::validity_seconds(&presented);
+        if now > na || now < nb {
+            return Err(DeviceRefusal::CertificateExpired.into());
+        }
+        same_names(&presented, approved)?;
+        Ok(serial)
+    }
+
+    pub(crate) fn list_devices(
+        &self,
+        offset: u32,
+        limit: u32,
+    ) -> Result<(u32, Vec<DeviceRecord>), SignerError> {
+        self.ledger
+            .list_devices(offset, limit)
+            .map_err(|e| unavailable("device list", e))
+    }
+
+    pub(crate) fn device(&self, cn: &str) -> Result<DeviceRecord, SignerError> {
+        self.ledger
+            .device(cn)
+            .map_err(|e| unavailable("device get", e))?
+            .ok_or(SignerError::DeviceNotFound)
+    }
+
+    /// Forgets a device (its certificates stay on record) so that it can bootstrap again.
+    pub(crate) fn delete_device(
+        &self,
+        ctx: CallContext,
+        cn: &str,
+        actor: &str,
+    ) -> Result<(), SignerError> {
+        let _claim = self.claim(cn).ok_or(SignerError::DeviceBusy)?;
+        let device = self.device(cn)?;
+        let actor = ctx.actor(actor);
+        let record = AuditRecord::DeviceDeleted {
+            cn: cn.to_string(),
+            status: device.status.as_str().to_string(),
+            current_serial: hex::encode(&device.current_serial),
+            actor: actor.clone(),
+            request_id: ctx.request_id,
+        };
+        self.journal
+            .record(
+                vec![record],
+                vec![LedgerWrite::DeleteDevice {
+                    common_name: cn.to_string(),
+                }],
+            )
+            .map_err(|e| unavailable("device delete", e))?;
+        tracing::info!("device {} deleted by {}", log_safe(cn), log_safe(&actor));
+        Ok(())
+    }
+}
+
+/// RFC 7030 §4.2.2: a renewal keeps the subject and SANs of the current certificate,
+/// compared by meaning.
+fn same_names(current: &x509_cert::Certificate, approved: &Approved) -> Result<(), SignerError> {
+    if name::names_equal(&current.tbs_certificate.subject, &approved.subject)
+        && name::sans_equal(
+            &cert::subject_alt_names(current),
+            &approved.subject_alt_names,
+        )
+    {
+        Ok(())
+    } else {
+        Err(DeviceRefusal::NameMismatch.into())
+    }
+}
+
+/// The device a re-enrolment is for: it must exist and not be revoked.
+fn live_device(device: Option<&DeviceRecord>) -> Result<&DeviceRecord, SignerError> {
+    let Some(d) = device else {
+        return Err(DeviceRefusal::UnknownDevice.into());
+    };
+    if d.status == DeviceState::Revoked {
+        return Err(DeviceRefusal::DeviceRevoked.into());
+    }
+    Ok(d)
+}

@@ -1,0 +1,306 @@
+//! The dispatch edge: the permit table, the one mapping from the signer's domain errors to
+//! stable wire codes, and the conversions between wire messages and domain types. Nothing
+//! behind this module knows the protocol's vocabulary.
+
+use hsm_est_policy::{Caller, DenialKind, Operation};
+use hsm_est_proto::messages::msg_type;
+use hsm_est_proto::{
+    DeviceInfo, DeviceStatus, ErrorCode, IssueRequest, Request, Response, WireError,
+};
+
+use crate::error::{DeviceRefusal, SignerError};
+use crate::issuance::IssueInput;
+use crate::ledger::{DeviceRecord, DeviceState};
+use crate::service::SignerService;
+
+/// Who sent a request: the role the socket's peer uid maps to, that uid, and the request id
+/// from the frame header (the frontend's id for the HTTP request it serves).
+#[derive(Debug, Clone, Copy)]
+pub struct CallContext {
+    pub caller: Caller,
+    pub uid: u32,
+    pub request_id: u64,
+}
+
+/// The permit table: the request types each role may send. Anything else closes the
+/// connection before the body is decoded (OpenSSH's `mon_dispatch` is the model).
+/// Revocation is an operator action (`estctl`), not the network-facing process's.
+pub const PERMITS: &[(Caller, &[u8])] = &[
+    (
+        Caller::Frontend,
+        &[
+            msg_type::PING,
+            msg_type::CA_CHAIN,
+            msg_type::ISSUE,
+            msg_type::DEVICE_LIST,
+            msg_type::DEVICE_GET,
+            msg_type::DEVICE_DELETE,
+            msg_type::CSR_ATTRS,
+        ],
+    ),
+    (
+        Caller::Operator,
+        &[
+            msg_type::PING,
+            msg_type::CA_CHAIN,
+            msg_type::ISSUE,
+            msg_type::DEVICE_LIST,
+            msg_type::DEVICE_GET,
+            msg_type::DEVICE_DELETE,
+            msg_type::REVOKE,
+            msg_type::CSR_ATTRS,
+        ],
+    ),
+];
+
+/// Whether `caller` may send a request of type `msg`.
+pub fn permitted(caller: Caller, msg: u8) -> bool {
+    PERMITS
+        .iter()
+        .any(|(role, types)| *role == caller && types.contains(&msg))
+}
+
+impl SignerService {
+    /// Answers one request. Never panics on request data; every path returns a response.
+    pub fn handle(&self, ctx: CallContext, request: Request) -> Response {
+        let result = match request {
+            Request::Ping => Ok(self.pong()),
+            Request::CaChain => Ok(Response::CaChain {
+                certs: self.ca.chain.clone(),
+            }),
+            Request::Issue(req) => self.issue(ctx, issue_input(req)).map(|c| Response::Issued {
+                serial: c.serial,
+                cert_der: c.der,
+            }),
+            Request::DeviceList { offset, limit } => {
+                self.list_devices(offset, limit)
+                    .map(|(total, devices)| Response::Devices {
+                        total,
+                        devices: devices.into_iter().map(device_info).collect(),
+                    })
+            }
+            Request::DeviceGet { cn } => self.device(&cn).map(|d| Response::Device(device_info(d))),
+            Request::DeviceDelete { cn, actor } => self
+                .delete_device(ctx, &cn, &actor)
+                .map(|()| Response::Done),
+            Request::CsrAttrs { profile } => self
+                .csr_attributes(&profile)
+                .map(|der| Response::CsrAttrs { der }),
+            Request::Revoke {
+                serial,
+                reason,
+                actor,
+            } => self
+                .revoke(ctx, &serial, reason, &actor)
+                .map(|()| Response::Done),
+        };
+        result.unwrap_or_else(|e| Response::Error(WireError::from(&e)))
+    }
+}
+
+fn issue_input(req: IssueRequest) -> IssueInput {
+    IssueInput {
+        operation: operation(req.operation),
+        profile: req.profile,
+        requester: req.requester,
+        client_ip: req.client_ip,
+        csr_der: req.csr_der,
+        client_cert_der: req.client_cert_der,
+        registration_authority: req.registration_authority,
+    }
+}
+
+fn operation(op: hsm_est_proto::Operation) -> Operation {
+    match op {
+        hsm_est_proto::Operation::Bootstrap => Operation::Bootstrap,
+        hsm_est_proto::Operation::Enroll => Operation::Enroll,
+        hsm_est_proto::Operation::Reenroll => Operation::Reenroll,
+    }
+}
+
+fn device_info(d: DeviceRecord) -> DeviceInfo {
+    DeviceInfo {
+        cn: d.cn,
+        status: match d.status {
+            DeviceState::BootstrapOnly => DeviceStatus::BootstrapOnly,
+            DeviceState::Enrolled => DeviceStatus::Enrolled,
+            DeviceState::Revoked => DeviceStatus::Revoked,
+        },
+        first_enrolled_ms: d.first_enrolled_ms,
+        last_enrolled_ms: d.last_enrolled_ms,
+        last_ip: d.last_ip,
+        current_serial: d.current_serial,
+        current_not_after: d.current_not_after,
+    }
+}
+
+/// The stable code, reason identifier and client-safe sentence of every refusal. The
+/// numbers and reasons are part of the protocol (`docs/IPC.md`); change none of them.
+impl From<&SignerError> for WireError {
+    fn from(e: &SignerError) -> WireError {
+        use DeviceRefusal as D;
+        let (code, reason, message): (ErrorCode, &str, String) = match e {
+            SignerError::CsrMalformed => (
+                ErrorCode::CsrMalformed,
+                "csr.der",
+                "the request is not a valid DER PKCS#10 CSR".into(),
+            ),
+            SignerError::Denied(d) => (denial_code(d.kind), d.reason, d.message.clone()),
+            SignerError::RegistrationAuthorityRefused { profile } => (
+                ErrorCode::NotAllowed,
+                "profile.registration_authority",
+                format!("profile {profile} does not accept registration authorities"),
+            ),
+            SignerError::DeviceBusy => (
+                ErrorCode::DeviceDuplicate,
+                "device.in_progress",
+                "another request for this device is in progress".into(),
+            ),
+            SignerError::Device(r) => {
+                let (code, reason, message) = match r {
+                    D::AlreadyKnown => (
+                        ErrorCode::DeviceDuplicate,
+                        "device.exists",
+                        "device already enrolled",
+                    ),
+                    D::AlreadyEnrolled => (
+                        ErrorCode::DeviceDuplicate,
+                        "device.enrolled",
+                        "device already enrolled",
+                    ),
+                    D::DeviceRevoked => (
+                        ErrorCode::Revoked,
+                        "device.revoked",
+                        "the device is revoked",
+                    ),
+                    D::CertificateMismatch => (
+                        ErrorCode::NotAllowed,
+                        "enroll.cert_mismatch",
+                        "the client certificate does not belong to this device",
+                    ),
+                    D::NoCertificate => (
+                        ErrorCode::ReenrollRefused,
+                        "reenroll.no_cert",
+                        "re-enrolment needs the current certificate",
+                    ),
+                    D::NotCurrent => (
+                        ErrorCode::ReenrollRefused,
+                        "reenroll.not_current",
+                        "the certificate is not the device's current certificate",
+                    ),
+                    D::UnknownDevice => (
+                        ErrorCode::ReenrollRefused,
+                        "reenroll.unknown_device",
+                        "the device is not enrolled",
+                    ),
+                    D::NameMismatch => (
+                        ErrorCode::ReenrollRefused,
+                        "reenroll.name_mismatch",
+                        "subject and subjectAltName must equal those of the current certificate",
+                    ),
+                    D::CertificateMalformed => (
+                        ErrorCode::ReenrollRefused,
+                        "cert.malformed",
+                        "the client certificate is malformed",
+                    ),
+                    D::CertificateForeign => (
+                        ErrorCode::ReenrollRefused,
+                        "cert.foreign",
+                        "the client certificate was not issued by this CA",
+                    ),
+                    D::CertificateUnknown => (
+                        ErrorCode::ReenrollRefused,
+                        "cert.unknown",
+                        "the client certificate is not on record",
+                    ),
+                    D::CertificateRevoked => (
+                        ErrorCode::Revoked,
+                        "cert.revoked",
+                        "the client certificate is revoked",
+                    ),
+                    D::CertificateExpired => (
+                        ErrorCode::ReenrollRefused,
+                        "cert.expired",
+                        "the client certificate is not valid now",
+                    ),
+                };
+                (code, reason, message.to_string())
+            }
+            SignerError::DeviceNotFound => (
+                ErrorCode::DeviceNotFound,
+                "device.not_found",
+                "no such device".into(),
+            ),
+            SignerError::CertificateNotFound => (
+                ErrorCode::CertificateNotFound,
+                "cert.not_found",
+                "no certificate with this serial number".into(),
+            ),
+            SignerError::AlreadyRevoked => (
+                ErrorCode::Revoked,
+                "cert.already_revoked",
+                "the certificate is already revoked".into(),
+            ),
+            SignerError::Unavailable => (
+                ErrorCode::Unavailable,
+                "signer.unavailable",
+                "the CA cannot issue right now; try again later".into(),
+            ),
+        };
+        WireError::new(code, reason, message)
+    }
+}
+
+fn denial_code(kind: DenialKind) -> ErrorCode {
+    match kind {
+        DenialKind::ProofOfPossession => ErrorCode::ProofOfPossession,
+        DenialKind::Key => ErrorCode::KeyRejected,
+        DenialKind::SignatureAlgorithm => ErrorCode::SignatureAlgorithmRejected,
+        DenialKind::Subject => ErrorCode::SubjectRejected,
+        DenialKind::SubjectAltName => ErrorCode::SanRejected,
+        DenialKind::UnknownProfile => ErrorCode::UnknownProfile,
+        DenialKind::NotAllowed => ErrorCode::NotAllowed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_permit_table_names_every_role_once() {
+        for caller in [Caller::Frontend, Caller::Operator] {
+            assert_eq!(PERMITS.iter().filter(|(r, _)| *r == caller).count(), 1);
+        }
+        assert!(permitted(Caller::Operator, msg_type::REVOKE));
+        assert!(!permitted(Caller::Frontend, msg_type::REVOKE));
+        assert!(!permitted(Caller::Operator, 0x42));
+    }
+
+    #[test]
+    fn every_device_refusal_has_its_own_reason() {
+        use DeviceRefusal as D;
+        let all = [
+            D::AlreadyKnown,
+            D::AlreadyEnrolled,
+            D::DeviceRevoked,
+            D::CertificateMismatch,
+            D::NoCertificate,
+            D::NotCurrent,
+            D::UnknownDevice,
+            D::NameMismatch,
+            D::CertificateMalformed,
+            D::CertificateForeign,
+            D::CertificateUnknown,
+            D::CertificateRevoked,
+            D::CertificateExpired,
+        ];
+        let mut reasons: Vec<String> = all
+            .iter()
+            .map(|r| WireError::from(&SignerError::Device(*r)).reason)
+            .collect();
+        reasons.sort();
+        reasons.dedup();
+        assert_eq!(reasons.len(), all.len());
+    }
+}

@@ -1,0 +1,306 @@
+//! The issuance pipeline, as small named steps: parse the CSR (once), apply policy, apply
+//! the device rules under the device's claim, then build, sign, self-check and record. The
+//! signer is not a signing oracle: the certificate is built here from the profile, and it
+//! leaves only after its audit record and ledger row are durable.
+
+use std::time::{Duration, SystemTime};
+
+use hsm_est_common::util::{log_safe, now_millis, unix_seconds};
+use hsm_est_pki::cert::{self, LeafExtensions, TbsSpec};
+use hsm_est_pki::csr::{self, ParsedCsr};
+use hsm_est_pki::{name, sha256};
+use hsm_est_policy::{Approved, Operation, Profile};
+use hsm_est_proto::WireError;
+
+use crate::audit::{AuditRecord, Issued, Rejected};
+use crate::dispatch::CallContext;
+use crate::error::{unavailable, SignerError};
+use crate::ledger::{CertificateRecord, DeviceState, LedgerWrite};
+use crate::service::SignerService;
+
+/// What a caller asks the signer to issue, in domain terms.
+#[derive(Debug, Clone)]
+pub struct IssueInput {
+    pub operation: Operation,
+    /// The policy profile the frontend's label maps to.
+    pub profile: String,
+    /// Who authenticated: `basic:<user>`, `cert:<sha256 of the client certificate>`, …
+    pub requester: String,
+    pub client_ip: String,
+    pub csr_der: Vec<u8>,
+    /// The TLS client certificate the request came with (empty when none).
+    pub client_cert_der: Vec<u8>,
+    /// The requester says it is a registration authority acting for the device.
+    pub registration_authority: bool,
+}
+
+/// A certificate that is on record and may be released.
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    pub serial: Vec<u8>,
+    pub der: Vec<u8>,
+}
+
+/// The validity a profile gives, bounded by the CA's own notAfter.
+struct Validity {
+    not_before: SystemTime,
+    not_after: SystemTime,
+    /// The profile's validity would have outlived the CA certificate.
+    truncated: bool,
+}
+
+impl SignerService {
+    /// Decides and, if everything allows it, issues. Every refusal is audited.
+    pub fn issue(
+        &self,
+        ctx: CallContext,
+        input: IssueInput,
+    ) -> Result<IssuedCertificate, SignerError> {
+        let parsed = csr::parse_csr(&input.csr_der).map_err(|e| {
+            tracing::debug!("csr: {}", log_safe(&e.0));
+            self.refuse(&ctx, &input, "", SignerError::CsrMalformed)
+        })?;
+        let subject = parsed.request.info.subject.to_string();
+        let refuse = |e| self.refuse(&ctx, &input, &subject, e);
+        let (profile, approved) = self.apply_policy(ctx, &input, &parsed).map_err(refuse)?;
+        if !profile.track_devices {
+            return self.sign_and_record(ctx, &input, profile, &parsed, &approved, None);
+        }
+        let _claim = self
+            .claim(&approved.common_name)
+            .ok_or(SignerError::DeviceBusy)
+            .map_err(refuse)?;
+        let device = self
+            .ledger
+            .device(&approved.common_name)
+            .map_err(|e| unavailable("ledger read", e))?;
+        let new_state = self
+            .device_rules(&input, &approved, device.as_ref())
+            .map_err(refuse)?;
+        self.sign_and_record(ctx, &input, profile, &parsed, &approved, Some(new_state))
+    }
+
+    /// The profile for this caller and operation, and what it approves from the CSR.
+    fn apply_policy(
+        &self,
+        ctx: CallContext,
+        input: &IssueInput,
+        parsed: &ParsedCsr,
+    ) -> Result<(&Profile, Approved), SignerError> {
+        let profile = self.policy.profile(&input.profile)?;
+        profile.permits(ctx.caller, input.operation)?;
+        if input.registration_authority && !profile.allow_registration_authority {
+            return Err(SignerError::RegistrationAuthorityRefused {
+                profile: profile.name.clone(),
+            });
+        }
+        Ok((profile, profile.evaluate(parsed)?))
+    }
+
+    /// Builds, signs, verifies and records a certificate that policy and the device rules
+    /// approved. The caller holds the device's claim when `new_state` is set.
+    fn sign_and_record(
+        &self,
+        ctx: CallContext,
+        input: &IssueInput,
+        profile: &Profile,
+        parsed: &ParsedCsr,
+        approved: &Approved,
+        new_state: Option<DeviceState>,
+    ) -> Result<IssuedCertificate, SignerError> {
+        let serial = self.fresh_serial()?;
+        let validity = self.validity(profile)?;
+        let der = self.build_and_sign(profile, parsed, approved, &serial, &validity)?;
+        self.self_check(&ctx, &serial, &der)?;
+        let issued = IssuedCertificate { serial, der };
+        self.record_issued(
+            ctx, input, profile, parsed, approved, new_state, &validity, &issued,
+        )?;
+        Ok(issued)
+    }
+
+    fn validity(&self, profile: &Profile) -> Result<Validity, SignerError> {
+        let now = SystemTime::now();
+        let not_before = now - Duration::from_secs(u64::from(profile.backdate_minutes) * 60);
+        let wanted_after = now + Duration::from_secs(u64::from(profile.validity_days) * 86_400);
+        // Never past the CA's own notAfter: the certificate is shortened rather than refused.
+        let truncated = wanted_after > self.ca.not_after;
+        let not_after = if truncated {
+            self.ca.not_after
+        } else {
+            wanted_after
+        };
+        if not_after <= now {
+            return Err(unavailable("validity", "the CA certificate has expired"));
+        }
+        Ok(Validity {
+            not_before,
+            not_after,
+            truncated,
+        })
+    }
+
+    fn build_and_sign(
+        &self,
+        profile: &Profile,
+        parsed: &ParsedCsr,
+        approved: &Approved,
+        serial: &[u8],
+        validity: &Validity,
+    ) -> Result<Vec<u8>, SignerError> {
+        let spki = parsed.request.info.public_key.clone();
+        let extensions = cert::leaf_extensions(&LeafExtensions {
+            key_usage: approved.key_usage,
+            extended_key_usage: approved.extended_key_usage.clone(),
+            subject_alt_names: approved.subject_alt_names.clone(),
+            san_critical: approved.subject.0.is_empty(),
+            subject_key_id: cert::key_identifier(&spki),
+            authority_key_id: self.ca.key_id.clone(),
+            crl_distribution_point: profile.crl_distribution_point.as_deref(),
+            aia_ca_issuers: profile.aia_ca_issuers.as_deref(),
+        })
+        .map_err(|e| unavailable("extensions", e))?;
+        let spec = TbsSpec {
+            serial: serial.to_vec(),
+            issuer: self.ca.subject.clone(),
+            subject: approved.subject.clone(),
+            spki,
+            not_before: validity.not_before,
+            not_after: validity.not_after,
+            extensions,
+            algorithm: self.signer.algorithm(),
+        };
+        cert::sign_certificate(spec, self.signer.as_ref())
+            .map_err(|e| unavailable("signing failed", e))
+    }
+
+    /// Pre-issuance self-check: a certificate whose signature does not verify with the CA
+    /// public key is never stored or released.
+    fn self_check(&self, ctx: &CallContext, serial: &[u8], der: &[u8]) -> Result<(), SignerError> {
+        let Err(e) = cert::verify_certificate_signature(der, &self.ca.spki) else {
+            return Ok(());
+        };
+        let record = AuditRecord::SignFailed {
+            serial: hex::encode(serial),
+            detail: e.to_string(),
+            request_id: ctx.request_id,
+        };
+        if let Err(j) = self.journal.record(vec![record], vec![]) {
+            tracing::error!("cannot record a signing failure: {j}");
+        }
+        Err(unavailable("issued certificate failed verification", e))
+    }
+
+    /// Makes the certificate durable: its audit record and its ledger row (with the device's
+    /// new state) in one group commit.
+    #[allow(clippy::too_many_arguments)]
+    fn record_issued(
+        &self,
+        ctx: CallContext,
+        input: &IssueInput,
+        profile: &Profile,
+        parsed: &ParsedCsr,
+        approved: &Approved,
+        new_state: Option<DeviceState>,
+        validity: &Validity,
+        issued: &IssuedCertificate,
+    ) -> Result<(), SignerError> {
+        let cn = &approved.common_name;
+        let subject = approved.subject.to_string();
+        let sans: Vec<String> = approved
+            .subject_alt_names
+            .iter()
+            .map(name::san_text)
+            .collect();
+        let spki_sha256 = sha256(&parsed.spki_der());
+        let record = CertificateRecord {
+            serial: issued.serial.clone(),
+            subject: subject.clone(),
+            common_name: cn.clone(),
+            sans: sans.clone(),
+            spki_sha256: spki_sha256.to_vec(),
+            not_before: unix_seconds(validity.not_before),
+            not_after: unix_seconds(validity.not_after),
+            profile: profile.name.clone(),
+            operation: input.operation.as_str().to_string(),
+            requester: input.requester.clone(),
+            client_ip: input.client_ip.clone(),
+            issued_at_ms: now_millis(),
+            der: issued.der.clone(),
+        };
+        let audit = AuditRecord::Issued(Box::new(Issued {
+            serial: hex::encode(&issued.serial),
+            subject,
+            sans,
+            spki_sha256: hex::encode(spki_sha256),
+            key: parsed.public_key.describe(),
+            profile: profile.name.clone(),
+            operation: input.operation.as_str().to_string(),
+            requester: input.requester.clone(),
+            client_ip: input.client_ip.clone(),
+            not_before: record.not_before,
+            not_after: record.not_after,
+            device_status: new_state
+                .map(DeviceState::as_str)
+                .unwrap_or("untracked")
+                .to_string(),
+            caller: ctx.caller.as_str().to_string(),
+            request_id: ctx.request_id,
+            validity_truncated_to_ca: validity.truncated,
+            ignored_csr_extensions: approved.ignored_extensions.clone(),
+        }));
+        self.journal
+            .record(
+                vec![audit],
+                vec![LedgerWrite::Issue {
+                    certificate: Box::new(record),
+                    device_status: new_state,
+                }],
+            )
+            .map_err(|e| unavailable("not issued", e))?;
+        tracing::info!(
+            "issued serial={} cn={} op={} profile={} requester={} ip={}",
+            hex::encode(&issued.serial),
+            log_safe(cn),
+            input.operation.as_str(),
+            profile.name,
+            log_safe(&input.requester),
+            log_safe(&input.client_ip)
+        );
+        Ok(())
+    }
+
+    /// Records a refusal (audit only) and returns it as the answer.
+    fn refuse(
+        &self,
+        ctx: &CallContext,
+        input: &IssueInput,
+        subject: &str,
+        err: SignerError,
+    ) -> SignerError {
+        let wire = WireError::from(&err);
+        let record = AuditRecord::Rejected(Box::new(Rejected {
+            reason: wire.reason.clone(),
+            code: wire.code.to_wire(),
+            operation: input.operation.as_str().to_string(),
+            profile: input.profile.clone(),
+            requester: input.requester.clone(),
+            client_ip: input.client_ip.clone(),
+            subject: subject.to_string(),
+            caller: ctx.caller.as_str().to_string(),
+            request_id: ctx.request_id,
+        }));
+        if let Err(e) = self.journal.record(vec![record], vec![]) {
+            tracing::error!("cannot record a rejection: {e}");
+        }
+        tracing::info!(
+            "{} refused: {} ({}) subject={:?} requester={}",
+            input.operation.as_str(),
+            wire.reason,
+            log_safe(&wire.message),
+            log_safe(subject),
+            log_safe(&input.requester)
+        );
+        err
+    }
+}

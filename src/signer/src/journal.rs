@@ -1,0 +1,135 @@
+//! Group commit. Every decision goes through one thread that takes all requests waiting at
+//! that moment, appends their audit records with one write and one fsync, then applies their
+//! ledger writes in one transaction (one more fsync), and only then answers each of them.
+//! Under concurrency many issuances share those two fsyncs; never one fsync per request.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::audit::{AuditLog, AuditRecord};
+use super::ledger::{Ledger, LedgerWrite};
+
+/// Most jobs in one commit; bounds the latency of the first job in a batch.
+pub const MAX_BATCH: usize = 512;
+/// Jobs that may wait for the commit thread before submitters block.
+const QUEUE_DEPTH: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub enum JournalError {
+    Audit(String),
+    Ledger(String),
+    /// The commit thread is gone (shutting down).
+    Stopped,
+}
+
+impl std::fmt::Display for JournalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JournalError::Audit(m) => write!(f, "audit write failed: {m}"),
+            JournalError::Ledger(m) => write!(f, "ledger commit failed: {m}"),
+            JournalError::Stopped => write!(f, "journal stopped"),
+        }
+    }
+}
+
+struct Job {
+    events: Vec<AuditRecord>,
+    writes: Vec<LedgerWrite>,
+    reply: SyncSender<Result<(), JournalError>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    decisions: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Journal {
+    tx: SyncSender<Job>,
+    counters: Arc<Counters>,
+}
+
+impl Journal {
+    pub fn start(audit: AuditLog, ledger: Arc<dyn Ledger>) -> (Journal, JoinHandle<()>) {
+        let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
+        let counters = Arc::new(Counters::default());
+        let thread_counters = Arc::clone(&counters);
+        let handle = std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || commit_loop(rx, audit, ledger, &thread_counters))
+            .unwrap_or_else(|e| {
+                // Without the commit thread nothing can ever be issued; abort start-up.
+                eprintln!("est-signer: cannot start the journal thread: {e}");
+                std::process::exit(1)
+            });
+        (Journal { tx, counters }, handle)
+    }
+
+    /// (durable commits, decisions committed) since start.
+    pub fn stats(&self) -> (u64, u64) {
+        (
+            self.counters.commits.load(Ordering::Relaxed),
+            self.counters.decisions.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Records events and ledger writes durably; returns once both are on disk.
+    pub fn record(
+        &self,
+        events: Vec<AuditRecord>,
+        writes: Vec<LedgerWrite>,
+    ) -> Result<(), JournalError> {
+        let (reply, wait) = mpsc::sync_channel(1);
+        self.tx
+            .send(Job {
+                events,
+                writes,
+                reply,
+            })
+            .map_err(|_| JournalError::Stopped)?;
+        wait.recv().map_err(|_| JournalError::Stopped)?
+    }
+}
+
+fn commit_loop(
+    rx: Receiver<Job>,
+    mut audit: AuditLog,
+    ledger: Arc<dyn Ledger>,
+    counters: &Counters,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let events: Vec<AuditRecord> = batch.iter().flat_map(|j| j.events.clone()).collect();
+        let result = match audit.append(&events) {
+            Err(e) => Err(JournalError::Audit(e.to_string())),
+            Ok(head) => {
+                let writes: Vec<LedgerWrite> =
+                    batch.iter().flat_map(|j| j.writes.clone()).collect();
+                ledger
+                    .apply(&writes, &head)
+                    .map_err(|e| JournalError::Ledger(e.to_string()))
+            }
+        };
+        match &result {
+            Ok(()) => {
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .decisions
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!("commit of {} decisions failed: {e}", batch.len()),
+        }
+        for job in batch {
+            let _ = job.reply.send(result.clone());
+        }
+    }
+}

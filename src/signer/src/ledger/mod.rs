@@ -1,0 +1,137 @@
+//! The issuance ledger: every certificate issued and every device, behind one narrow trait so
+//! that a PostgreSQL backend for multi-node deployments can be added without touching
+//! issuance. The embedded backend is SQLite ([`sqlite`]). The ledger owns its record types;
+//! the signer's dispatch edge turns them into wire messages.
+
+pub mod sqlite;
+
+pub use sqlite::SqliteLedger;
+
+/// Where a device stands in the IQE life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceState {
+    /// It holds a bootstrap certificate and may enrol once.
+    BootstrapOnly,
+    /// It holds an operational certificate and may only re-enrol.
+    Enrolled,
+    /// Its current certificate was revoked: it gets nothing more until deleted.
+    Revoked,
+}
+
+impl DeviceState {
+    /// The name stored in the ledger and shown to operators.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceState::BootstrapOnly => "bootstrap_only",
+            DeviceState::Enrolled => "enrolled",
+            DeviceState::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "bootstrap_only" => Some(DeviceState::BootstrapOnly),
+            "enrolled" => Some(DeviceState::Enrolled),
+            "revoked" => Some(DeviceState::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// One device as recorded, with the notAfter of its current certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub cn: String,
+    pub status: DeviceState,
+    pub first_enrolled_ms: i64,
+    pub last_enrolled_ms: i64,
+    pub last_ip: String,
+    pub current_serial: Vec<u8>,
+    /// notAfter of the current certificate, seconds since the epoch.
+    pub current_not_after: i64,
+}
+
+#[derive(Debug)]
+pub enum LedgerError {
+    /// A serial number that is already on record (never overwritten).
+    DuplicateSerial,
+    Storage(String),
+}
+
+impl std::fmt::Display for LedgerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LedgerError::DuplicateSerial => write!(f, "serial number already in the ledger"),
+            LedgerError::Storage(m) => write!(f, "ledger storage error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for LedgerError {}
+
+/// One issued certificate as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRecord {
+    pub serial: Vec<u8>,
+    pub subject: String,
+    pub common_name: String,
+    pub sans: Vec<String>,
+    pub spki_sha256: Vec<u8>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub profile: String,
+    pub operation: String,
+    pub requester: String,
+    pub client_ip: String,
+    pub issued_at_ms: i64,
+    pub der: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCertificate {
+    pub record: CertificateRecord,
+    pub revoked_at_ms: Option<i64>,
+    pub revocation_reason: Option<u8>,
+}
+
+/// A state change, applied atomically with others in one transaction.
+#[derive(Debug, Clone)]
+pub enum LedgerWrite {
+    /// Record a certificate and, for device profiles, point its device at it.
+    Issue {
+        certificate: Box<CertificateRecord>,
+        /// `None` for profiles that do not track devices (server certificates).
+        device_status: Option<DeviceState>,
+    },
+    /// Forget a device (its certificates stay on record) so it can bootstrap again.
+    DeleteDevice { common_name: String },
+    /// Mark a certificate revoked; a device whose current certificate it is becomes revoked.
+    Revoke {
+        serial: Vec<u8>,
+        at_ms: i64,
+        reason: u8,
+    },
+}
+
+/// The position of the audit log that the ledger has seen committed: (sequence, hash).
+pub type AuditHead = (u64, String);
+
+pub trait Ledger: Send + Sync {
+    fn device(&self, common_name: &str) -> Result<Option<DeviceRecord>, LedgerError>;
+    fn certificate(&self, serial: &[u8]) -> Result<Option<StoredCertificate>, LedgerError>;
+    fn serial_exists(&self, serial: &[u8]) -> Result<bool, LedgerError>;
+    /// A page of devices by CN, and the total number of devices.
+    fn list_devices(
+        &self,
+        offset: u32,
+        limit: u32,
+    ) -> Result<(u32, Vec<DeviceRecord>), LedgerError>;
+    /// Applies all writes and the new audit head in one transaction (one fsync).
+    fn apply(&self, writes: &[LedgerWrite], audit_head: &AuditHead) -> Result<(), LedgerError>;
+    fn audit_head(&self) -> Result<Option<AuditHead>, LedgerError>;
+}
+
+/// Whether a certificate row says revoked.
+pub fn is_revoked(c: &StoredCertificate) -> bool {
+    c.revoked_at_ms.is_some()
+}

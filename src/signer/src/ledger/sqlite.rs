@@ -1,0 +1,434 @@
+//! The embedded ledger: SQLite in WAL mode with `synchronous=FULL`, one writer connection
+//! and a small pool of readers.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use super::{
+    AuditHead, CertificateRecord, DeviceRecord, DeviceState, Ledger, LedgerError, LedgerWrite,
+    StoredCertificate,
+};
+
+impl From<rusqlite::Error> for LedgerError {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(f, _) = &e {
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            {
+                return LedgerError::DuplicateSerial;
+            }
+        }
+        LedgerError::Storage(e.to_string())
+    }
+}
+
+/// Versioned schema migrations; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE certificates (
+         serial BLOB PRIMARY KEY,
+         subject TEXT NOT NULL,
+         common_name TEXT NOT NULL,
+         sans TEXT NOT NULL,
+         spki_sha256 BLOB NOT NULL,
+         not_before INTEGER NOT NULL,
+         not_after INTEGER NOT NULL,
+         profile TEXT NOT NULL,
+         operation TEXT NOT NULL,
+         requester TEXT NOT NULL,
+         client_ip TEXT NOT NULL,
+         issued_at_ms INTEGER NOT NULL,
+         status TEXT NOT NULL CHECK (status IN ('valid', 'revoked')),
+         revoked_at_ms INTEGER,
+         revocation_reason INTEGER,
+         der BLOB NOT NULL
+     );
+     CREATE INDEX certificates_by_cn ON certificates (common_name);
+     CREATE TABLE devices (
+         common_name TEXT PRIMARY KEY,
+         status TEXT NOT NULL CHECK (status IN ('bootstrap_only', 'enrolled', 'revoked')),
+         first_enrolled_ms INTEGER NOT NULL,
+         last_enrolled_ms INTEGER NOT NULL,
+         last_ip TEXT NOT NULL,
+         current_serial BLOB NOT NULL REFERENCES certificates (serial)
+     );",
+];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Read connections kept for reuse; more concurrent readers open and close their own.
+const MAX_IDLE_READERS: usize = 16;
+
+pub struct SqliteLedger {
+    path: std::path::PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn configure(conn: &Connection) -> Result<(), LedgerError> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+impl SqliteLedger {
+    /// Opens (creating if needed, mode 0600) and migrates the ledger.
+    pub fn open(path: &Path) -> Result<SqliteLedger, LedgerError> {
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| LedgerError::Storage(format!("{}: {e}", path.display())))?;
+        }
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(LedgerError::Storage(format!(
+                "cannot switch to WAL mode (got {mode})"
+            )));
+        }
+        configure(&conn)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(LedgerError::Storage(format!(
+                "ledger schema version {version} is newer than this build ({SCHEMA_VERSION})"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(SqliteLedger {
+            path: path.to_path_buf(),
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let pooled = self.readers.lock().ok().and_then(|mut r| r.pop());
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                configure(&c)?;
+                c
+            }
+        };
+        let result = f(&conn);
+        if let Ok(mut r) = self.readers.lock() {
+            if r.len() < MAX_IDLE_READERS {
+                r.push(conn);
+            }
+        }
+        result
+    }
+}
+
+const DEVICE_COLUMNS: &str = "d.common_name, d.status, d.first_enrolled_ms, d.last_enrolled_ms, \
+     d.last_ip, d.current_serial, c.not_after";
+
+fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
+    let status: String = row.get(1)?;
+    Ok(DeviceRecord {
+        cn: row.get(0)?,
+        status: DeviceState::parse(&status).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Text,
+                format!("bad device status {status:?}").into(),
+            )
+        })?,
+        first_enrolled_ms: row.get(2)?,
+        last_enrolled_ms: row.get(3)?,
+        last_ip: row.get(4)?,
+        current_serial: row.get(5)?,
+        current_not_after: row.get(6)?,
+    })
+}
+
+impl Ledger for SqliteLedger {
+    fn device(&self, common_name: &str) -> Result<Option<DeviceRecord>, LedgerError> {
+        self.with_reader(|c| {
+            let sql = format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices d JOIN certificates c \
+                 ON c.serial = d.current_serial WHERE d.common_name = ?1"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_row([common_name], device_from_row)
+                .optional()?)
+        })
+    }
+
+    fn certificate(&self, serial: &[u8]) -> Result<Option<StoredCertificate>, LedgerError> {
+        self.with_reader(|c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT serial, subject, common_name, sans, spki_sha256, not_before, \
+                     not_after, profile, operation, requester, client_ip, issued_at_ms, der, \
+                     revoked_at_ms, revocation_reason FROM certificates WHERE serial = ?1",
+                )?
+                .query_row([serial], |r| {
+                    let sans: String = r.get(3)?;
+                    Ok(StoredCertificate {
+                        record: CertificateRecord {
+                            serial: r.get(0)?,
+                            subject: r.get(1)?,
+                            common_name: r.get(2)?,
+                            sans: serde_json::from_str(&sans).unwrap_or_default(),
+                            spki_sha256: r.get(4)?,
+                            not_before: r.get(5)?,
+                            not_after: r.get(6)?,
+                            profile: r.get(7)?,
+                            operation: r.get(8)?,
+                            requester: r.get(9)?,
+                            client_ip: r.get(10)?,
+                            issued_at_ms: r.get(11)?,
+                            der: r.get(12)?,
+                        },
+                        revoked_at_ms: r.get(13)?,
+                        revocation_reason: r.get(14)?,
+                    })
+                })
+                .optional()?;
+            Ok(row)
+        })
+    }
+
+    fn serial_exists(&self, serial: &[u8]) -> Result<bool, LedgerError> {
+        self.with_reader(|c| {
+            Ok(
+                c.prepare_cached("SELECT 1 FROM certificates WHERE serial = ?1")?
+                    .exists([serial])?,
+            )
+        })
+    }
+
+    fn list_devices(
+        &self,
+        offset: u32,
+        limit: u32,
+    ) -> Result<(u32, Vec<DeviceRecord>), LedgerError> {
+        self.with_reader(|c| {
+            let total: u32 = c.query_row("SELECT COUNT(*) FROM devices", [], |r| r.get(0))?;
+            let sql = format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices d JOIN certificates c \
+                 ON c.serial = d.current_serial ORDER BY d.common_name LIMIT ?1 OFFSET ?2"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(params![limit, offset], device_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((total, rows))
+        })
+    }
+
+    fn apply(&self, writes: &[LedgerWrite], audit_head: &AuditHead) -> Result<(), LedgerError> {
+        let mut conn = self
+            .writer
+            .lock()
+            .map_err(|_| LedgerError::Storage("writer lock poisoned".into()))?;
+        let tx = conn.transaction()?;
+        for w in writes {
+            match w {
+                LedgerWrite::Issue {
+                    certificate: c,
+                    device_status,
+                } => {
+                    tx.prepare_cached(
+                        "INSERT INTO certificates (serial, subject, common_name, sans, \
+                         spki_sha256, not_before, not_after, profile, operation, requester, \
+                         client_ip, issued_at_ms, status, der) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'valid', ?13)",
+                    )?
+                    .execute(params![
+                        c.serial,
+                        c.subject,
+                        c.common_name,
+                        serde_json::to_string(&c.sans).unwrap_or_else(|_| "[]".into()),
+                        c.spki_sha256,
+                        c.not_before,
+                        c.not_after,
+                        c.profile,
+                        c.operation,
+                        c.requester,
+                        c.client_ip,
+                        c.issued_at_ms,
+                        c.der
+                    ])?;
+                    let Some(device_status) = device_status else {
+                        continue;
+                    };
+                    tx.prepare_cached(
+                        "INSERT INTO devices (common_name, status, first_enrolled_ms, \
+                         last_enrolled_ms, last_ip, current_serial) VALUES (?1, ?2, ?3, ?3, ?4, ?5) \
+                         ON CONFLICT (common_name) DO UPDATE SET status = excluded.status, \
+                         last_enrolled_ms = excluded.last_enrolled_ms, last_ip = excluded.last_ip, \
+                         current_serial = excluded.current_serial",
+                    )?
+                    .execute(params![
+                        c.common_name,
+                        device_status.as_str(),
+                        c.issued_at_ms,
+                        c.client_ip,
+                        c.serial
+                    ])?;
+                }
+                LedgerWrite::DeleteDevice { common_name } => {
+                    tx.prepare_cached("DELETE FROM devices WHERE common_name = ?1")?
+                        .execute([common_name])?;
+                }
+                LedgerWrite::Revoke {
+                    serial,
+                    at_ms,
+                    reason,
+                } => {
+                    tx.prepare_cached(
+                        "UPDATE certificates SET status = 'revoked', revoked_at_ms = ?2, \
+                         revocation_reason = ?3 WHERE serial = ?1 AND status = 'valid'",
+                    )?
+                    .execute(params![serial, at_ms, reason])?;
+                    tx.prepare_cached(
+                        "UPDATE devices SET status = 'revoked' WHERE current_serial = ?1",
+                    )?
+                    .execute([serial])?;
+                }
+            }
+        }
+        tx.prepare_cached(
+            "INSERT INTO meta (key, value) VALUES ('audit_head', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )?
+        .execute([format!("{}:{}", audit_head.0, audit_head.1)])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn audit_head(&self) -> Result<Option<AuditHead>, LedgerError> {
+        self.with_reader(|c| {
+            let v: Option<String> = c
+                .query_row("SELECT value FROM meta WHERE key = 'audit_head'", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match v {
+                None => Ok(None),
+                Some(v) => {
+                    let (seq, hash) = v
+                        .split_once(':')
+                        .ok_or_else(|| LedgerError::Storage("bad audit head".into()))?;
+                    let seq = seq
+                        .parse()
+                        .map_err(|_| LedgerError::Storage("bad audit head".into()))?;
+                    Ok(Some((seq, hash.to_string())))
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::is_revoked;
+
+    fn record(serial: u8, cn: &str) -> CertificateRecord {
+        CertificateRecord {
+            serial: vec![0x40, serial],
+            subject: format!("CN={cn}"),
+            common_name: cn.into(),
+            sans: vec![],
+            spki_sha256: vec![0; 32],
+            not_before: 1,
+            not_after: 2,
+            profile: "p".into(),
+            operation: "bootstrap".into(),
+            requester: "basic:x".into(),
+            client_ip: "127.0.0.1".into(),
+            issued_at_ms: 5,
+            der: vec![0x30, 0x00],
+        }
+    }
+
+    #[test]
+    fn migrations_issue_revoke_delete() {
+        let dir = std::env::temp_dir().join(format!("hsm-est-ledger-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ledger.sqlite");
+        let ledger = SqliteLedger::open(&path).unwrap();
+        ledger
+            .apply(
+                &[LedgerWrite::Issue {
+                    certificate: Box::new(record(1, "pump-1")),
+                    device_status: Some(DeviceState::BootstrapOnly),
+                }],
+                &(1, "aa".into()),
+            )
+            .unwrap();
+        let dev = ledger.device("pump-1").unwrap().unwrap();
+        assert_eq!(dev.status, DeviceState::BootstrapOnly);
+        assert_eq!(dev.current_not_after, 2);
+        assert!(ledger.serial_exists(&[0x40, 1]).unwrap());
+        // A serial is never overwritten.
+        let dup = ledger.apply(
+            &[LedgerWrite::Issue {
+                certificate: Box::new(record(1, "pump-2")),
+                device_status: Some(DeviceState::Enrolled),
+            }],
+            &(2, "bb".into()),
+        );
+        assert!(matches!(dup, Err(LedgerError::DuplicateSerial)));
+        assert_eq!(ledger.audit_head().unwrap(), Some((1, "aa".into())));
+        ledger
+            .apply(
+                &[LedgerWrite::Revoke {
+                    serial: vec![0x40, 1],
+                    at_ms: 9,
+                    reason: 1,
+                }],
+                &(3, "cc".into()),
+            )
+            .unwrap();
+        assert_eq!(
+            ledger.device("pump-1").unwrap().unwrap().status,
+            DeviceState::Revoked
+        );
+        assert!(is_revoked(
+            &ledger.certificate(&[0x40, 1]).unwrap().unwrap()
+        ));
+        ledger
+            .apply(
+                &[LedgerWrite::DeleteDevice {
+                    common_name: "pump-1".into(),
+                }],
+                &(4, "dd".into()),
+            )
+            .unwrap();
+        assert!(ledger.device("pump-1").unwrap().is_none());
+        assert!(ledger.certificate(&[0x40, 1]).unwrap().is_some());
+        drop(ledger);
+        // Reopening does not re-run migrations.
+        let again = SqliteLedger::open(&path).unwrap();
+        assert_eq!(again.list_devices(0, 10).unwrap().0, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

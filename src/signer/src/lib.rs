@@ -1,0 +1,211 @@
+//! `est-signer`: the only process that touches the CA key. No network; a Unix socket only.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod ca;
+pub mod config;
+pub mod devices;
+pub mod dispatch;
+pub mod error;
+pub mod issuance;
+pub mod journal;
+pub mod ledger;
+pub mod server;
+pub mod service;
+pub mod token;
+pub mod workers;
+
+use std::sync::Arc;
+
+use der::Encode;
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::config::SignerConfig;
+use hsm_est_pki::cert::CaSigner;
+use hsm_est_policy::Policy;
+
+use audit::{AuditLog, AuditRecord};
+use ledger::{Ledger, SqliteLedger};
+
+/// Why the signer refused to start. Each maps to a distinct exit code.
+#[derive(Debug)]
+pub enum StartError {
+    Config(String),
+    Storage(String),
+    Token(token::TokenError),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(m) => write!(f, "configuration: {m}"),
+            StartError::Storage(m) => write!(f, "storage: {m}"),
+            StartError::Token(e) => write!(f, "token: {e}"),
+        }
+    }
+}
+
+impl StartError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Config(_) => 2,
+            StartError::Storage(_) => 3,
+            StartError::Token(token::TokenError::WrongPin)
+            | StartError::Token(token::TokenError::PinLocked) => 4,
+            StartError::Token(token::TokenError::KeyNotProtected(_)) => 5,
+            StartError::Token(_) => 6,
+        }
+    }
+}
+
+/// Message signed and verified at start-up to prove the key and certificate belong together.
+const SELF_TEST_MESSAGE: &[u8] = b"hsm-est signer self-test";
+
+/// Starts the signer and serves until SIGTERM or SIGINT. Prints `ready` on stdout (and tells
+/// systemd, under `Type=notify`) once the socket accepts requests.
+pub fn run(config: SignerConfig) -> Result<(), StartError> {
+    // Signals are taken by one thread with sigwait; block them before any thread starts.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals
+        .thread_block()
+        .map_err(|e| StartError::Config(format!("cannot block signals: {e}")))?;
+
+    let (service, journal) = open_service(&config, "est-signer")?;
+    let listener = server::bind(&config.socket).map_err(StartError::Config)?;
+    let socket_config = config.socket.clone();
+    std::thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || server::serve(listener, socket_config, service))
+        .map_err(|e| StartError::Config(format!("cannot start the accept thread: {e}")))?;
+
+    tracing::info!(
+        "ready: socket {} ({} token sessions)",
+        config.socket.path.display(),
+        config.token.sessions
+    );
+    println!("ready");
+    // `Type=notify` units: READY=1 on $NOTIFY_SOCKET; nothing happens outside systemd.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+
+    let signal = signals.wait().unwrap_or(Signal::SIGTERM);
+    tracing::info!("{signal} received, stopping");
+    let _ = journal.record(
+        vec![AuditRecord::Stop {
+            signal: signal.as_str().to_string(),
+        }],
+        vec![],
+    );
+    server::unlink(&config.socket.path);
+    Ok(())
+}
+
+/// Everything the signer needs to decide and issue, opened and checked in order: policy,
+/// CA chain, ledger, audit log, token login (one attempt), key protection, key/certificate
+/// match, self-test, signing workers, journal. `process` names the caller in the `start`
+/// audit record (`est-signer`, or `estctl` issuing directly while the signer is stopped).
+pub fn open_service(
+    config: &SignerConfig,
+    process: &str,
+) -> Result<(Arc<service::SignerService>, journal::Journal), StartError> {
+    let policy = Policy::load_dir(&config.policy_dir).map_err(StartError::Config)?;
+    let ca = ca::CaChain::load(&config.ca_chain_file).map_err(StartError::Config)?;
+    let ledger: Arc<dyn Ledger> = Arc::new(
+        SqliteLedger::open(&config.ledger_path).map_err(|e| StartError::Storage(e.to_string()))?,
+    );
+    let head = ledger
+        .audit_head()
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    let mut audit = AuditLog::open(&config.audit_path, head.as_ref())
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+
+    let tok = token::Token::open(&config.token).map_err(StartError::Token)?;
+    let login = {
+        let pin = token::read_pin(&config.token.pin).map_err(StartError::Token)?;
+        tok.login(&pin, false)
+        // `pin` (a SecretString) is zeroized here, right after the single login attempt.
+    };
+    let session = match login {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = audit.append(&[AuditRecord::LoginFailure {
+                detail: e.to_string(),
+            }]);
+            return Err(StartError::Token(e));
+        }
+    };
+    let (private, public) = tok.find_key_pair(&session).map_err(StartError::Token)?;
+    if let Err(e) = token::check_key_protection(&session, private) {
+        let _ = audit.append(&[AuditRecord::KeyRefused {
+            detail: e.to_string(),
+        }]);
+        return Err(StartError::Token(e));
+    }
+    let token_spki = token::public_key_info(&session, public).map_err(StartError::Token)?;
+    if token_spki.to_der().ok() != Some(ca.spki_der()) {
+        return Err(StartError::Config(format!(
+            "{}: the CA certificate does not match the key labelled {:?} in the token",
+            config.ca_chain_file.display(),
+            tok.key_label
+        )));
+    }
+    let algorithm = token::ca_signature_algorithm(&token_spki).map_err(StartError::Token)?;
+    self_test(&session, private, algorithm, &ca)?;
+
+    let pool =
+        workers::SigningPool::start(&tok, session, config.token.sessions, private, algorithm)
+            .map_err(StartError::Token)?;
+    audit
+        .append(&[AuditRecord::Start {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            process: process.to_string(),
+            ca_subject: ca.subject.to_string(),
+            profiles: policy.profiles.keys().cloned().collect(),
+        }])
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    // Make the ledger's head catch up with the start record.
+    ledger
+        .apply(&[], &audit.head())
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    let (journal, _commit_thread) = journal::Journal::start(audit, Arc::clone(&ledger));
+    let service = Arc::new(service::SignerService::new(
+        policy,
+        ca,
+        ledger,
+        journal.clone(),
+        Arc::new(pool),
+    ));
+    Ok((service, journal))
+}
+
+fn self_test(
+    session: &cryptoki::session::Session,
+    key: cryptoki::object::ObjectHandle,
+    algorithm: hsm_est_pki::keys::SignatureAlgorithm,
+    ca: &ca::CaChain,
+) -> Result<(), StartError> {
+    let signer = token::SessionSigner {
+        session,
+        key,
+        algorithm,
+    };
+    let signature = signer
+        .sign(SELF_TEST_MESSAGE)
+        .map_err(|e| StartError::Token(token::TokenError::Pkcs11(e)))?;
+    let key = hsm_est_pki::keys::inspect_spki(&ca.spki)
+        .map_err(|e| StartError::Config(format!("CA public key: {}", e.0)))?;
+    hsm_est_pki::keys::verify_signature(&key, algorithm, SELF_TEST_MESSAGE, &signature).map_err(
+        |e| {
+            StartError::Token(token::TokenError::Pkcs11(format!(
+                "self-test: signature by the token key {e} with the CA certificate"
+            )))
+        },
+    )
+}
+
+/// CSRs built in code for unit tests; the same file serves the end-to-end tests.
+#[cfg(test)]
+#[path = "../../../tests/common/csrgen.rs"]
+#[allow(dead_code)]
+mod csrgen;

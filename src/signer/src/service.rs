@@ -1,0 +1,274 @@
+//! The signer's state and the actions that are neither issuance nor device rules: liveness
+//! and commit statistics, CSR attributes, revocation and serial numbers. Requests arrive
+//! through [`crate::dispatch`]; issuance is [`crate::issuance`], devices [`crate::devices`].
+
+use std::sync::Arc;
+
+use ring::rand::{SecureRandom, SystemRandom};
+
+use hsm_est_common::util::now_millis;
+use hsm_est_pki::cert::CaSigner;
+use hsm_est_policy::Policy;
+use hsm_est_proto::Response;
+
+use crate::audit::AuditRecord;
+use crate::ca::CaChain;
+use crate::devices::Claims;
+use crate::dispatch::CallContext;
+use crate::error::{unavailable, SignerError};
+use crate::journal::Journal;
+use crate::ledger::{self, Ledger, LedgerWrite};
+
+/// Serial numbers: 16 CSPRNG bytes, top bits `01` so the INTEGER is positive and always 16
+/// octets (126 random bits; BR 7.1 asks for at least 64).
+pub const SERIAL_LEN: usize = 16;
+/// Attempts to find a serial that is not yet in the ledger before giving up.
+const SERIAL_ATTEMPTS: usize = 8;
+
+pub struct SignerService {
+    pub policy: Policy,
+    pub ca: CaChain,
+    pub ledger: Arc<dyn Ledger>,
+    pub journal: Journal,
+    pub signer: Arc<dyn CaSigner + Send + Sync>,
+    /// Device CNs with a decision in progress: makes check-then-issue atomic per device.
+    pub(crate) claims: Claims,
+    rng: SystemRandom,
+}
+
+impl CallContext {
+    /// The audit actor: the role and uid the signer saw, then what the caller says.
+    pub fn actor(&self, claimed: &str) -> String {
+        format!("{}:uid={}:{}", self.caller.as_str(), self.uid, claimed)
+    }
+}
+
+impl SignerService {
+    pub fn new(
+        policy: Policy,
+        ca: CaChain,
+        ledger: Arc<dyn Ledger>,
+        journal: Journal,
+        signer: Arc<dyn CaSigner + Send + Sync>,
+    ) -> Self {
+        SignerService {
+            policy,
+            ca,
+            ledger,
+            journal,
+            signer,
+            claims: Claims::default(),
+            rng: SystemRandom::new(),
+        }
+    }
+
+    pub(crate) fn pong(&self) -> Response {
+        let (commits, decisions) = self.journal.stats();
+        Response::Pong {
+            version: format!("hsm-est {}", env!("CARGO_PKG_VERSION")),
+            ca_subject: self.ca.subject.to_string(),
+            commits,
+            decisions,
+        }
+    }
+
+    pub(crate) fn csr_attributes(&self, profile: &str) -> Result<Vec<u8>, SignerError> {
+        self.policy
+            .profile(profile)?
+            .csr_attributes()
+            .map_err(|e| unavailable("csrattrs", e))
+    }
+
+    pub(crate) fn revoke(
+        &self,
+        ctx: CallContext,
+        serial: &[u8],
+        reason: u8,
+        actor: &str,
+    ) -> Result<(), SignerError> {
+        let cert = self
+            .ledger
+            .certificate(serial)
+            .map_err(|e| unavailable("revoke", e))?
+            .ok_or(SignerError::CertificateNotFound)?;
+        if ledger::is_revoked(&cert) {
+            return Err(SignerError::AlreadyRevoked);
+        }
+        let record = AuditRecord::Revoked {
+            serial: hex::encode(serial),
+            cn: cert.record.common_name.clone(),
+            reason_code: reason,
+            actor: ctx.actor(actor),
+            request_id: ctx.request_id,
+        };
+        self.journal
+            .record(
+                vec![record],
+                vec![LedgerWrite::Revoke {
+                    serial: serial.to_vec(),
+                    at_ms: now_millis(),
+                    reason,
+                }],
+            )
+            .map_err(|e| unavailable("revoke", e))
+    }
+
+    pub(crate) fn fresh_serial(&self) -> Result<Vec<u8>, SignerError> {
+        for _ in 0..SERIAL_ATTEMPTS {
+            let mut serial = vec![0u8; SERIAL_LEN];
+            self.rng
+                .fill(&mut serial)
+                .map_err(|_| unavailable("serial", "no randomness"))?;
+            serial[0] = (serial[0] & 0x3f) | 0x40;
+            match self.ledger.serial_exists(&serial) {
+                Ok(false) => return Ok(serial),
+                Ok(true) => {
+                    tracing::warn!("serial collision, drawing again");
+                }
+                Err(e) => return Err(unavailable("ledger read", e)),
+            }
+        }
+        Err(SignerError::Unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditLog;
+    use crate::csrgen;
+    use crate::dispatch::CallContext;
+    use crate::ledger::SqliteLedger;
+    use hsm_est_pki::cert::{self, TbsSpec};
+    use hsm_est_pki::keys::SignatureAlgorithm;
+    use hsm_est_pki::name;
+    use hsm_est_policy::Caller;
+    use hsm_est_proto::{ErrorCode, IssueRequest, Operation, Request};
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+    use std::time::{Duration, SystemTime};
+
+    /// A software CA key: only for exercising the service's own checks without a token.
+    struct SoftSigner {
+        pair: EcdsaKeyPair,
+        corrupt: bool,
+    }
+
+    impl CaSigner for SoftSigner {
+        fn algorithm(&self) -> SignatureAlgorithm {
+            SignatureAlgorithm::EcdsaSha256
+        }
+        fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+            let mut sig = self
+                .pair
+                .sign(&SystemRandom::new(), message)
+                .map_err(|_| "sign".to_string())?
+                .as_ref()
+                .to_vec();
+            if self.corrupt {
+                let last = sig.len() - 1;
+                sig[last] ^= 0x01;
+            }
+            Ok(sig)
+        }
+    }
+
+    fn soft_ca(dir: &std::path::Path, corrupt: bool) -> SignerService {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let spki = csrgen::P256Key::generate().spki();
+        let spki = spki::SubjectPublicKeyInfoOwned {
+            subject_public_key: der::asn1::BitString::from_bytes(pair.public_key().as_ref())
+                .unwrap(),
+            ..spki
+        };
+        let good = SoftSigner {
+            pair,
+            corrupt: false,
+        };
+        let subject = name::parse_dn("CN=Soft Test CA").unwrap();
+        let ski = cert::key_identifier(&spki);
+        let now = SystemTime::now();
+        let ca_der = cert::sign_certificate(
+            TbsSpec {
+                serial: vec![0x40, 1],
+                issuer: subject.clone(),
+                subject,
+                spki,
+                not_before: now - Duration::from_secs(60),
+                not_after: now + Duration::from_secs(86_400 * 400),
+                extensions: cert::ca_extensions(&ski, Some(&ski)).unwrap(),
+                algorithm: SignatureAlgorithm::EcdsaSha256,
+            },
+            &good,
+        )
+        .unwrap();
+        let ca = CaChain::from_chain(vec![ca_der]).unwrap();
+        let ledger: Arc<dyn Ledger> = Arc::new(SqliteLedger::open(&dir.join("l.sqlite")).unwrap());
+        let audit = AuditLog::open(&dir.join("a.jsonl"), None).unwrap();
+        let (journal, _) = Journal::start(audit, Arc::clone(&ledger));
+        let policy = Policy::load_dir(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policy"),
+        )
+        .unwrap();
+        SignerService::new(
+            policy,
+            ca,
+            ledger,
+            journal,
+            Arc::new(SoftSigner { corrupt, ..good }),
+        )
+    }
+
+    fn bootstrap(service: &SignerService, cn: &str) -> Response {
+        service.handle(
+            CallContext {
+                caller: Caller::Frontend,
+                uid: 0,
+                request_id: 1,
+            },
+            Request::Issue(IssueRequest {
+                operation: Operation::Bootstrap,
+                profile: "iqe-bootstrap".into(),
+                requester: "basic:t".into(),
+                client_ip: "::1".into(),
+                csr_der: csrgen::csr(&[(csrgen::CN, cn)]),
+                client_cert_der: vec![],
+                registration_authority: false,
+            }),
+        )
+    }
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("hsm-est-svc-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_certificate_whose_signature_does_not_verify_is_never_stored_or_released() {
+        let dir = temp_dir("corrupt");
+        let service = soft_ca(&dir, true);
+        match bootstrap(&service, "pump-1") {
+            Response::Error(e) => assert_eq!(e.code, ErrorCode::Unavailable),
+            other => panic!("released {other:?}"),
+        }
+        assert!(service.ledger.device("pump-1").unwrap().is_none());
+        let audit = std::fs::read_to_string(dir.join("a.jsonl")).unwrap();
+        assert!(audit.contains("\"event\":\"sign_failed\""), "{audit}");
+        assert!(!audit.contains("\"event\":\"issued\""), "{audit}");
+    }
+
+    #[test]
+    fn the_same_service_with_a_sound_signer_issues() {
+        let dir = temp_dir("sound");
+        let service = soft_ca(&dir, false);
+        assert!(matches!(
+            bootstrap(&service, "pump-1"),
+            Response::Issued { .. }
+        ));
+        assert!(service.ledger.device("pump-1").unwrap().is_some());
+    }
+}
