@@ -271,12 +271,45 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| e.to_string())?;
 
+    let (signer_cfg, frontend_cfg) = write_configs(&dir, args.port, format)?;
+    create_ca_and_tls(&dir, &signer_cfg, &args.key_type)?;
+    create_demo_user(&dir)?;
+
+    let mut signer = spawn_ready(&dir, "est-signer", &signer_cfg, &dir.join("signer.log"))?;
+    let mut frontend = match spawn_ready(
+        &dir,
+        "est-frontend",
+        &frontend_cfg,
+        &dir.join("frontend.log"),
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            stop(&mut signer);
+            return Err(e);
+        }
+    };
+    print_instructions(&dir, args.port, format);
+    println!("ready: https://127.0.0.1:{}", args.port);
+    let result = supervise(&dir, &mut signer, &mut frontend);
+    println!("stopping");
+    stop(&mut frontend);
+    stop(&mut signer);
+    result
+}
+
+/// The token (first run only), the profiles, and both configs, rewritten every run so that
+/// a changed port or framing takes effect. Returns the signer's and the frontend's config.
+fn write_configs(
+    dir: &Path,
+    port: u16,
+    format: hsm_est_frontend::est::ResponseFormat,
+) -> Result<(PathBuf, PathBuf), String> {
     if !dir.join("token/softhsm2.conf").exists() {
         println!(
             "creating a SoftHSM token in {}",
             dir.join("token").display()
         );
-        create_token(&dir)?;
+        create_token(dir)?;
     }
     let policy = dir.join("policy");
     if !policy.exists() {
@@ -287,17 +320,22 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
     }
     let signer_cfg = dir.join("signer.yaml");
     let frontend_cfg = dir.join("frontend.yaml");
-    write_file(&signer_cfg, &signer_yaml(&dir), 0o644)?;
+    write_file(&signer_cfg, &signer_yaml(dir), 0o644)?;
     write_file(
         &frontend_cfg,
-        &frontend_yaml(&dir, args.port, format.as_str()),
+        &frontend_yaml(dir, port, format.as_str()),
         0o644,
     )?;
+    Ok((signer_cfg, frontend_cfg))
+}
+
+/// The CA (through `estctl ca init`) and the TLS certificate for localhost, first run only.
+fn create_ca_and_tls(dir: &Path, signer_cfg: &Path, key_type: &str) -> Result<(), String> {
     let cfg = signer_cfg.to_str().ok_or("non-UTF-8 path")?;
     if !dir.join("ca.pem").exists() {
-        println!("creating the CA ({})", args.key_type);
+        println!("creating the CA ({})", key_type);
         estctl(
-            &dir,
+            dir,
             &[
                 "ca",
                 "init",
@@ -306,14 +344,14 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
                 "--subject",
                 "CN=hsm-est Demo Device CA,O=hsm-est demo,C=US",
                 "--key-type",
-                &args.key_type,
+                key_type,
             ],
         )?;
     }
     if !dir.join("server.pem").exists() {
         println!("issuing the TLS certificate for localhost, 127.0.0.1 and ::1");
         estctl(
-            &dir,
+            dir,
             &[
                 "server-cert",
                 "issue",
@@ -332,6 +370,11 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
             ],
         )?;
     }
+    Ok(())
+}
+
+/// The user `demo` with a random password in `demo-password` (mode 0600), first run only.
+fn create_demo_user(dir: &Path) -> Result<(), String> {
     let password_file = dir.join("demo-password");
     if !password_file.exists() {
         let password = random_secret(24)?;
@@ -348,28 +391,17 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
         write_file(&password_file, &password, 0o600)?;
     }
 
-    let mut signer = spawn_ready(&dir, "est-signer", &signer_cfg, &dir.join("signer.log"))?;
-    let mut frontend = match spawn_ready(
-        &dir,
-        "est-frontend",
-        &frontend_cfg,
-        &dir.join("frontend.log"),
-    ) {
-        Ok(f) => f,
-        Err(e) => {
-            stop(&mut signer);
-            return Err(e);
-        }
-    };
-    print_instructions(&dir, args.port, format);
-    println!("ready: https://127.0.0.1:{}", args.port);
+    Ok(())
+}
 
+/// Waits for SIGTERM or SIGINT (a clean stop) or for a child to die (an error).
+fn supervise(dir: &Path, signer: &mut Child, frontend: &mut Child) -> Result<(), String> {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGCHLD);
     signals.thread_block().map_err(|e| e.to_string())?;
-    let result = loop {
+    loop {
         match signals.wait() {
             Ok(Signal::SIGCHLD) => {
                 if matches!(signer.try_wait(), Ok(Some(_))) {
@@ -387,11 +419,7 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
             }
             _ => break Ok(()),
         }
-    };
-    println!("stopping");
-    stop(&mut frontend);
-    stop(&mut signer);
-    result
+    }
 }
 
 fn print_instructions(dir: &Path, port: u16, format: hsm_est_frontend::est::ResponseFormat) {

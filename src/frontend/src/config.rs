@@ -318,52 +318,13 @@ impl FrontendConfig {
     pub fn parse(path: &Path, text: &str) -> Result<FrontendConfig, String> {
         let raw: RawFrontendConfig = yaml_serde::from_str(text).map_err(|e| e.to_string())?;
         let s = raw.server;
-        if s.port == 0 {
-            return Err("server.port: must not be 0".into());
-        }
-        let mut listen = Vec::new();
-        for b in &s.bind {
-            let ip: IpAddr = b
-                .parse()
-                .map_err(|_| format!("server.bind: {b:?} is not an IP address"))?;
-            listen.push(SocketAddr::new(ip, s.port));
-        }
-        if listen.is_empty() {
-            return Err("server.bind: must not be empty".into());
-        }
-        if s.max_connections == 0 || s.max_connections > 65_536 {
-            return Err("server.max_connections: must be between 1 and 65536".into());
-        }
-        let allowed_networks = s
-            .allowed_networks
-            .iter()
-            .map(|n| {
-                n.parse()
-                    .map_err(|e| format!("server.allowed_networks: {e}"))
-            })
-            .collect::<Result<Vec<Cidr>, String>>()?;
+        let (listen, allowed_networks) = listen_addresses(&s)?;
         let global: ResponseFormat = raw
             .response_format
             .parse()
             .map_err(|e| format!("response_format: {e}"))?;
         let default_route = route("default", raw.default, global)?;
-        let mut labels = BTreeMap::new();
-        for (name, r) in raw.labels {
-            if name.is_empty()
-                || name.len() > MAX_LABEL_LEN
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                || OPERATION_NAMES.contains(&name.as_str())
-            {
-                return Err(format!(
-                    "labels.{name}: a label is 1-{MAX_LABEL_LEN} characters of a-z, 0-9 and -, \
-                     and not an operation name"
-                ));
-            }
-            let key = format!("labels.{name}");
-            labels.insert(name, route(&key, r, global)?);
-        }
+        let labels = label_routes(raw.labels, global)?;
         if raw.realm.is_empty() || raw.realm.contains(['"', '\\']) || raw.realm.len() > 64 {
             return Err("realm: must be 1-64 characters without quotes or backslashes".into());
         }
@@ -422,4 +383,58 @@ impl FrontendConfig {
             log: raw.log.validate()?,
         })
     }
+}
+
+/// The listen sockets and the client allow-list of the `server` table.
+fn listen_addresses(s: &RawServer) -> Result<(Vec<SocketAddr>, Vec<Cidr>), String> {
+    if s.port == 0 {
+        return Err("server.port: must not be 0".into());
+    }
+    let mut listen = Vec::new();
+    for b in &s.bind {
+        let ip: IpAddr = b
+            .parse()
+            .map_err(|_| format!("server.bind: {b:?} is not an IP address"))?;
+        listen.push(SocketAddr::new(ip, s.port));
+    }
+    if listen.is_empty() {
+        return Err("server.bind: must not be empty".into());
+    }
+    if s.max_connections == 0 || s.max_connections > 65_536 {
+        return Err("server.max_connections: must be between 1 and 65536".into());
+    }
+    let allowed_networks = s
+        .allowed_networks
+        .iter()
+        .map(|n| {
+            n.parse()
+                .map_err(|e| format!("server.allowed_networks: {e}"))
+        })
+        .collect::<Result<Vec<Cidr>, String>>()?;
+    Ok((listen, allowed_networks))
+}
+
+/// The `labels` table: each name checked, each route validated.
+fn label_routes(
+    raw: BTreeMap<String, RawRoute>,
+    global: ResponseFormat,
+) -> Result<BTreeMap<String, Route>, String> {
+    let mut labels = BTreeMap::new();
+    for (name, r) in raw {
+        if name.is_empty()
+            || name.len() > MAX_LABEL_LEN
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            || OPERATION_NAMES.contains(&name.as_str())
+        {
+            return Err(format!(
+                "labels.{name}: a label is 1-{MAX_LABEL_LEN} characters of a-z, 0-9 and -, \
+                 and not an operation name"
+            ));
+        }
+        let key = format!("labels.{name}");
+        labels.insert(name, route(&key, r, global)?);
+    }
+    Ok(labels)
 }

@@ -7,13 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64ct::{Base64, Encoding};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER,
-    TRANSFER_ENCODING, WWW_AUTHENTICATE,
+    HeaderValue, ALLOW, CONTENT_TYPE, HOST, RETRY_AFTER, TRANSFER_ENCODING, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode, Version};
 use tracing::Instrument;
@@ -23,18 +21,17 @@ use hsm_est_proto::{
     ErrorCode, IssueRequest, Operation, Request as SignerRequest, Response as SignerResponse,
 };
 
-use super::config::{AuthMethod, FrontendConfig, Route};
-use super::est::{self, ResponseFormat, CT_CERTS_ONLY, CT_CSRATTRS, CT_PKCS7, MAX_BODY};
+use super::auth::{authenticate, Identity};
+use super::body::read_body;
+use super::config::{FrontendConfig, Route};
+use super::est::{self, ResponseFormat, CT_CERTS_ONLY, CT_CSRATTRS, CT_PKCS7};
 use super::limits::{FailureLimiter, RateLimiter};
 use super::signer_client::SignerPool;
-use super::users::{Verdict, Verifier};
+use super::users::Verifier;
 
 pub const EST_PREFIX: &str = "/.well-known/est/";
 /// What a client is told to wait when the signer is unavailable.
 pub const RETRY_AFTER_UNAVAILABLE: u64 = 10;
-/// Bytes of an oversized chunked body read and discarded before the 413 (see
-/// `collect_capped`).
-const MAX_DRAIN: usize = 2 * 1024 * 1024;
 /// How long the CA chain fetched from the signer is reused.
 const CA_CACHE_TTL: Duration = Duration::from_secs(60);
 
@@ -95,7 +92,7 @@ fn first_request_id() -> u64 {
     high << 32
 }
 
-fn text(status: StatusCode, message: &str) -> HttpResponse {
+pub(crate) fn text(status: StatusCode, message: &str) -> HttpResponse {
     let mut r = Response::new(Full::new(Bytes::from(format!("{message}\n"))));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -105,14 +102,14 @@ fn text(status: StatusCode, message: &str) -> HttpResponse {
     r
 }
 
-fn with_retry_after(mut r: HttpResponse, seconds: u64) -> HttpResponse {
+pub(crate) fn with_retry_after(mut r: HttpResponse, seconds: u64) -> HttpResponse {
     if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
         r.headers_mut().insert(RETRY_AFTER, v);
     }
     r
 }
 
-fn unauthorized(realm: &str, message: &str) -> HttpResponse {
+pub(crate) fn unauthorized(realm: &str, message: &str) -> HttpResponse {
     let mut r = text(StatusCode::UNAUTHORIZED, message);
     if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")) {
         r.headers_mut().insert(WWW_AUTHENTICATE, v);
@@ -120,7 +117,7 @@ fn unauthorized(realm: &str, message: &str) -> HttpResponse {
     r
 }
 
-fn unavailable() -> HttpResponse {
+pub(crate) fn unavailable() -> HttpResponse {
     with_retry_after(
         text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -147,7 +144,7 @@ fn body_response(content_type: &str, format: ResponseFormat, der_bytes: &[u8]) -
 
 /// The EST operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EstOp {
+pub(crate) enum EstOp {
     CaCerts,
     CsrAttrs,
     Bootstrap,
@@ -215,29 +212,6 @@ fn signer_error(e: &hsm_est_proto::WireError, realm: &str) -> HttpResponse {
     }
 }
 
-/// Who the client is.
-enum Identity {
-    User(super::users::UserEntry),
-    /// A device certificate issued by this CA; passed to the signer.
-    Device {
-        der: Vec<u8>,
-    },
-    /// A gateway certificate under an RA trust anchor.
-    RegistrationAuthority {
-        fingerprint: String,
-    },
-}
-
-impl Identity {
-    fn requester(&self) -> String {
-        match self {
-            Identity::User(u) => format!("basic:{}", u.name),
-            Identity::Device { der } => format!("cert:{}", hex::encode(hsm_est_pki::sha256(der))),
-            Identity::RegistrationAuthority { fingerprint } => format!("ra:{fingerprint}"),
-        }
-    }
-}
-
 pub async fn handle(state: Arc<AppState>, conn: ConnInfo, req: Request<Incoming>) -> HttpResponse {
     let id = state.next_request.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
@@ -255,21 +229,26 @@ pub async fn handle(state: Arc<AppState>, conn: ConnInfo, req: Request<Incoming>
     response
 }
 
-async fn route(state: &AppState, conn: &ConnInfo, req: Request<Incoming>, id: u64) -> HttpResponse {
+/// Checks made before routing: the per-address rate, `Host` on HTTP/1.1 and the transfer
+/// coding. `Some` is the refusal.
+fn precheck(state: &AppState, conn: &ConnInfo, req: &Request<Incoming>) -> Option<HttpResponse> {
     if let Some(rate) = &state.rate {
         if let Err(wait) = rate.check(conn.peer.ip()) {
-            return with_retry_after(
+            return Some(with_retry_after(
                 text(
                     StatusCode::TOO_MANY_REQUESTS,
                     "Too many requests. Slow down.",
                 ),
                 wait,
-            );
+            ));
         }
     }
     // RFC 9112 §3.2: a request without Host is answered 400 (hyper lets it through).
     if req.version() == Version::HTTP_11 && !req.headers().contains_key(HOST) {
-        return text(StatusCode::BAD_REQUEST, "The Host header is required.");
+        return Some(text(
+            StatusCode::BAD_REQUEST,
+            "The Host header is required.",
+        ));
     }
     // Only chunked is understood (hyper accepts e.g. "gzip, chunked" and leaves the rest).
     for te in req.headers().get_all(TRANSFER_ENCODING) {
@@ -278,11 +257,18 @@ async fn route(state: &AppState, conn: &ConnInfo, req: Request<Incoming>, id: u6
             .map(|v| v.trim().eq_ignore_ascii_case("chunked"))
             .unwrap_or(false);
         if !ok {
-            return text(
+            return Some(text(
                 StatusCode::NOT_IMPLEMENTED,
                 "Only the chunked transfer coding is supported.",
-            );
+            ));
         }
+    }
+    None
+}
+
+async fn route(state: &AppState, conn: &ConnInfo, req: Request<Incoming>, id: u64) -> HttpResponse {
+    if let Some(refused) = precheck(state, conn, &req) {
+        return refused;
     }
     let path = req.uri().path().to_string();
     let Some(rest) = path.strip_prefix(EST_PREFIX) else {
@@ -344,7 +330,7 @@ async fn route(state: &AppState, conn: &ConnInfo, req: Request<Incoming>, id: u6
     }
 }
 
-async fn ca_chain(state: &AppState, id: u64) -> Option<Vec<Vec<u8>>> {
+pub(crate) async fn ca_chain(state: &AppState, id: u64) -> Option<Vec<Vec<u8>>> {
     if let Ok(cache) = state.ca_cache.lock() {
         if let Some((at, chain)) = cache.as_ref() {
             if at.elapsed() < CA_CACHE_TTL {
@@ -403,169 +389,6 @@ async fn csr_attrs(state: &AppState, route: &Route, id: u64) -> HttpResponse {
             unavailable()
         }
     }
-}
-
-/// Parses `Authorization: Basic …` into (user, password).
-fn basic_credentials(req: &hyper::http::request::Parts) -> Option<Result<(String, String), ()>> {
-    let value = req.headers.get(AUTHORIZATION)?;
-    let parsed = (|| {
-        let v = value.to_str().ok()?;
-        let (scheme, rest) = v.trim().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
-        let decoded = Base64::decode_vec(rest.trim()).ok()?;
-        let text = String::from_utf8(decoded).ok()?;
-        let (u, p) = text.split_once(':')?;
-        Some((u.to_string(), p.to_string()))
-    })();
-    Some(parsed.ok_or(()))
-}
-
-fn is_device_certificate(cert: &[u8], ca_chain: &[Vec<u8>]) -> bool {
-    let (Ok(c), Some(Ok(ca))) = (
-        hsm_est_pki::cert::parse_certificate(cert),
-        ca_chain
-            .first()
-            .map(|d| hsm_est_pki::cert::parse_certificate(d)),
-    ) else {
-        return false;
-    };
-    c.tbs_certificate.issuer == ca.tbs_certificate.subject
-}
-
-async fn authenticate(
-    state: &AppState,
-    conn: &ConnInfo,
-    route: &Route,
-    op: EstOp,
-    req: &hyper::http::request::Parts,
-    id: u64,
-) -> Result<Identity, HttpResponse> {
-    let realm = &state.config.realm;
-    let allows = |m| route.auth.contains(&m);
-    // Re-enrolment authenticates with the certificate being renewed (RFC 7030 §4.2.2).
-    let basic = if op == EstOp::SimpleReenroll || !allows(AuthMethod::Basic) {
-        None
-    } else {
-        basic_credentials(req)
-    };
-    match basic {
-        Some(Err(())) => return Err(unauthorized(realm, "Malformed Basic credentials.")),
-        Some(Ok((user, password))) => {
-            let ip_key = format!("ip:{}", super::limits::canonical(conn.peer.ip()));
-            let user_key = format!("user:{user}");
-            for key in [&ip_key, &user_key] {
-                if let Err(wait) = state.failures.check(key) {
-                    tracing::warn!(
-                        "login refused: too many failures for {} from {}",
-                        log_safe(&user),
-                        conn.peer.ip()
-                    );
-                    return Err(with_retry_after(
-                        text(
-                            StatusCode::TOO_MANY_REQUESTS,
-                            "Too many failed logins. Try again later.",
-                        ),
-                        wait,
-                    ));
-                }
-            }
-            let users = &state.users;
-            let verdict = tokio::task::block_in_place(|| users.verify(&user, &password));
-            return match verdict {
-                Verdict::Valid(entry) => Ok(Identity::User(entry)),
-                Verdict::Invalid => {
-                    state.failures.record(&ip_key);
-                    state.failures.record(&user_key);
-                    tracing::warn!(
-                        "login failed for user {} from {}",
-                        log_safe(&user),
-                        conn.peer.ip()
-                    );
-                    Err(unauthorized(realm, "The credentials are not valid."))
-                }
-            };
-        }
-        None => {}
-    }
-    if op != EstOp::Bootstrap && allows(AuthMethod::Certificate) {
-        if let Some(cert) = &conn.client_cert {
-            let chain = ca_chain(state, id).await.ok_or_else(unavailable)?;
-            if is_device_certificate(cert, &chain) {
-                return Ok(Identity::Device { der: cert.clone() });
-            }
-            return Ok(Identity::RegistrationAuthority {
-                fingerprint: hex::encode(hsm_est_pki::sha256(cert)),
-            });
-        }
-    }
-    Err(unauthorized(realm, "Authentication is required."))
-}
-
-/// Reads a request body: an announced length over the cap is refused before any of it is
-/// read (C1), a longer chunked body is 413 after at most `MAX_DRAIN` more bytes, and a body
-/// that does not arrive in time is 408.
-async fn read_body(
-    state: &AppState,
-    req: Request<Incoming>,
-) -> Result<(hyper::http::request::Parts, Bytes), HttpResponse> {
-    let announced = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "The request body is too large.",
-        ));
-    }
-    let (parts, body) = req.into_parts();
-    match tokio::time::timeout(state.config.body_timeout, collect_capped(body)).await {
-        Err(_) => Err(text(
-            StatusCode::REQUEST_TIMEOUT,
-            "The request body did not arrive in time.",
-        )),
-        Ok(Err(BodyReadError::TooLarge)) => Err(text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "The request body is too large.",
-        )),
-        Ok(Err(BodyReadError::Broken)) => Err(text(
-            StatusCode::BAD_REQUEST,
-            "The request body could not be read.",
-        )),
-        Ok(Ok(b)) => Ok((parts, b)),
-    }
-}
-
-enum BodyReadError {
-    TooLarge,
-    Broken,
-}
-
-/// Collects at most `MAX_BODY` bytes. Past that, up to `MAX_DRAIN` more are read and thrown
-/// away before answering 413, so that a client still sending (a chunked upload) sees the
-/// 413 rather than a reset connection; a longer body is cut off.
-async fn collect_capped(mut body: Incoming) -> Result<Bytes, BodyReadError> {
-    let mut kept = Vec::new();
-    let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| BodyReadError::Broken)?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        seen += data.len();
-        if seen <= MAX_BODY {
-            kept.extend_from_slice(&data);
-        } else if seen > MAX_BODY + MAX_DRAIN {
-            return Err(BodyReadError::TooLarge);
-        }
-    }
-    if seen > MAX_BODY {
-        return Err(BodyReadError::TooLarge);
-    }
-    Ok(Bytes::from(kept))
 }
 
 #[allow(clippy::too_many_arguments)]

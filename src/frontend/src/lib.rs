@@ -4,6 +4,8 @@
 //! through the signer socket (`tests/architecture.rs` keeps it that way).
 #![forbid(unsafe_code)]
 
+mod auth;
+mod body;
 pub mod config;
 pub mod est;
 pub mod http;

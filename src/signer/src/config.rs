@@ -155,38 +155,7 @@ impl SignerConfig {
 
     pub fn parse(path: &Path, text: &str) -> Result<SignerConfig, String> {
         let raw: RawSignerConfig = yaml_serde::from_str(text).map_err(|e| e.to_string())?;
-        let t = raw.token;
-        if t.module.is_empty() {
-            return Err("token.module: must not be empty".into());
-        }
-        let selector = match (t.label, t.serial) {
-            (Some(l), None) if !l.is_empty() && l.len() <= 32 => TokenSelector::Label(l),
-            (Some(_), None) => return Err("token.label: must be 1-32 characters".into()),
-            (None, Some(s)) if !s.is_empty() && s.len() <= 16 => TokenSelector::Serial(s),
-            (None, Some(_)) => return Err("token.serial: must be 1-16 characters".into()),
-            (Some(_), Some(_)) => return Err("token: give either label or serial, not both".into()),
-            (None, None) => {
-                return Err("token: give label or serial (slot numbers are not accepted)".into())
-            }
-        };
-        let pin = match (t.pin.file, t.pin.credential) {
-            (Some(f), None) => PinSource::File(resolve(path, &f)),
-            (None, Some(c)) if !c.is_empty() && !c.contains('/') && c != "." && c != ".." => {
-                PinSource::Credential(c)
-            }
-            (None, Some(_)) => {
-                return Err("token.pin.credential: must be a plain credential name".into())
-            }
-            _ => return Err("token.pin: give exactly one of file or credential".into()),
-        };
-        if t.key_label.is_empty() || t.key_label.len() > 64 {
-            return Err("token.key_label: must be 1-64 characters".into());
-        }
-        if t.sessions == 0 || t.sessions > MAX_TOKEN_SESSIONS {
-            return Err(format!(
-                "token.sessions: must be between 1 and {MAX_TOKEN_SESSIONS}"
-            ));
-        }
+        let token = token_config(path, raw.token)?;
         let s = raw.socket;
         let uids = |key: &str, list: &[Principal]| -> Result<Vec<u32>, String> {
             list.iter()
@@ -218,13 +187,7 @@ impl SignerConfig {
         let log = raw.log.validate()?;
         Ok(SignerConfig {
             source: path.to_path_buf(),
-            token: TokenConfig {
-                module: resolve(path, &t.module),
-                selector,
-                pin,
-                key_label: t.key_label,
-                sessions: t.sessions,
-            },
+            token,
             ca_chain_file: resolve(path, &raw.ca.chain_file),
             socket: SocketConfig {
                 path: resolve(path, &s.path),
@@ -240,4 +203,47 @@ impl SignerConfig {
             log,
         })
     }
+}
+
+/// The `token` table: which token (by label or serial, never slot), the PIN's source, the
+/// key label and the number of sessions.
+fn token_config(path: &Path, t: RawToken) -> Result<TokenConfig, String> {
+    if t.module.is_empty() {
+        return Err("token.module: must not be empty".into());
+    }
+    let selector = match (t.label, t.serial) {
+        (Some(l), None) if !l.is_empty() && l.len() <= 32 => TokenSelector::Label(l),
+        (Some(_), None) => return Err("token.label: must be 1-32 characters".into()),
+        (None, Some(s)) if !s.is_empty() && s.len() <= 16 => TokenSelector::Serial(s),
+        (None, Some(_)) => return Err("token.serial: must be 1-16 characters".into()),
+        (Some(_), Some(_)) => return Err("token: give either label or serial, not both".into()),
+        (None, None) => {
+            return Err("token: give label or serial (slot numbers are not accepted)".into())
+        }
+    };
+    let pin = match (t.pin.file, t.pin.credential) {
+        (Some(f), None) => PinSource::File(resolve(path, &f)),
+        (None, Some(c)) if !c.is_empty() && !c.contains('/') && c != "." && c != ".." => {
+            PinSource::Credential(c)
+        }
+        (None, Some(_)) => {
+            return Err("token.pin.credential: must be a plain credential name".into())
+        }
+        _ => return Err("token.pin: give exactly one of file or credential".into()),
+    };
+    if t.key_label.is_empty() || t.key_label.len() > 64 {
+        return Err("token.key_label: must be 1-64 characters".into());
+    }
+    if t.sessions == 0 || t.sessions > MAX_TOKEN_SESSIONS {
+        return Err(format!(
+            "token.sessions: must be between 1 and {MAX_TOKEN_SESSIONS}"
+        ));
+    }
+    Ok(TokenConfig {
+        module: resolve(path, &t.module),
+        selector,
+        pin,
+        key_label: t.key_label,
+        sessions: t.sessions,
+    })
 }

@@ -138,7 +138,6 @@ fn device_info(d: DeviceRecord) -> DeviceInfo {
 /// numbers and reasons are part of the protocol (`docs/IPC.md`); change none of them.
 impl From<&SignerError> for WireError {
     fn from(e: &SignerError) -> WireError {
-        use DeviceRefusal as D;
         let (code, reason, message): (ErrorCode, &str, String) = match e {
             SignerError::CsrMalformed => (
                 ErrorCode::CsrMalformed,
@@ -157,73 +156,7 @@ impl From<&SignerError> for WireError {
                 "another request for this device is in progress".into(),
             ),
             SignerError::Device(r) => {
-                let (code, reason, message) = match r {
-                    D::AlreadyKnown => (
-                        ErrorCode::DeviceDuplicate,
-                        "device.exists",
-                        "device already enrolled",
-                    ),
-                    D::AlreadyEnrolled => (
-                        ErrorCode::DeviceDuplicate,
-                        "device.enrolled",
-                        "device already enrolled",
-                    ),
-                    D::DeviceRevoked => (
-                        ErrorCode::Revoked,
-                        "device.revoked",
-                        "the device is revoked",
-                    ),
-                    D::CertificateMismatch => (
-                        ErrorCode::NotAllowed,
-                        "enroll.cert_mismatch",
-                        "the client certificate does not belong to this device",
-                    ),
-                    D::NoCertificate => (
-                        ErrorCode::ReenrollRefused,
-                        "reenroll.no_cert",
-                        "re-enrolment needs the current certificate",
-                    ),
-                    D::NotCurrent => (
-                        ErrorCode::ReenrollRefused,
-                        "reenroll.not_current",
-                        "the certificate is not the device's current certificate",
-                    ),
-                    D::UnknownDevice => (
-                        ErrorCode::ReenrollRefused,
-                        "reenroll.unknown_device",
-                        "the device is not enrolled",
-                    ),
-                    D::NameMismatch => (
-                        ErrorCode::ReenrollRefused,
-                        "reenroll.name_mismatch",
-                        "subject and subjectAltName must equal those of the current certificate",
-                    ),
-                    D::CertificateMalformed => (
-                        ErrorCode::ReenrollRefused,
-                        "cert.malformed",
-                        "the client certificate is malformed",
-                    ),
-                    D::CertificateForeign => (
-                        ErrorCode::ReenrollRefused,
-                        "cert.foreign",
-                        "the client certificate was not issued by this CA",
-                    ),
-                    D::CertificateUnknown => (
-                        ErrorCode::ReenrollRefused,
-                        "cert.unknown",
-                        "the client certificate is not on record",
-                    ),
-                    D::CertificateRevoked => (
-                        ErrorCode::Revoked,
-                        "cert.revoked",
-                        "the client certificate is revoked",
-                    ),
-                    D::CertificateExpired => (
-                        ErrorCode::ReenrollRefused,
-                        "cert.expired",
-                        "the client certificate is not valid now",
-                    ),
-                };
+                let (code, reason, message) = device_refusal(*r);
                 (code, reason, message.to_string())
             }
             SignerError::DeviceNotFound => (
@@ -248,6 +181,78 @@ impl From<&SignerError> for WireError {
             ),
         };
         WireError::new(code, reason, message)
+    }
+}
+
+/// The device rules' refusals: code, reason and sentence.
+fn device_refusal(r: DeviceRefusal) -> (ErrorCode, &'static str, &'static str) {
+    use DeviceRefusal as D;
+    match r {
+        D::AlreadyKnown => (
+            ErrorCode::DeviceDuplicate,
+            "device.exists",
+            "device already enrolled",
+        ),
+        D::AlreadyEnrolled => (
+            ErrorCode::DeviceDuplicate,
+            "device.enrolled",
+            "device already enrolled",
+        ),
+        D::DeviceRevoked => (
+            ErrorCode::Revoked,
+            "device.revoked",
+            "the device is revoked",
+        ),
+        D::CertificateMismatch => (
+            ErrorCode::NotAllowed,
+            "enroll.cert_mismatch",
+            "the client certificate does not belong to this device",
+        ),
+        D::NoCertificate => (
+            ErrorCode::ReenrollRefused,
+            "reenroll.no_cert",
+            "re-enrolment needs the current certificate",
+        ),
+        D::NotCurrent => (
+            ErrorCode::ReenrollRefused,
+            "reenroll.not_current",
+            "the certificate is not the device's current certificate",
+        ),
+        D::UnknownDevice => (
+            ErrorCode::ReenrollRefused,
+            "reenroll.unknown_device",
+            "the device is not enrolled",
+        ),
+        D::NameMismatch => (
+            ErrorCode::ReenrollRefused,
+            "reenroll.name_mismatch",
+            "subject and subjectAltName must equal those of the current certificate",
+        ),
+        D::CertificateMalformed => (
+            ErrorCode::ReenrollRefused,
+            "cert.malformed",
+            "the client certificate is malformed",
+        ),
+        D::CertificateForeign => (
+            ErrorCode::ReenrollRefused,
+            "cert.foreign",
+            "the client certificate was not issued by this CA",
+        ),
+        D::CertificateUnknown => (
+            ErrorCode::ReenrollRefused,
+            "cert.unknown",
+            "the client certificate is not on record",
+        ),
+        D::CertificateRevoked => (
+            ErrorCode::Revoked,
+            "cert.revoked",
+            "the client certificate is revoked",
+        ),
+        D::CertificateExpired => (
+            ErrorCode::ReenrollRefused,
+            "cert.expired",
+            "the client certificate is not valid now",
+        ),
     }
 }
 

@@ -1,0 +1,137 @@
+//! Who the client is: HTTP Basic against the users file, under failure limits per address
+//! and per user name, or a TLS client certificate (a device's own, or a registration
+//! authority's). The signer re-checks every certificate; this only chooses the identity.
+
+use base64ct::{Base64, Encoding};
+use hyper::header::AUTHORIZATION;
+use hyper::StatusCode;
+
+use hsm_est_common::util::log_safe;
+
+use crate::config::{AuthMethod, Route};
+use crate::http::{
+    ca_chain, text, unauthorized, unavailable, with_retry_after, AppState, ConnInfo, EstOp,
+    HttpResponse,
+};
+use crate::users::Verdict;
+
+/// Who the client is.
+pub(crate) enum Identity {
+    User(super::users::UserEntry),
+    /// A device certificate issued by this CA; passed to the signer.
+    Device {
+        der: Vec<u8>,
+    },
+    /// A gateway certificate under an RA trust anchor.
+    RegistrationAuthority {
+        fingerprint: String,
+    },
+}
+
+impl Identity {
+    pub(crate) fn requester(&self) -> String {
+        match self {
+            Identity::User(u) => format!("basic:{}", u.name),
+            Identity::Device { der } => format!("cert:{}", hex::encode(hsm_est_pki::sha256(der))),
+            Identity::RegistrationAuthority { fingerprint } => format!("ra:{fingerprint}"),
+        }
+    }
+}
+
+/// Parses `Authorization: Basic …` into (user, password).
+fn basic_credentials(req: &hyper::http::request::Parts) -> Option<Result<(String, String), ()>> {
+    let value = req.headers.get(AUTHORIZATION)?;
+    let parsed = (|| {
+        let v = value.to_str().ok()?;
+        let (scheme, rest) = v.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = Base64::decode_vec(rest.trim()).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (u, p) = text.split_once(':')?;
+        Some((u.to_string(), p.to_string()))
+    })();
+    Some(parsed.ok_or(()))
+}
+
+fn is_device_certificate(cert: &[u8], ca_chain: &[Vec<u8>]) -> bool {
+    let (Ok(c), Some(Ok(ca))) = (
+        hsm_est_pki::cert::parse_certificate(cert),
+        ca_chain
+            .first()
+            .map(|d| hsm_est_pki::cert::parse_certificate(d)),
+    ) else {
+        return false;
+    };
+    c.tbs_certificate.issuer == ca.tbs_certificate.subject
+}
+
+pub(crate) async fn authenticate(
+    state: &AppState,
+    conn: &ConnInfo,
+    route: &Route,
+    op: EstOp,
+    req: &hyper::http::request::Parts,
+    id: u64,
+) -> Result<Identity, HttpResponse> {
+    let realm = &state.config.realm;
+    let allows = |m| route.auth.contains(&m);
+    // Re-enrolment authenticates with the certificate being renewed (RFC 7030 §4.2.2).
+    let basic = if op == EstOp::SimpleReenroll || !allows(AuthMethod::Basic) {
+        None
+    } else {
+        basic_credentials(req)
+    };
+    match basic {
+        Some(Err(())) => return Err(unauthorized(realm, "Malformed Basic credentials.")),
+        Some(Ok((user, password))) => {
+            let ip_key = format!("ip:{}", crate::limits::canonical(conn.peer.ip()));
+            let user_key = format!("user:{user}");
+            for key in [&ip_key, &user_key] {
+                if let Err(wait) = state.failures.check(key) {
+                    tracing::warn!(
+                        "login refused: too many failures for {} from {}",
+                        log_safe(&user),
+                        conn.peer.ip()
+                    );
+                    return Err(with_retry_after(
+                        text(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "Too many failed logins. Try again later.",
+                        ),
+                        wait,
+                    ));
+                }
+            }
+            let users = &state.users;
+            let verdict = tokio::task::block_in_place(|| users.verify(&user, &password));
+            return match verdict {
+                Verdict::Valid(entry) => Ok(Identity::User(entry)),
+                Verdict::Invalid => {
+                    state.failures.record(&ip_key);
+                    state.failures.record(&user_key);
+                    tracing::warn!(
+                        "login failed for user {} from {}",
+                        log_safe(&user),
+                        conn.peer.ip()
+                    );
+                    Err(unauthorized(realm, "The credentials are not valid."))
+                }
+            };
+        }
+        None => {}
+    }
+    if op != EstOp::Bootstrap && allows(AuthMethod::Certificate) {
+        if let Some(cert) = &conn.client_cert {
+            let chain = ca_chain(state, id).await.ok_or_else(unavailable)?;
+            if is_device_certificate(cert, &chain) {
+                return Ok(Identity::Device { der: cert.clone() });
+            }
+            return Ok(Identity::RegistrationAuthority {
+                fingerprint: hex::encode(hsm_est_pki::sha256(cert)),
+            });
+        }
+    }
+    Err(unauthorized(realm, "Authentication is required."))
+}

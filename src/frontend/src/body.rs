@@ -1,0 +1,80 @@
+//! Request bodies: a cap checked on the announced length before reading, a cap while
+//! reading, a drain so that a chunked uploader sees the 413, and a deadline (408).
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::CONTENT_LENGTH;
+use hyper::{Request, StatusCode};
+
+use crate::est::MAX_BODY;
+use crate::http::{text, AppState, HttpResponse};
+
+/// Bytes of an oversized chunked body read and discarded before the 413 (see
+/// `collect_capped`).
+const MAX_DRAIN: usize = 2 * 1024 * 1024;
+
+/// Reads a request body: an announced length over the cap is refused before any of it is
+/// read (C1), a longer chunked body is 413 after at most `MAX_DRAIN` more bytes, and a body
+/// that does not arrive in time is 408.
+pub(crate) async fn read_body(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<(hyper::http::request::Parts, Bytes), HttpResponse> {
+    let announced = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The request body is too large.",
+        ));
+    }
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(state.config.body_timeout, collect_capped(body)).await {
+        Err(_) => Err(text(
+            StatusCode::REQUEST_TIMEOUT,
+            "The request body did not arrive in time.",
+        )),
+        Ok(Err(BodyReadError::TooLarge)) => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The request body is too large.",
+        )),
+        Ok(Err(BodyReadError::Broken)) => Err(text(
+            StatusCode::BAD_REQUEST,
+            "The request body could not be read.",
+        )),
+        Ok(Ok(b)) => Ok((parts, b)),
+    }
+}
+
+enum BodyReadError {
+    TooLarge,
+    Broken,
+}
+
+/// Collects at most `MAX_BODY` bytes. Past that, up to `MAX_DRAIN` more are read and thrown
+/// away before answering 413, so that a client still sending (a chunked upload) sees the
+/// 413 rather than a reset connection; a longer body is cut off.
+async fn collect_capped(mut body: Incoming) -> Result<Bytes, BodyReadError> {
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyReadError::Broken)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen <= MAX_BODY {
+            kept.extend_from_slice(&data);
+        } else if seen > MAX_BODY + MAX_DRAIN {
+            return Err(BodyReadError::TooLarge);
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(BodyReadError::TooLarge);
+    }
+    Ok(Bytes::from(kept))
+}

@@ -1,0 +1,149 @@
+//! Round trips and one refusal per malformed field.
+
+use super::*;
+
+fn round_trip_request(req: Request) {
+    let body = req.encode().unwrap();
+    assert_eq!(Request::decode(req.msg_type(), &body).unwrap(), req);
+    let mut longer = body.clone();
+    longer.push(0);
+    assert!(matches!(
+        Request::decode(req.msg_type(), &longer),
+        Err(FrameError::TrailingData(1))
+    ));
+}
+
+#[test]
+fn requests_round_trip_and_reject_trailing_bytes() {
+    round_trip_request(Request::Ping);
+    round_trip_request(Request::CaChain);
+    round_trip_request(Request::Issue(IssueRequest {
+        operation: Operation::Reenroll,
+        profile: "iqe-pump".into(),
+        requester: "basic:iqe".into(),
+        client_ip: "::1".into(),
+        csr_der: vec![0x30, 0x00],
+        client_cert_der: vec![],
+        registration_authority: false,
+    }));
+    round_trip_request(Request::DeviceList {
+        offset: 3,
+        limit: 100,
+    });
+    round_trip_request(Request::DeviceGet { cn: "a".into() });
+    round_trip_request(Request::DeviceDelete {
+        cn: "a".into(),
+        actor: "uid:0".into(),
+    });
+    round_trip_request(Request::CsrAttrs {
+        profile: "iqe-pump".into(),
+    });
+    round_trip_request(Request::Revoke {
+        serial: vec![1, 2],
+        reason: 1,
+        actor: "uid:0".into(),
+    });
+}
+
+#[test]
+fn request_decode_rejects_bad_values() {
+    assert!(matches!(
+        Request::decode(0x42, &[]),
+        Err(FrameError::UnknownType(0x42))
+    ));
+    let mut body = Request::Issue(IssueRequest {
+        operation: Operation::Enroll,
+        profile: "p".into(),
+        requester: "r".into(),
+        client_ip: "i".into(),
+        csr_der: vec![],
+        client_cert_der: vec![],
+        registration_authority: false,
+    })
+    .encode()
+    .unwrap();
+    body[0] = 9;
+    assert!(matches!(
+        Request::decode(msg_type::ISSUE, &body),
+        Err(FrameError::BadValue("operation"))
+    ));
+    let list = Request::DeviceList {
+        offset: 0,
+        limit: MAX_DEVICE_PAGE + 1,
+    }
+    .encode()
+    .unwrap();
+    assert!(Request::decode(msg_type::DEVICE_LIST, &list).is_err());
+    let revoke = Request::Revoke {
+        serial: vec![1],
+        reason: 7,
+        actor: "a".into(),
+    }
+    .encode()
+    .unwrap();
+    assert!(Request::decode(msg_type::REVOKE, &revoke).is_err());
+}
+
+#[test]
+fn responses_round_trip() {
+    let dev = DeviceInfo {
+        cn: "ward-a-pump-001".into(),
+        status: DeviceStatus::Enrolled,
+        first_enrolled_ms: 1,
+        last_enrolled_ms: 2,
+        last_ip: "127.0.0.1".into(),
+        current_serial: vec![0x40; 16],
+        current_not_after: 3,
+    };
+    for resp in [
+        Response::Pong {
+            version: "1".into(),
+            ca_subject: "CN=x".into(),
+            commits: 2,
+            decisions: 9,
+        },
+        Response::CaChain {
+            certs: vec![vec![1], vec![2]],
+        },
+        Response::Issued {
+            serial: vec![1],
+            cert_der: vec![2],
+        },
+        Response::Devices {
+            total: 1,
+            devices: vec![dev.clone()],
+        },
+        Response::Device(dev),
+        Response::Done,
+        Response::CsrAttrs { der: vec![0x30, 0] },
+        Response::Error(WireError::new(ErrorCode::KeyRejected, "key.rsa_size", "no")),
+    ] {
+        let body = resp.encode().unwrap();
+        assert_eq!(Response::decode(resp.msg_type(), &body).unwrap(), resp);
+    }
+}
+
+#[test]
+fn error_codes_are_stable() {
+    for code in [
+        ErrorCode::BadRequest,
+        ErrorCode::CsrMalformed,
+        ErrorCode::ProofOfPossession,
+        ErrorCode::KeyRejected,
+        ErrorCode::SignatureAlgorithmRejected,
+        ErrorCode::SubjectRejected,
+        ErrorCode::SanRejected,
+        ErrorCode::UnknownProfile,
+        ErrorCode::NotAllowed,
+        ErrorCode::DeviceDuplicate,
+        ErrorCode::DeviceNotFound,
+        ErrorCode::Revoked,
+        ErrorCode::ReenrollRefused,
+        ErrorCode::CertificateNotFound,
+        ErrorCode::Unavailable,
+    ] {
+        assert_eq!(ErrorCode::from_wire(code.to_wire()).unwrap(), code);
+    }
+    assert_eq!(ErrorCode::DeviceDuplicate.to_wire(), 200);
+    assert!(ErrorCode::from_wire(999).is_err());
+}

@@ -1,0 +1,251 @@
+//! The protocol's vocabulary: operations, device states, stable error codes and the error
+//! answer. Numbers here are part of the protocol (`docs/IPC.md`) and never change meaning.
+
+use std::fmt;
+
+use super::{FrameError, MAX_MESSAGE_LEN, MAX_REASON_LEN};
+
+/// What an issuance is for (IQE guide and RFC 7030).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Bootstrap,
+    Enroll,
+    Reenroll,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Bootstrap => "bootstrap",
+            Operation::Enroll => "enroll",
+            Operation::Reenroll => "reenroll",
+        }
+    }
+
+    pub(crate) fn to_wire(self) -> u8 {
+        match self {
+            Operation::Bootstrap => 1,
+            Operation::Enroll => 2,
+            Operation::Reenroll => 3,
+        }
+    }
+
+    pub(crate) fn from_wire(v: u8) -> Result<Self, FrameError> {
+        match v {
+            1 => Ok(Operation::Bootstrap),
+            2 => Ok(Operation::Enroll),
+            3 => Ok(Operation::Reenroll),
+            _ => Err(FrameError::BadValue("operation")),
+        }
+    }
+}
+
+impl std::str::FromStr for Operation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bootstrap" => Ok(Operation::Bootstrap),
+            "enroll" => Ok(Operation::Enroll),
+            "reenroll" => Ok(Operation::Reenroll),
+            other => Err(format!(
+                "unknown operation {other:?} (expected bootstrap, enroll or reenroll)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceStatus {
+    BootstrapOnly,
+    Enrolled,
+    Revoked,
+}
+
+impl DeviceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::BootstrapOnly => "bootstrap_only",
+            DeviceStatus::Enrolled => "enrolled",
+            DeviceStatus::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "bootstrap_only" => Some(DeviceStatus::BootstrapOnly),
+            "enrolled" => Some(DeviceStatus::Enrolled),
+            "revoked" => Some(DeviceStatus::Revoked),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn to_wire(self) -> u8 {
+        match self {
+            DeviceStatus::BootstrapOnly => 1,
+            DeviceStatus::Enrolled => 2,
+            DeviceStatus::Revoked => 3,
+        }
+    }
+
+    pub(crate) fn from_wire(v: u8) -> Result<Self, FrameError> {
+        match v {
+            1 => Ok(DeviceStatus::BootstrapOnly),
+            2 => Ok(DeviceStatus::Enrolled),
+            3 => Ok(DeviceStatus::Revoked),
+            _ => Err(FrameError::BadValue("device status")),
+        }
+    }
+}
+
+/// Stable error categories. The numbers are part of the protocol (`docs/IPC.md`) and never
+/// change meaning; the frontend maps each to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The request was well framed but a field's content is invalid. HTTP 400.
+    BadRequest,
+    /// The CSR is not strict DER PKCS#10. HTTP 400.
+    CsrMalformed,
+    /// The CSR's signature does not verify (no proof of possession). HTTP 400.
+    ProofOfPossession,
+    /// Key type, size, exponent or curve refused by the profile. HTTP 400.
+    KeyRejected,
+    /// CSR signature algorithm refused (SHA-1, unsupported). HTTP 400.
+    SignatureAlgorithmRejected,
+    /// Subject refused by the profile's rules. HTTP 400.
+    SubjectRejected,
+    /// subjectAltName refused by the profile's rules. HTTP 400.
+    SanRejected,
+    /// Unknown profile. HTTP 404.
+    UnknownProfile,
+    /// The profile does not allow this operation or this caller. HTTP 403.
+    NotAllowed,
+    /// The device already exists or is enrolled (IQE guide). HTTP 409.
+    DeviceDuplicate,
+    /// No such device. HTTP 404.
+    DeviceNotFound,
+    /// The device or the presented certificate is revoked. HTTP 403.
+    Revoked,
+    /// Re-enrolment without a usable current certificate, or with a changed subject/SAN. HTTP 403.
+    ReenrollRefused,
+    /// No such certificate. HTTP 404.
+    CertificateNotFound,
+    /// The signer cannot issue now (token, ledger or audit failure). HTTP 503.
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn to_wire(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 100,
+            ErrorCode::CsrMalformed => 101,
+            ErrorCode::ProofOfPossession => 102,
+            ErrorCode::KeyRejected => 103,
+            ErrorCode::SignatureAlgorithmRejected => 104,
+            ErrorCode::SubjectRejected => 105,
+            ErrorCode::SanRejected => 106,
+            ErrorCode::UnknownProfile => 107,
+            ErrorCode::NotAllowed => 108,
+            ErrorCode::DeviceDuplicate => 200,
+            ErrorCode::DeviceNotFound => 201,
+            ErrorCode::Revoked => 202,
+            ErrorCode::ReenrollRefused => 203,
+            ErrorCode::CertificateNotFound => 204,
+            ErrorCode::Unavailable => 300,
+        }
+    }
+
+    pub fn from_wire(v: u16) -> Result<Self, FrameError> {
+        Ok(match v {
+            100 => ErrorCode::BadRequest,
+            101 => ErrorCode::CsrMalformed,
+            102 => ErrorCode::ProofOfPossession,
+            103 => ErrorCode::KeyRejected,
+            104 => ErrorCode::SignatureAlgorithmRejected,
+            105 => ErrorCode::SubjectRejected,
+            106 => ErrorCode::SanRejected,
+            107 => ErrorCode::UnknownProfile,
+            108 => ErrorCode::NotAllowed,
+            200 => ErrorCode::DeviceDuplicate,
+            201 => ErrorCode::DeviceNotFound,
+            202 => ErrorCode::Revoked,
+            203 => ErrorCode::ReenrollRefused,
+            204 => ErrorCode::CertificateNotFound,
+            300 => ErrorCode::Unavailable,
+            _ => return Err(FrameError::BadValue("error code")),
+        })
+    }
+}
+
+/// An error answer: a category, a stable fine-grained reason (`key.rsa_size`, `csr.pop`, …)
+/// and a short sentence safe to show a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub reason: String,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(code: ErrorCode, reason: &str, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        truncate_utf8(&mut message, MAX_MESSAGE_LEN);
+        let mut reason = reason.to_string();
+        truncate_utf8(&mut reason, MAX_REASON_LEN);
+        WireError {
+            code,
+            reason,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.reason)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueRequest {
+    pub operation: Operation,
+    /// The policy profile the frontend's label maps to.
+    pub profile: String,
+    /// Who authenticated: `basic:<user>`, `cert:<sha256 of the client certificate>`, …
+    pub requester: String,
+    pub client_ip: String,
+    pub csr_der: Vec<u8>,
+    /// The TLS client certificate the request came with (empty when none).
+    pub client_cert_der: Vec<u8>,
+    /// The requester is a registration authority (a gateway authenticated by a certificate
+    /// under an RA trust anchor) acting on the device's behalf (RFC 7030 §3.7).
+    pub registration_authority: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub cn: String,
+    pub status: DeviceStatus,
+    pub first_enrolled_ms: i64,
+    pub last_enrolled_ms: i64,
+    pub last_ip: String,
+    pub current_serial: Vec<u8>,
+    /// notAfter of the current certificate, seconds since the epoch.
+    pub current_not_after: i64,
+}
+
+/// The RFC 5280 CRLReason values we accept (0–6, 8–10; 7 is unused).
+pub fn valid_revocation_reason(reason: u8) -> bool {
+    matches!(reason, 0..=6 | 8..=10)
+}
