@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite and the demo need on a fresh Debian machine, and nothing
 # when it is already there: softhsm2, openssl, curl, file, systemd-analyze and strongSwan's
-# pki (Debian), pkilint (a Python venv) and cargo-audit. Prints the venv's bin directory on the last line of its output.
+# pki (Debian), pkilint (a Python venv), cargo-audit and cargo-deny. Prints the venv's bin directory on the last line of its output.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${HSM_EST_VENV:-$here/target/pkilint-venv}
@@ -34,5 +34,11 @@ fi
 if ! cargo audit --version >/dev/null 2>&1; then
   echo "installing cargo-audit" >&2
   cargo install -q --locked cargo-audit >&2
+fi
+# cargo-deny at a fixed version: tests/cargo-deny.sh lays out the advisory database where
+# this version looks for it.
+if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny 0.20.2" ]; then
+  echo "installing cargo-deny" >&2
+  cargo install -q --locked cargo-deny@0.20.2 >&2
 fi
 echo "$venv/bin"

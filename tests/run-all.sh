@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what is missing, then rustfmt, clippy with
-# -D warnings, every test (real SoftHSM tokens, real signer processes, openssl, pkilint),
-# and cargo audit against the advisory database snapshot in ../shared/advisory-db.
+# -D warnings, every test of every workspace crate (real SoftHSM tokens, real signer and
+# frontend processes, openssl, curl, strongSwan's pki, pkilint), then cargo audit and
+# cargo-deny (licences, bans, sources, advisories) against the advisory database snapshot
+# in ../shared/advisory-db, offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PKILINT_BIN=$(tests/install-deps.sh | tail -n 1)
@@ -22,6 +24,8 @@ if [ ! -d "$db" ]; then
   exit 1
 fi
 cargo audit --db "$db" --no-fetch
+echo "== cargo deny"
+ADVISORY_DB="$db" tests/cargo-deny.sh
 
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
