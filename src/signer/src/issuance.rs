@@ -41,6 +41,17 @@ pub struct IssuedCertificate {
     pub der: Vec<u8>,
 }
 
+/// Everything decided about one issuance before anything is signed.
+struct Decision<'a> {
+    ctx: CallContext,
+    input: &'a IssueInput,
+    profile: &'a Profile,
+    parsed: &'a ParsedCsr,
+    approved: &'a Approved,
+    /// The device's state after the issuance; `None` for profiles without devices.
+    new_state: Option<DeviceState>,
+}
+
 /// The validity a profile gives, bounded by the CA's own notAfter.
 struct Validity {
     not_before: SystemTime,
@@ -63,8 +74,16 @@ impl SignerService {
         let subject = parsed.request.info.subject.to_string();
         let refuse = |e| self.refuse(&ctx, &input, &subject, e);
         let (profile, approved) = self.apply_policy(ctx, &input, &parsed).map_err(refuse)?;
+        let mut decision = Decision {
+            ctx,
+            input: &input,
+            profile,
+            parsed: &parsed,
+            approved: &approved,
+            new_state: None,
+        };
         if !profile.track_devices {
-            return self.sign_and_record(ctx, &input, profile, &parsed, &approved, None);
+            return self.sign_and_record(&decision);
         }
         let _claim = self
             .claim(&approved.common_name)
@@ -74,10 +93,11 @@ impl SignerService {
             .ledger
             .device(&approved.common_name)
             .map_err(|e| unavailable("ledger read", e))?;
-        let new_state = self
-            .device_rules(&input, &approved, device.as_ref())
-            .map_err(refuse)?;
-        self.sign_and_record(ctx, &input, profile, &parsed, &approved, Some(new_state))
+        decision.new_state = Some(
+            self.device_rules(&input, &approved, device.as_ref())
+                .map_err(refuse)?,
+        );
+        self.sign_and_record(&decision)
     }
 
     /// The profile for this caller and operation, and what it approves from the CSR.
@@ -99,23 +119,13 @@ impl SignerService {
 
     /// Builds, signs, verifies and records a certificate that policy and the device rules
     /// approved. The caller holds the device's claim when `new_state` is set.
-    fn sign_and_record(
-        &self,
-        ctx: CallContext,
-        input: &IssueInput,
-        profile: &Profile,
-        parsed: &ParsedCsr,
-        approved: &Approved,
-        new_state: Option<DeviceState>,
-    ) -> Result<IssuedCertificate, SignerError> {
+    fn sign_and_record(&self, d: &Decision<'_>) -> Result<IssuedCertificate, SignerError> {
         let serial = self.fresh_serial()?;
-        let validity = self.validity(profile)?;
-        let der = self.build_and_sign(profile, parsed, approved, &serial, &validity)?;
-        self.self_check(&ctx, &serial, &der)?;
+        let validity = self.validity(d.profile)?;
+        let der = self.build_and_sign(d, &serial, &validity)?;
+        self.self_check(&d.ctx, &serial, &der)?;
         let issued = IssuedCertificate { serial, der };
-        self.record_issued(
-            ctx, input, profile, parsed, approved, new_state, &validity, &issued,
-        )?;
+        self.record_issued(d, &validity, &issued)?;
         Ok(issued)
     }
 
@@ -142,13 +152,12 @@ impl SignerService {
 
     fn build_and_sign(
         &self,
-        profile: &Profile,
-        parsed: &ParsedCsr,
-        approved: &Approved,
+        d: &Decision<'_>,
         serial: &[u8],
         validity: &Validity,
     ) -> Result<Vec<u8>, SignerError> {
-        let spki = parsed.request.info.public_key.clone();
+        let (profile, approved) = (d.profile, d.approved);
+        let spki = d.parsed.request.info.public_key.clone();
         let extensions = cert::leaf_extensions(&LeafExtensions {
             key_usage: approved.key_usage,
             extended_key_usage: approved.extended_key_usage.clone(),
@@ -193,18 +202,20 @@ impl SignerService {
 
     /// Makes the certificate durable: its audit record and its ledger row (with the device's
     /// new state) in one group commit.
-    #[allow(clippy::too_many_arguments)]
     fn record_issued(
         &self,
-        ctx: CallContext,
-        input: &IssueInput,
-        profile: &Profile,
-        parsed: &ParsedCsr,
-        approved: &Approved,
-        new_state: Option<DeviceState>,
+        d: &Decision<'_>,
         validity: &Validity,
         issued: &IssuedCertificate,
     ) -> Result<(), SignerError> {
+        let Decision {
+            ctx,
+            input,
+            profile,
+            parsed,
+            approved,
+            new_state,
+        } = *d;
         let cn = &approved.common_name;
         let subject = approved.subject.to_string();
         let sans: Vec<String> = approved
