@@ -19,5 +19,5 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}"
 fi
 
-(cd "$repo" && cargo build --release --locked --bins -q)
+(cd "$repo" && cargo build --release --locked --workspace --bins -q)
 exec "$repo/target/release/estctl" demo --dir "$repo/demo" "$@"
