@@ -74,8 +74,28 @@ impl Visit for FieldWriter {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let text = format!("{value:?}");
-        self.push(field, &crate::util::log_safe(&text));
+        if field.name() == "message" {
+            // Values in messages went through log_safe at the call site; escaping control
+            // characters once more keeps one event on one line whatever a caller forgot,
+            // without doubling the backslashes log_safe wrote.
+            self.push(field, &escape_controls(&text));
+        } else {
+            self.push(field, &crate::util::log_safe(&text));
+        }
     }
+}
+
+/// `text` with control characters (CR, LF, NUL, …) escaped and everything else as it is.
+fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl<S> Layer<S> for LineLayer
@@ -220,4 +240,20 @@ pub fn parse_log(target: Option<&str>, level: Option<&str>) -> Result<LogConfig,
         }
     };
     Ok(LogConfig { target, level })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_stay_on_one_line_without_doubled_escapes() {
+        let already_safe = crate::util::log_safe("a\nb");
+        assert_eq!(already_safe, "a\\nb");
+        assert_eq!(escape_controls(&already_safe), "a\\nb");
+        let forgot = "subject=x\r\nINFO forged";
+        let line = escape_controls(forgot);
+        assert_eq!(line, "subject=x\\r\\nINFO forged");
+        assert!(!line.contains('\n') && !line.contains('\r'));
+    }
 }
