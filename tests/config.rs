@@ -53,7 +53,13 @@ fn shipped_signer_configs_parse_and_reject_unknown_keys_everywhere() {
     for file in SIGNER_CONFIGS {
         let text = localise(&std::fs::read_to_string(repo(file)).unwrap());
         let path = repo(file);
-        SignerConfig::parse(&path, &text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let config = SignerConfig::parse(&path, &text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        // The shipped configs give each role its own uid: none holds two roles.
+        assert!(
+            config.shared_uids().is_empty(),
+            "{file}: {:?}",
+            config.shared_uids()
+        );
         let variants = with_unknown_key_in_each_table(&text);
         assert!(
             variants.len() >= 9,
@@ -132,7 +138,7 @@ fn invalid_values_are_rejected_not_clamped() {
         (
             "max_connections: 256",
             "max_connections: 0",
-            "socket.max_connections",
+            "sockets.frontend.max_connections",
         ),
         ("label: hsm-est", "slot: 0", "slot"),
         (
@@ -141,15 +147,14 @@ fn invalid_values_are_rejected_not_clamped() {
             "token.pin.credential",
         ),
         ("target: syslog", "target: udp", "log.target"),
+        ("users: [65534]", "users: []", "sockets.frontend.users"),
+        // A signer socket is never world-accessible.
+        ("mode: \"0600\"", "mode: \"0666\"", "sockets.operator.mode"),
+        // Each role has its own socket.
         (
-            "frontend_users: [65534]",
-            "frontend_users: []",
-            "socket.frontend_users",
-        ),
-        (
-            "operator_users: [0]",
-            "operator_users: [65534]",
-            "socket.operator_users",
+            "path: /run/hsm-est/operator.sock",
+            "path: /run/hsm-est/frontend.sock",
+            "sockets.operator.path",
         ),
     ];
     for (from, to, key) in cases {

@@ -12,7 +12,7 @@ use hsm_est_proto::{DeviceStatus, ErrorCode, Operation, Request, Response};
 
 fn device_status(app: &Appliance, cn: &str) -> Option<DeviceStatus> {
     match app
-        .client()
+        .admin_client()
         .call(&Request::DeviceGet { cn: cn.into() })
         .unwrap()
     {
@@ -159,7 +159,7 @@ fn device_lifecycle_follows_the_iqe_rules() {
         refused(app.issue(Operation::Enroll, "iqe-pump", &r5, &[])),
         (ErrorCode::Revoked, "device.revoked".into())
     );
-    // Root is the frontend here and may not revoke: the socket is closed on it.
+    // Root is not an operator here: the operator socket refuses it.
     let out = app.estctl(&["revoke", "--config", app.config_arg(), "--serial", &serial]);
     assert!(!out.status.success());
 

@@ -157,7 +157,7 @@ fn wrong_peer_uid_is_refused_and_allowed_uids_are_served() {
 fn request_ids_are_echoed_and_every_request_is_answered() {
     let mut app = Appliance::create("reqid", "ec-p256");
     app.start();
-    let mut s = UnixStream::connect(&app.socket).unwrap();
+    let mut s = UnixStream::connect(&app.admin_socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     for id in [7u64, 0xdead_beef_0000_0001] {
         let frame = FrameHeader {

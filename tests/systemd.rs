@@ -36,3 +36,40 @@ fn signer_unit_is_safe() {
 fn frontend_unit_is_hardened() {
     exposure("est-frontend.service", 15);
 }
+
+/// The `User=` of a unit.
+fn unit_user(unit: &str) -> String {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("systemd")
+            .join(unit),
+    )
+    .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("User="))
+        .unwrap_or_else(|| panic!("{unit} has no User="))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn each_process_runs_under_its_own_uid_and_the_frontend_has_only_its_socket() {
+    let (signer, frontend) = (
+        unit_user("est-signer.service"),
+        unit_user("est-frontend.service"),
+    );
+    assert_ne!(signer, frontend);
+    assert_ne!(frontend, "root");
+    // The shipped signer config admits that user on the frontend socket only.
+    let config =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/signer.yaml"))
+            .unwrap();
+    let sockets = &config[config.find("sockets:").expect("sockets table")..];
+    let operator = &sockets[sockets.find("  operator:").expect("operator socket")..];
+    assert!(sockets.contains(&format!("users: [{frontend}]")));
+    let operator_users = operator
+        .lines()
+        .find(|l| l.trim_start().starts_with("users:"))
+        .expect("operator users");
+    assert!(!operator_users.contains(&frontend), "{operator_users}");
+}

@@ -17,7 +17,8 @@ use std::time::Duration;
 use hsm_est_proto::client::SignerClient;
 use hsm_est_proto::{IssueRequest, Operation, Request, Response};
 
-/// The operator uid in test configs (`daemon`); root is the frontend.
+/// The operator uid in test configs (`daemon`). Root is the frontend, and the admin: test
+/// code reads device state in-process through the admin socket.
 pub const OPERATOR_UID: u32 = 1;
 pub const OPERATOR_GID: u32 = 1;
 /// How long the signer may take to say `ready`.
@@ -132,7 +133,12 @@ pub struct Appliance {
     pub dir: PathBuf,
     pub softhsm_conf: PathBuf,
     pub config: PathBuf,
+    /// The frontend's socket (root).
     pub socket: PathBuf,
+    /// The operator's socket (`OPERATOR_UID` only: root is refused there).
+    pub operator_socket: PathBuf,
+    /// The admin's socket (root).
+    pub admin_socket: PathBuf,
     signer: Option<Child>,
     next_ip: u32,
 }
@@ -176,8 +182,14 @@ impl Appliance {
         }
         std::fs::write(policy.join("test-san.yaml"), TEST_SAN_PROFILE).unwrap();
         std::fs::write(policy.join("test-urls.yaml"), TEST_URL_PROFILE).unwrap();
-        // Socket paths are limited to 108 bytes; keep it short and unique.
-        let socket = PathBuf::from(format!("/tmp/hsm-est-{name}-{}.sock", std::process::id()));
+        // Socket paths are limited to 108 bytes; keep them short and unique.
+        let sock = |role: &str| {
+            PathBuf::from(format!(
+                "/tmp/hsm-est-{name}-{}-{role}.sock",
+                std::process::id()
+            ))
+        };
+        let (socket, operator_socket, admin_socket) = (sock("f"), sock("o"), sock("a"));
         let config = dir.join("signer.yaml");
         std::fs::write(
             &config,
@@ -191,12 +203,22 @@ impl Appliance {
   sessions: 2
 ca:
   chain_file: ca.pem
-socket:
-  path: {}
-  group: {OPERATOR_GID}
-  frontend_users: [0]
-  operator_users: [{OPERATOR_UID}]
-  max_connections: 128
+sockets:
+  frontend:
+    path: {}
+    group: {OPERATOR_GID}
+    users: [0]
+    max_connections: 128
+  operator:
+    path: {}
+    group: {OPERATOR_GID}
+    users: [{OPERATOR_UID}]
+    max_connections: 16
+  admin:
+    path: {}
+    mode: \"0600\"
+    users: [0]
+    max_connections: 16
 policy:
   dir: policy
 ledger:
@@ -207,7 +229,9 @@ log:
   target: stderr
   level: info
 ",
-                socket.display()
+                socket.display(),
+                operator_socket.display(),
+                admin_socket.display()
             ),
         )
         .unwrap();
@@ -216,6 +240,8 @@ log:
             dir,
             config,
             socket,
+            operator_socket,
+            admin_socket,
             signer: None,
             next_ip: 1,
         }
@@ -342,8 +368,14 @@ log:
         std::fs::read_to_string(self.path("signer.log")).unwrap_or_default()
     }
 
+    /// A client on the frontend's socket (the role the network-facing process has).
     pub fn client(&self) -> SignerClient {
         SignerClient::connect(&self.socket).expect("connect to the signer")
+    }
+
+    /// A client on the admin's socket: device and certificate reads and changes.
+    pub fn admin_client(&self) -> SignerClient {
+        SignerClient::connect(&self.admin_socket).expect("connect to the admin socket")
     }
 
     pub fn issue(&self, operation: Operation, profile: &str, csr: &[u8], cert: &[u8]) -> Response {
@@ -372,7 +404,9 @@ log:
 impl Drop for Appliance {
     fn drop(&mut self) {
         self.kill9();
-        let _ = std::fs::remove_file(&self.socket);
+        for s in [&self.socket, &self.operator_socket, &self.admin_socket] {
+            let _ = std::fs::remove_file(s);
+        }
     }
 }
 

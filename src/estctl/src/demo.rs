@@ -138,10 +138,19 @@ token:
   sessions: 2
 ca:
   chain_file: ca.pem
-socket:
-  path: {}
-  frontend_users: [{}]
-  max_connections: 256
+# Everything in the demo runs as one uid, so that uid holds every role (the signer
+# warns about it). Production gives each role its own uid (config/signer.yaml, systemd/).
+sockets:
+  frontend:
+    path: {frontend}
+    mode: \"0600\"
+    users: [{uid}]
+    max_connections: 256
+  operator:
+    path: {operator}
+    mode: \"0600\"
+    users: [{uid}]
+    max_connections: 16
 policy:
   dir: policy
 ledger:
@@ -152,8 +161,9 @@ log:
   target: stderr
   level: info
 ",
-        dir.join("signer.sock").display(),
-        nix::unistd::getuid()
+        frontend = dir.join("frontend.sock").display(),
+        operator = dir.join("operator.sock").display(),
+        uid = nix::unistd::getuid()
     )
 }
 
@@ -189,7 +199,7 @@ log:
   target: stderr
   level: info
 ",
-        dir.join("signer.sock").display(),
+        dir.join("frontend.sock").display(),
         route("der"),
         route("base64"),
         route("base64-single-line"),

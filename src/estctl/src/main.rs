@@ -149,6 +149,12 @@ enum DeviceCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Show one device: status, enrolment times, last address, current certificate.
+    Show {
+        #[arg(long)]
+        config: PathBuf,
+        cn: String,
+    },
     /// Delete a device so that it can bootstrap again (its certificates stay on record).
     Delete {
         #[arg(long)]
@@ -172,6 +178,7 @@ fn main() -> ExitCode {
         Command::Ca { command } => ca::run(command),
         Command::Device { command } => match command {
             DeviceCommand::List { config } => device_list(&config),
+            DeviceCommand::Show { config, cn } => device_show(&config, &cn),
             DeviceCommand::Delete { config, cn } => device_delete(&config, &cn),
         },
         Command::Revoke {
@@ -267,7 +274,7 @@ fn load(config: &Path) -> Result<SignerConfig, String> {
 
 fn connect(config: &Path) -> Result<SignerClient, String> {
     let cfg = load(config)?;
-    SignerClient::connect(&cfg.socket.path).map_err(|e| e.to_string())
+    SignerClient::connect(&operator_socket(&cfg)?).map_err(|e| e.to_string())
 }
 
 fn call(client: &mut SignerClient, req: &Request) -> Result<Response, String> {
@@ -275,6 +282,13 @@ fn call(client: &mut SignerClient, req: &Request) -> Result<Response, String> {
         Response::Error(e) => Err(format!("{} [{}]", e.message, e.reason)),
         other => Ok(other),
     }
+}
+
+/// The operator's socket: estctl speaks to the signer in the operator role.
+fn operator_socket(cfg: &SignerConfig) -> Result<PathBuf, String> {
+    cfg.socket(hsm_est_policy::Caller::Operator)
+        .map(|s| s.path.clone())
+        .ok_or_else(|| "the signer config has no operator socket".to_string())
 }
 
 /// The operator's name for the audit record: the login user if known.
@@ -305,16 +319,7 @@ fn device_list(config: &Path) -> Result<(), String> {
             return Err("unexpected answer from the signer".into());
         };
         for d in &devices {
-            println!(
-                "{:<32} {:<15} {:<24} {:<24} {:<16} {:<34} {}",
-                hsm_est_common::util::log_safe(&d.cn),
-                d.status.as_str(),
-                rfc3339_millis(d.first_enrolled_ms),
-                rfc3339_millis(d.last_enrolled_ms),
-                d.last_ip,
-                hex::encode(&d.current_serial),
-                rfc3339_millis(d.current_not_after * 1000)
-            );
+            print_device_row(d);
         }
         offset += devices.len() as u32;
         if devices.is_empty() || offset >= total {
@@ -322,6 +327,32 @@ fn device_list(config: &Path) -> Result<(), String> {
             return Ok(());
         }
     }
+}
+
+fn print_device_row(d: &hsm_est_proto::DeviceInfo) {
+    println!(
+        "{:<32} {:<15} {:<24} {:<24} {:<16} {:<34} {}",
+        hsm_est_common::util::log_safe(&d.cn),
+        d.status.as_str(),
+        rfc3339_millis(d.first_enrolled_ms),
+        rfc3339_millis(d.last_enrolled_ms),
+        d.last_ip,
+        hex::encode(&d.current_serial),
+        rfc3339_millis(d.current_not_after * 1000)
+    );
+}
+
+fn device_show(config: &Path, cn: &str) -> Result<(), String> {
+    let mut client = connect(config)?;
+    let Response::Device(d) = call(&mut client, &Request::DeviceGet { cn: cn.to_string() })? else {
+        return Err("unexpected answer from the signer".into());
+    };
+    println!(
+        "{:<32} {:<15} {:<24} {:<24} {:<16} {:<34} not after",
+        "device", "status", "first enrolled", "last enrolled", "last ip", "serial"
+    );
+    print_device_row(&d);
+    Ok(())
 }
 
 fn device_delete(config: &Path, cn: &str) -> Result<(), String> {
@@ -434,12 +465,19 @@ fn check_config(config: &Path, frontend: Option<&Path>) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for (uid, roles) in cfg.shared_uids() {
+        println!(
+            "warning: uid {uid} may use the {} sockets and so holds all those roles; give \
+             each role its own uid in production",
+            roles.join(" and ")
+        );
+    }
     Ok(())
 }
 
 fn ping(config: Option<&Path>, socket: Option<&Path>) -> Result<(), String> {
     let path = match (config, socket) {
-        (Some(c), _) => load(c)?.socket.path,
+        (Some(c), _) => operator_socket(&load(c)?)?,
         (None, Some(s)) => s.to_path_buf(),
         (None, None) => return Err("give --config or --socket".into()),
     };

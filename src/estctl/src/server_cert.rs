@@ -105,7 +105,7 @@ pub fn issue(
         client_cert_der: Vec::new(),
         registration_authority: false,
     });
-    let (answer, chain) = match SignerClient::connect(&cfg.socket.path) {
+    let (answer, chain) = match SignerClient::connect(&super::operator_socket(&cfg)?) {
         Ok(mut client) => {
             let answer = client.call(&request).map_err(|e| e.to_string())?;
             let chain = match client.call(&Request::CaChain).map_err(|e| e.to_string())? {

@@ -22,12 +22,16 @@ pub use profile::{
 };
 pub use schema::SanType;
 
-/// Who is calling the signer, from the socket's peer uid.
+/// Who is calling the signer: the role of the socket the request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Caller {
+    /// The network-facing EST process.
     Frontend,
+    /// `estctl` on the appliance's shell.
     Operator,
+    /// The admin process (dashboard and admin API).
+    Admin,
 }
 
 impl Caller {
@@ -35,6 +39,7 @@ impl Caller {
         match self {
             Caller::Frontend => "frontend",
             Caller::Operator => "operator",
+            Caller::Admin => "admin",
         }
     }
 }

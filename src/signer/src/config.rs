@@ -1,4 +1,4 @@
-//! `signer.yaml`: the token, the CA chain, the socket, the policy directory, the ledger, the
+//! `signer.yaml`: the token, the CA chain, one socket per role, the policy directory, the ledger, the
 //! audit log and logging. See `config/signer.yaml` for a commented example.
 
 use std::path::{Path, PathBuf};
@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use hsm_est_common::config::{resolve, Principal};
 use hsm_est_common::logging::{LogConfig, RawLog};
+use hsm_est_policy::Caller;
 
 /// Upper bound on token sessions (one signing worker thread each).
 pub const MAX_TOKEN_SESSIONS: usize = 64;
@@ -18,7 +19,7 @@ pub const MAX_CONNECTIONS: usize = 4096;
 struct RawSignerConfig {
     token: RawToken,
     ca: RawCa,
-    socket: RawSocket,
+    sockets: RawSockets,
     policy: RawPolicy,
     ledger: RawLedger,
     audit: RawAudit,
@@ -59,19 +60,36 @@ struct RawCa {
     chain_file: String,
 }
 
+/// One socket per role: the socket a connection arrives on decides its role, and the
+/// permit table decides what that role may send.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSockets {
+    frontend: RawSocket,
+    operator: RawSocket,
+    #[serde(default)]
+    admin: Option<RawSocket>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSocket {
     path: String,
+    /// Octal permission bits of the socket file: "0600" or "0660".
+    #[serde(default = "default_mode")]
+    mode: String,
     #[serde(default)]
     group: Option<Principal>,
-    frontend_users: Vec<Principal>,
-    #[serde(default)]
-    operator_users: Vec<Principal>,
+    /// Peer uids allowed on this socket (SO_PEERCRED); everyone else is refused.
+    users: Vec<Principal>,
     #[serde(default = "default_max_connections")]
     max_connections: usize,
     #[serde(default = "default_deadline")]
     request_timeout_seconds: u64,
+}
+
+fn default_mode() -> String {
+    "0660".into()
 }
 
 fn default_max_connections() -> usize {
@@ -124,12 +142,15 @@ pub struct TokenConfig {
     pub sessions: usize,
 }
 
+/// One role's socket.
 #[derive(Debug, Clone)]
 pub struct SocketConfig {
+    pub role: Caller,
     pub path: PathBuf,
+    /// Permission bits of the socket file (0o600 or 0o660; never world-accessible).
+    pub mode: u32,
     pub gid: Option<u32>,
-    pub frontend_uids: Vec<u32>,
-    pub operator_uids: Vec<u32>,
+    pub uids: Vec<u32>,
     pub max_connections: usize,
     pub request_timeout: std::time::Duration,
 }
@@ -139,7 +160,8 @@ pub struct SignerConfig {
     pub source: PathBuf,
     pub token: TokenConfig,
     pub ca_chain_file: PathBuf,
-    pub socket: SocketConfig,
+    /// The frontend's and the operator's sockets, and the admin's when configured.
+    pub sockets: Vec<SocketConfig>,
     pub policy_dir: PathBuf,
     pub ledger_path: PathBuf,
     pub audit_path: PathBuf,
@@ -156,53 +178,107 @@ impl SignerConfig {
     pub fn parse(path: &Path, text: &str) -> Result<SignerConfig, String> {
         let raw: RawSignerConfig = yaml_serde::from_str(text).map_err(|e| e.to_string())?;
         let token = token_config(path, raw.token)?;
-        let s = raw.socket;
-        let uids = |key: &str, list: &[Principal]| -> Result<Vec<u32>, String> {
-            list.iter()
-                .map(|p| p.resolve_uid().map_err(|e| format!("{key}: {e}")))
-                .collect()
-        };
-        let frontend_uids = uids("socket.frontend_users", &s.frontend_users)?;
-        let operator_uids = uids("socket.operator_users", &s.operator_users)?;
-        if frontend_uids.is_empty() {
-            return Err("socket.frontend_users: must name at least one user".into());
+        let mut sockets = vec![
+            socket_config(path, Caller::Frontend, &raw.sockets.frontend)?,
+            socket_config(path, Caller::Operator, &raw.sockets.operator)?,
+        ];
+        if let Some(admin) = &raw.sockets.admin {
+            sockets.push(socket_config(path, Caller::Admin, admin)?);
         }
-        if let Some(uid) = frontend_uids.iter().find(|u| operator_uids.contains(u)) {
-            return Err(format!(
-                "socket.operator_users: uid {uid} is also a frontend user; one uid has one role"
-            ));
+        for (i, a) in sockets.iter().enumerate() {
+            if let Some(b) = sockets[i + 1..].iter().find(|b| b.path == a.path) {
+                return Err(format!(
+                    "sockets.{}.path: the same path as sockets.{}; each role has its own socket",
+                    b.role.as_str(),
+                    a.role.as_str()
+                ));
+            }
         }
-        if s.max_connections == 0 || s.max_connections > MAX_CONNECTIONS {
-            return Err(format!(
-                "socket.max_connections: must be between 1 and {MAX_CONNECTIONS}"
-            ));
-        }
-        if s.request_timeout_seconds == 0 || s.request_timeout_seconds > 300 {
-            return Err("socket.request_timeout_seconds: must be between 1 and 300".into());
-        }
-        let gid = match &s.group {
-            None => None,
-            Some(g) => Some(g.resolve_gid().map_err(|e| format!("socket.group: {e}"))?),
-        };
         let log = raw.log.validate()?;
         Ok(SignerConfig {
             source: path.to_path_buf(),
             token,
             ca_chain_file: resolve(path, &raw.ca.chain_file),
-            socket: SocketConfig {
-                path: resolve(path, &s.path),
-                gid,
-                frontend_uids,
-                operator_uids,
-                max_connections: s.max_connections,
-                request_timeout: std::time::Duration::from_secs(s.request_timeout_seconds),
-            },
+            sockets,
             policy_dir: resolve(path, &raw.policy.dir),
             ledger_path: resolve(path, &raw.ledger.path),
             audit_path: resolve(path, &raw.audit.path),
             log,
         })
     }
+}
+
+impl SignerConfig {
+    /// The socket of `role`, if one is configured.
+    pub fn socket(&self, role: Caller) -> Option<&SocketConfig> {
+        self.sockets.iter().find(|s| s.role == role)
+    }
+
+    /// Uids allowed on more than one role's socket, with those roles. Role is decided by
+    /// the socket, so such a uid holds every one of those roles: fine for a single-user
+    /// demo, a weakness in production (a compromised frontend would be an operator too).
+    pub fn shared_uids(&self) -> Vec<(u32, Vec<&'static str>)> {
+        let mut out: Vec<(u32, Vec<&'static str>)> = Vec::new();
+        for s in &self.sockets {
+            for uid in &s.uids {
+                match out.iter_mut().find(|(u, _)| u == uid) {
+                    Some((_, roles)) => roles.push(s.role.as_str()),
+                    None => out.push((*uid, vec![s.role.as_str()])),
+                }
+            }
+        }
+        out.retain(|(_, roles)| roles.len() > 1);
+        out
+    }
+}
+
+/// One entry of the `sockets` table.
+fn socket_config(path: &Path, role: Caller, s: &RawSocket) -> Result<SocketConfig, String> {
+    let key = format!("sockets.{}", role.as_str());
+    if s.path.is_empty() {
+        return Err(format!("{key}.path: must not be empty"));
+    }
+    let mode = match s.mode.as_str() {
+        "0600" => 0o600,
+        "0660" => 0o660,
+        other => {
+            return Err(format!(
+                "{key}.mode: {other:?} is not \"0600\" or \"0660\" (a signer socket is never \
+                 world-accessible)"
+            ))
+        }
+    };
+    let uids = s
+        .users
+        .iter()
+        .map(|p| p.resolve_uid().map_err(|e| format!("{key}.users: {e}")))
+        .collect::<Result<Vec<u32>, String>>()?;
+    if uids.is_empty() {
+        return Err(format!("{key}.users: must name at least one user"));
+    }
+    if s.max_connections == 0 || s.max_connections > MAX_CONNECTIONS {
+        return Err(format!(
+            "{key}.max_connections: must be between 1 and {MAX_CONNECTIONS}"
+        ));
+    }
+    if s.request_timeout_seconds == 0 || s.request_timeout_seconds > 300 {
+        return Err(format!(
+            "{key}.request_timeout_seconds: must be between 1 and 300"
+        ));
+    }
+    let gid = match &s.group {
+        None => None,
+        Some(g) => Some(g.resolve_gid().map_err(|e| format!("{key}.group: {e}"))?),
+    };
+    Ok(SocketConfig {
+        role,
+        path: resolve(path, &s.path),
+        mode,
+        gid,
+        uids,
+        max_connections: s.max_connections,
+        request_timeout: std::time::Duration::from_secs(s.request_timeout_seconds),
+    })
 }
 
 /// The `token` table: which token (by label or serial, never slot), the PIN's source, the

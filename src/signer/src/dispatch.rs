@@ -22,20 +22,18 @@ pub struct CallContext {
     pub request_id: u64,
 }
 
-/// The permit table: the request types each role may send. Anything else closes the
-/// connection before the body is decoded (OpenSSH's `mon_dispatch` is the model).
-/// Revocation is an operator action (`estctl`), not the network-facing process's.
+/// The permit table: the request types each role (each socket) may send. Anything else
+/// closes the connection before the body is decoded (OpenSSH's `mon_dispatch` is the
+/// model). The network-facing frontend may only ask for what EST needs: nothing that lists,
+/// reads or changes devices or certificates. `docs/IPC.md` lists the same table.
 pub const PERMITS: &[(Caller, &[u8])] = &[
     (
         Caller::Frontend,
         &[
             msg_type::PING,
             msg_type::CA_CHAIN,
-            msg_type::ISSUE,
-            msg_type::DEVICE_LIST,
-            msg_type::DEVICE_GET,
-            msg_type::DEVICE_DELETE,
             msg_type::CSR_ATTRS,
+            msg_type::ISSUE,
         ],
     ),
     (
@@ -43,12 +41,23 @@ pub const PERMITS: &[(Caller, &[u8])] = &[
         &[
             msg_type::PING,
             msg_type::CA_CHAIN,
+            msg_type::CSR_ATTRS,
             msg_type::ISSUE,
             msg_type::DEVICE_LIST,
             msg_type::DEVICE_GET,
             msg_type::DEVICE_DELETE,
             msg_type::REVOKE,
-            msg_type::CSR_ATTRS,
+        ],
+    ),
+    (
+        Caller::Admin,
+        &[
+            msg_type::PING,
+            msg_type::CA_CHAIN,
+            msg_type::DEVICE_LIST,
+            msg_type::DEVICE_GET,
+            msg_type::DEVICE_DELETE,
+            msg_type::REVOKE,
         ],
     ),
 ];
@@ -274,11 +283,20 @@ mod tests {
 
     #[test]
     fn the_permit_table_names_every_role_once() {
-        for caller in [Caller::Frontend, Caller::Operator] {
+        for caller in [Caller::Frontend, Caller::Operator, Caller::Admin] {
             assert_eq!(PERMITS.iter().filter(|(r, _)| *r == caller).count(), 1);
         }
         assert!(permitted(Caller::Operator, msg_type::REVOKE));
-        assert!(!permitted(Caller::Frontend, msg_type::REVOKE));
+        assert!(permitted(Caller::Admin, msg_type::DEVICE_DELETE));
+        assert!(!permitted(Caller::Admin, msg_type::ISSUE));
+        for device_power in [
+            msg_type::REVOKE,
+            msg_type::DEVICE_LIST,
+            msg_type::DEVICE_GET,
+            msg_type::DEVICE_DELETE,
+        ] {
+            assert!(!permitted(Caller::Frontend, device_power));
+        }
         assert!(!permitted(Caller::Operator, 0x42));
     }
 

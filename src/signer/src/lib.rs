@@ -62,7 +62,7 @@ impl StartError {
 const SELF_TEST_MESSAGE: &[u8] = b"hsm-est signer self-test";
 
 /// Starts the signer and serves until SIGTERM or SIGINT. Prints `ready` on stdout (and tells
-/// systemd, under `Type=notify`) once the socket accepts requests.
+/// systemd, under `Type=notify`) once every role's socket accepts requests.
 pub fn run(config: SignerConfig) -> Result<(), StartError> {
     // Signals are taken by one thread with sigwait; block them before any thread starts.
     let mut signals = SigSet::empty();
@@ -73,16 +73,31 @@ pub fn run(config: SignerConfig) -> Result<(), StartError> {
         .map_err(|e| StartError::Config(format!("cannot block signals: {e}")))?;
 
     let (service, journal) = open_service(&config, "est-signer")?;
-    let listener = server::bind(&config.socket).map_err(StartError::Config)?;
-    let socket_config = config.socket.clone();
-    std::thread::Builder::new()
-        .name("accept".into())
-        .spawn(move || server::serve(listener, socket_config, service))
-        .map_err(|e| StartError::Config(format!("cannot start the accept thread: {e}")))?;
+    for (uid, roles) in config.shared_uids() {
+        tracing::warn!(
+            "uid {uid} may use the {} sockets and so holds all those roles; give each role \
+             its own uid in production",
+            roles.join(" and ")
+        );
+    }
+    for socket in &config.sockets {
+        let listener = server::bind(socket).map_err(StartError::Config)?;
+        let socket_config = socket.clone();
+        let service = Arc::clone(&service);
+        std::thread::Builder::new()
+            .name(format!("accept-{}", socket.role.as_str()))
+            .spawn(move || server::serve(listener, socket_config, service))
+            .map_err(|e| StartError::Config(format!("cannot start an accept thread: {e}")))?;
+    }
 
+    let listening: Vec<String> = config
+        .sockets
+        .iter()
+        .map(|s| format!("{} {}", s.role.as_str(), s.path.display()))
+        .collect();
     tracing::info!(
-        "ready: socket {} ({} token sessions)",
-        config.socket.path.display(),
+        "ready: sockets {} ({} token sessions)",
+        listening.join(", "),
         config.token.sessions
     );
     println!("ready");
@@ -97,7 +112,9 @@ pub fn run(config: SignerConfig) -> Result<(), StartError> {
         }],
         vec![],
     );
-    server::unlink(&config.socket.path);
+    for socket in &config.sockets {
+        server::unlink(&socket.path);
+    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
-//! The Unix socket: mode 0660 with the configured group, every connection checked with
-//! SO_PEERCRED against the configured uids, a connection cap, and one thread per connection
-//! that reads a frame, answers it, and closes the connection on any framing error or any
-//! request type its caller is not permitted to send.
+//! The Unix sockets, one per role: each with its own mode and group, every connection
+//! checked with SO_PEERCRED against that socket's uids, a connection cap per socket, and
+//! one thread per connection that reads a frame, answers it, and closes the connection on
+//! any framing error or any request type the socket's role is not permitted to send.
 
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -20,8 +20,8 @@ use hsm_est_proto::{Request, Response};
 use crate::dispatch::{permitted, CallContext};
 use crate::service::SignerService;
 
-/// Binds the socket: removes a stale socket file (never anything else), sets mode 0660 and
-/// the configured group.
+/// Binds a socket: removes a stale socket file (never anything else), sets the configured
+/// mode and group.
 pub fn bind(config: &SocketConfig) -> Result<UnixListener, String> {
     let path = &config.path;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -39,20 +39,9 @@ pub fn bind(config: &SocketConfig) -> Result<UnixListener, String> {
         nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
             .map_err(|e| format!("{}: chown: {e}", path.display()))?;
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.mode))
         .map_err(|e| format!("{}: chmod: {e}", path.display()))?;
     Ok(listener)
-}
-
-/// The role of a peer uid, or `None` when it is not allowed at all.
-pub fn role_of(config: &SocketConfig, uid: u32) -> Option<Caller> {
-    if config.frontend_uids.contains(&uid) {
-        Some(Caller::Frontend)
-    } else if config.operator_uids.contains(&uid) {
-        Some(Caller::Operator)
-    } else {
-        None
-    }
 }
 
 /// Accepts connections forever.
@@ -74,18 +63,21 @@ pub fn serve(listener: UnixListener, config: SocketConfig, service: Arc<SignerSe
             }
         };
         let uid = creds.uid();
-        let Some(caller) = role_of(&config, uid) else {
+        let caller = config.role;
+        if !config.uids.contains(&uid) {
             tracing::warn!(
-                "refused connection from uid {uid} pid {}: not an allowed user",
-                creds.pid()
+                "refused connection from uid {uid} pid {} on the {} socket: not an allowed user",
+                creds.pid(),
+                caller.as_str()
             );
             continue;
-        };
+        }
         if active.fetch_add(1, Ordering::SeqCst) >= config.max_connections {
             active.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(
-                "refused connection from uid {uid}: {} connections already open",
-                config.max_connections
+                "refused connection from uid {uid}: {} connections already open on the {} socket",
+                config.max_connections,
+                caller.as_str()
             );
             continue;
         }
