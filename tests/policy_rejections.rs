@@ -52,6 +52,36 @@ fn hostile_csrs_are_refused_with_stable_reasons() {
         &["-addext", "subjectAltName=DNS:*.pumps.example.org"],
     );
 
+    // RSA with algorithm parameters that are not NULL, properly signed by the key's owner:
+    // 4 KiB of attacker bytes that a CA copying the SubjectPublicKeyInfo would sign.
+    let rsa_params = {
+        use der::{Decode, Encode};
+        let good = openssl_csr(&d, "rsaparams", &["rsa:2048"], "/CN=odd-params-1", &[]);
+        let pkcs8 = ok(&run(std::process::Command::new("openssl")
+            .args(["pkey", "-traditional", "-outform", "DER", "-in"])
+            .arg(d.join("rsaparams.key"))
+            .arg("-out")
+            .arg(d.join("rsaparams.pkcs1"))));
+        drop(pkcs8);
+        let pair = ring::signature::RsaKeyPair::from_der(
+            &std::fs::read(d.join("rsaparams.pkcs1")).unwrap(),
+        )
+        .unwrap();
+        let mut req = x509_cert::request::CertReq::from_der(&good).unwrap();
+        req.info.public_key.algorithm.parameters =
+            Some(der::asn1::Any::new(der::Tag::OctetString, vec![0x41; 4096]).unwrap());
+        let mut sig = vec![0u8; pair.public().modulus_len()];
+        pair.sign(
+            &ring::signature::RSA_PKCS1_SHA256,
+            &ring::rand::SystemRandom::new(),
+            &req.info.to_der().unwrap(),
+            &mut sig,
+        )
+        .unwrap();
+        req.signature = der::asn1::BitString::from_bytes(&sig).unwrap();
+        req.to_der().unwrap()
+    };
+
     // Keys and signatures only code can make.
     let cases: Vec<(&str, &str, Vec<u8>, ErrorCode, &str)> = vec![
         (
@@ -88,6 +118,13 @@ fn hostile_csrs_are_refused_with_stable_reasons() {
             rsa_e3,
             ErrorCode::KeyRejected,
             "key.rsa_exponent",
+        ),
+        (
+            "rsa with non-NULL parameters",
+            "iqe-bootstrap",
+            rsa_params,
+            ErrorCode::KeyRejected,
+            "key.type",
         ),
         (
             "secp256k1",

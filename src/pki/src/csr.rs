@@ -1,6 +1,6 @@
 //! PKCS#10 requests: strict DER decoding, the requested extensions, and proof of possession.
 
-use der::{Decode, Encode};
+use der::Decode;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::request::{CertReq, ExtensionReq};
@@ -97,8 +97,9 @@ impl ParsedCsr {
             .map_err(|e| CsrError(e.into()))
     }
 
-    /// DER of the subject public key info, for the ledger's SPKI hash.
-    pub fn spki_der(&self) -> Vec<u8> {
-        self.request.info.public_key.to_der().unwrap_or_default()
+    /// The SubjectPublicKeyInfo a certificate for this CSR gets, rebuilt from the parsed
+    /// key (see [`PublicKey::canonical_spki`]).
+    pub fn certified_spki(&self) -> Result<spki::SubjectPublicKeyInfoOwned, CsrError> {
+        self.public_key.canonical_spki().map_err(|e| CsrError(e.0))
     }
 }

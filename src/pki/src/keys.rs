@@ -2,7 +2,7 @@
 //! bytes verifies. Policy (which of these are acceptable) lives in `crate::policy`.
 
 use der::asn1::{ObjectIdentifier, UintRef};
-use der::{Decode, Sequence};
+use der::{Decode, Encode, Sequence, Tagged};
 use ring::signature as rs;
 use spki::SubjectPublicKeyInfoOwned;
 
@@ -55,6 +55,43 @@ impl PublicKey {
     }
 }
 
+impl PublicKey {
+    /// The SubjectPublicKeyInfo a certificate gets: rebuilt from the parsed key (algorithm,
+    /// canonical parameters, key bytes), never copied from the request.
+    pub fn canonical_spki(&self) -> Result<SubjectPublicKeyInfoOwned, KeyError> {
+        let bad = |e: der::Error| KeyError(format!("cannot encode the public key: {e}"));
+        let (oid, parameters, key) = match self {
+            PublicKey::Rsa { der: key_der, .. } => {
+                let rsa = RsaPublicKeyDer::from_der(key_der).map_err(bad)?;
+                (
+                    oid::RSA_ENCRYPTION,
+                    Some(der::asn1::Any::from(der::asn1::Null)),
+                    rsa.to_der().map_err(bad)?,
+                )
+            }
+            PublicKey::Ec { curve, point } => {
+                let named = match curve {
+                    Curve::P256 => oid::SECP256R1,
+                    Curve::P384 => oid::SECP384R1,
+                };
+                (
+                    oid::EC_PUBLIC_KEY,
+                    Some(der::asn1::Any::from(&named)),
+                    point.clone(),
+                )
+            }
+            PublicKey::Ed25519(key) => (oid::ED25519, None, key.clone()),
+            PublicKey::EcUnsupportedCurve(_) | PublicKey::Unsupported(_) => {
+                return Err(KeyError(format!("{} cannot be certified", self.describe())))
+            }
+        };
+        Ok(SubjectPublicKeyInfoOwned {
+            algorithm: spki::AlgorithmIdentifierOwned { oid, parameters },
+            subject_public_key: der::asn1::BitString::from_bytes(&key).map_err(bad)?,
+        })
+    }
+}
+
 #[derive(Sequence)]
 struct RsaPublicKeyDer<'a> {
     modulus: UintRef<'a>,
@@ -71,7 +108,15 @@ pub fn inspect_spki(spki: &SubjectPublicKeyInfoOwned) -> Result<PublicKey, KeyEr
         .subject_public_key
         .as_bytes()
         .ok_or_else(|| KeyError("public key bit string has unused bits".into()))?;
+    let params = spki.algorithm.parameters.as_ref();
     if alg == oid::RSA_ENCRYPTION {
+        // RFC 3279 §2.3.1: the parameters are NULL. Anything else would be attacker bytes
+        // that a CA copying the SPKI would sign.
+        if !params.is_some_and(|p| p.tag() == der::Tag::Null && p.value().is_empty()) {
+            return Ok(PublicKey::Unsupported(
+                "rsaEncryption with parameters other than NULL".into(),
+            ));
+        }
         let rsa = RsaPublicKeyDer::from_der(key_bytes)
             .map_err(|e| KeyError(format!("bad RSA public key: {e}")))?;
         let m = rsa.modulus.as_bytes();
@@ -104,6 +149,10 @@ pub fn inspect_spki(spki: &SubjectPublicKeyInfoOwned) -> Result<PublicKey, KeyEr
             point: key_bytes.to_vec(),
         })
     } else if alg == oid::ED25519 {
+        // RFC 8410 §3: the parameters are absent.
+        if params.is_some() {
+            return Ok(PublicKey::Unsupported("Ed25519 with parameters".into()));
+        }
         Ok(PublicKey::Ed25519(key_bytes.to_vec()))
     } else {
         Ok(PublicKey::Unsupported(alg.to_string()))

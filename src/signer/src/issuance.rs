@@ -157,7 +157,12 @@ impl SignerService {
         validity: &Validity,
     ) -> Result<Vec<u8>, SignerError> {
         let (profile, approved) = (d.profile, d.approved);
-        let spki = d.parsed.request.info.public_key.clone();
+        // The key is re-encoded from what was parsed and checked: no byte of the CSR's
+        // SubjectPublicKeyInfo is signed as it came.
+        let spki = d
+            .parsed
+            .certified_spki()
+            .map_err(|e| unavailable("public key", e))?;
         let extensions = cert::leaf_extensions(&LeafExtensions {
             key_usage: approved.key_usage,
             extended_key_usage: approved.extended_key_usage.clone(),
@@ -223,7 +228,12 @@ impl SignerService {
             .iter()
             .map(name::san_text)
             .collect();
-        let spki_sha256 = sha256(&parsed.spki_der());
+        let spki_der = parsed
+            .certified_spki()
+            .ok()
+            .and_then(|k| der::Encode::to_der(&k).ok())
+            .ok_or_else(|| unavailable("public key", "cannot encode"))?;
+        let spki_sha256 = sha256(&spki_der);
         let record = CertificateRecord {
             serial: issued.serial.clone(),
             subject: subject.clone(),
