@@ -118,3 +118,42 @@ fn users_are_managed_live_and_restricted() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(!demo.frontend_log().contains(password));
 }
+
+#[test]
+fn the_users_file_is_never_saved_through_a_planted_temporary_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let demo = Demo::start("users-tmp", "der");
+    let password = "a-long-enough-gateway-password";
+    let users = demo.path("users.yaml");
+    let tmp = demo.path(".users.yaml.tmp");
+    let before = std::fs::read_to_string(&users).unwrap();
+
+    // A symlink at the temporary name, pointing where the attacker wants the file.
+    let victim = demo.path("victim");
+    std::fs::write(&victim, "untouched\n").unwrap();
+    std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+    let out = add_user(&demo, "iqe-site2", password, &[]);
+    assert!(!out.status.success(), "saved through a symlink");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".users.yaml.tmp"));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+    assert_eq!(std::fs::read_to_string(&users).unwrap(), before);
+    std::fs::remove_file(&tmp).unwrap();
+
+    // A pre-created temporary file (say, world-readable, to collect the hashes).
+    std::fs::write(&tmp, "").unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = add_user(&demo, "iqe-site2", password, &[]);
+    assert!(!out.status.success(), "saved through a pre-created file");
+    assert_eq!(std::fs::read_to_string(&tmp).unwrap(), "");
+    assert_eq!(std::fs::read_to_string(&users).unwrap(), before);
+    std::fs::remove_file(&tmp).unwrap();
+
+    // With the name free, the save works, leaves no temporary file and keeps mode 0640.
+    ok(&add_user(&demo, "iqe-site2", password, &[]));
+    assert!(std::fs::read_to_string(&users)
+        .unwrap()
+        .contains("iqe-site2"));
+    assert!(!tmp.exists());
+    let mode = std::fs::metadata(&users).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+}

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -102,23 +102,57 @@ pub fn load(path: &Path) -> Result<UsersFile, String> {
     }
 }
 
-/// Writes the users file atomically (temporary file, fsync, rename), mode 0640.
+/// Writes the users file atomically: a temporary file beside it, created with
+/// O_CREAT|O_EXCL|O_NOFOLLOW and mode 0640, written and fsynced, renamed over the file,
+/// and the directory fsynced. A temporary file or symlink someone left at that name is
+/// never followed or reused: the save fails and says so. Two concurrent saves cannot both
+/// hold the temporary file, so one of them fails instead of losing the other's change.
 pub fn save(path: &Path, file: &UsersFile) -> Result<(), String> {
     let text = yaml_serde::to_string(file).map_err(|e| e.to_string())?;
-    let tmp = path.with_extension("tmp");
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o640)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .mode(USERS_FILE_MODE)
         .open(&tmp)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    f.write_all(b"# hsm-est users (HTTP Basic). Manage with estctl add-user / delete-user.\n")
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => format!(
+                "{}: exists (another estctl is saving, or one was interrupted: remove it if \
+                 no other is running)",
+                tmp.display()
+            ),
+            _ => format!("{}: {e}", tmp.display()),
+        })?;
+    let written = f
+        .set_permissions(std::fs::Permissions::from_mode(USERS_FILE_MODE))
+        .and_then(|_| {
+            f.write_all(
+                b"# hsm-est users (HTTP Basic). Manage with estctl add-user / delete-user.\n",
+            )
+        })
         .and_then(|_| f.write_all(text.as_bytes()))
         .and_then(|_| f.sync_all())
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("{}: {e}", path.display()));
+    }
+    // The rename is durable only once the directory is.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("{}: {e}", dir.display()))
 }
+
+/// Mode of the users file: the frontend's group reads it, nobody else.
+pub const USERS_FILE_MODE: u32 = 0o640;
 
 /// The result of checking Basic credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
