@@ -252,3 +252,43 @@ fn registration_authority_needs_a_profile_that_accepts_it() {
     );
     issued(call("iqe-pump", "ra-pump-1"));
 }
+
+#[test]
+fn a_bootstrap_retry_with_the_same_key_gets_the_same_certificate() {
+    let mut app = Appliance::create("retry", "ec-p256");
+    app.start();
+    let key = csrgen::P256Key::generate();
+    let csr = |k: &csrgen::P256Key| {
+        csrgen::sign(
+            csrgen::info(
+                csrgen::subject(&[(CN, "ward-b-pump-007")]),
+                k.spki(),
+                vec![],
+            ),
+            k,
+        )
+    };
+    // The first answer is lost on the way (the frontend died); the pump asks again with a
+    // new CSR for the same key and gets the certificate that was issued.
+    let first = issued(app.issue(Operation::Bootstrap, "iqe-bootstrap", &csr(&key), &[]));
+    let again = issued(app.issue(Operation::Bootstrap, "iqe-bootstrap", &csr(&key), &[]));
+    assert_eq!(first, again);
+    assert_eq!(app.ledger_certificate_count(), 1);
+    let audit = std::fs::read_to_string(app.path("audit.jsonl")).unwrap();
+    assert_eq!(audit.matches("\"event\":\"redelivered\"").count(), 1);
+    assert_eq!(audit.matches("\"event\":\"issued\"").count(), 1);
+
+    // Another key for the same name is still a duplicate.
+    let other = csrgen::P256Key::generate();
+    assert_eq!(
+        refused(app.issue(Operation::Bootstrap, "iqe-bootstrap", &csr(&other), &[])),
+        (ErrorCode::DeviceDuplicate, "device.exists".into())
+    );
+    // Once enrolled, a bootstrap is a duplicate even with the same key.
+    issued(app.issue(Operation::Enroll, "iqe-pump", &csr(&key), &first));
+    assert_eq!(
+        refused(app.issue(Operation::Bootstrap, "iqe-bootstrap", &csr(&key), &[])),
+        (ErrorCode::DeviceDuplicate, "device.exists".into())
+    );
+    assert_eq!(app.ledger_certificate_count(), 2);
+}

@@ -56,6 +56,35 @@ impl SignerService {
         self.claims.claim(cn)
     }
 
+    /// A bootstrap retry: the device is `bootstrap_only`, and its current certificate was
+    /// issued under the same profile for the very key this CSR carries, is not revoked and
+    /// has not expired. The pump never saw the first answer (the frontend died or its
+    /// deadline passed after the signer issued); it gets the same certificate again rather
+    /// than a 409 that only an operator could clear. Returns that certificate.
+    pub(crate) fn bootstrap_retry(
+        &self,
+        input: &IssueInput,
+        spki_sha256: &[u8],
+        device: &DeviceRecord,
+    ) -> Result<Option<ledger::StoredCertificate>, SignerError> {
+        if input.operation != Operation::Bootstrap || device.status != DeviceState::BootstrapOnly {
+            return Ok(None);
+        }
+        let Some(current) = self
+            .ledger
+            .certificate(&device.current_serial)
+            .map_err(|e| unavailable("ledger read", e))?
+        else {
+            return Ok(None);
+        };
+        let now = unix_seconds(SystemTime::now());
+        let same = current.record.spki_sha256 == spki_sha256
+            && current.record.profile == input.profile
+            && !ledger::is_revoked(&current)
+            && now < current.record.not_after;
+        Ok(same.then_some(current))
+    }
+
     /// Returns the device's state after the issuance, or why the rules refuse it.
     pub(crate) fn device_rules(
         &self,

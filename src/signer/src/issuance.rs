@@ -15,7 +15,7 @@ use hsm_est_proto::WireError;
 use crate::audit::{AuditRecord, Issued, Rejected};
 use crate::dispatch::CallContext;
 use crate::error::{unavailable, SignerError};
-use crate::ledger::{CertificateRecord, DeviceState, LedgerWrite};
+use crate::ledger::{CertificateRecord, DeviceState, LedgerWrite, StoredCertificate};
 use crate::service::SignerService;
 
 /// What a caller asks the signer to issue, in domain terms.
@@ -93,6 +93,12 @@ impl SignerService {
             .ledger
             .device(&approved.common_name)
             .map_err(|e| unavailable("ledger read", e))?;
+        if let Some(d) = &device {
+            let spki_sha256 = certified_spki_sha256(&parsed)?;
+            if let Some(earlier) = self.bootstrap_retry(&input, &spki_sha256, d)? {
+                return self.redeliver(ctx, &input, earlier);
+            }
+        }
         decision.new_state = Some(
             self.device_rules(&input, &approved, device.as_ref())
                 .map_err(refuse)?,
@@ -228,12 +234,7 @@ impl SignerService {
             .iter()
             .map(name::san_text)
             .collect();
-        let spki_der = parsed
-            .certified_spki()
-            .ok()
-            .and_then(|k| der::Encode::to_der(&k).ok())
-            .ok_or_else(|| unavailable("public key", "cannot encode"))?;
-        let spki_sha256 = sha256(&spki_der);
+        let spki_sha256 = certified_spki_sha256(parsed)?;
         let record = CertificateRecord {
             serial: issued.serial.clone(),
             subject: subject.clone(),
@@ -291,6 +292,37 @@ impl SignerService {
         Ok(())
     }
 
+    /// Answers a bootstrap retry with the certificate already issued for that key, after
+    /// recording the re-delivery.
+    fn redeliver(
+        &self,
+        ctx: CallContext,
+        input: &IssueInput,
+        earlier: StoredCertificate,
+    ) -> Result<IssuedCertificate, SignerError> {
+        let record = AuditRecord::Redelivered {
+            serial: hex::encode(&earlier.record.serial),
+            cn: earlier.record.common_name.clone(),
+            requester: input.requester.clone(),
+            client_ip: input.client_ip.clone(),
+            caller: ctx.caller.as_str().to_string(),
+            request_id: ctx.request_id,
+        };
+        self.journal
+            .record(vec![record], vec![])
+            .map_err(|e| unavailable("not re-delivered", e))?;
+        tracing::info!(
+            "bootstrap retry: re-delivered serial={} cn={} requester={}",
+            hex::encode(&earlier.record.serial),
+            log_safe(&earlier.record.common_name),
+            log_safe(&input.requester)
+        );
+        Ok(IssuedCertificate {
+            serial: earlier.record.serial,
+            der: earlier.record.der,
+        })
+    }
+
     /// Records a refusal (audit only) and returns it as the answer.
     fn refuse(
         &self,
@@ -324,4 +356,14 @@ impl SignerService {
         );
         err
     }
+}
+
+/// SHA-256 of the SubjectPublicKeyInfo a certificate for `parsed` carries (the ledger's key
+/// fingerprint).
+fn certified_spki_sha256(parsed: &ParsedCsr) -> Result<[u8; 32], SignerError> {
+    let spki = parsed
+        .certified_spki()
+        .map_err(|e| unavailable("public key", e))?;
+    let spki_der = der::Encode::to_der(&spki).map_err(|e| unavailable("public key", e))?;
+    Ok(sha256(&spki_der))
 }

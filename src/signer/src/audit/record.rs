@@ -34,6 +34,15 @@ pub enum AuditRecord {
     },
     Issued(Box<Issued>),
     Rejected(Box<Rejected>),
+    /// A bootstrap retry for the same key got the certificate already issued.
+    Redelivered {
+        serial: String,
+        cn: String,
+        requester: String,
+        client_ip: String,
+        caller: String,
+        request_id: u64,
+    },
     /// A certificate the token signed failed the self-check and was discarded.
     SignFailed {
         serial: String,
