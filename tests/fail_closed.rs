@@ -82,3 +82,98 @@ fn full_audit_disk_releases_no_certificate_and_recovers() {
     assert!(out.contains("audit log ok"), "{out}");
     app.kill9();
 }
+
+#[test]
+fn a_failed_ledger_commit_is_named_in_the_audit_log_and_verify_explains_it() {
+    let mut app = Appliance::create("ledgerfull", "ec-p256");
+    let small = app.path("small");
+    std::fs::create_dir_all(&small).unwrap();
+    ok(&run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=320k", "tmpfs"])
+        .arg(&small)));
+    let _mount = Mount(small.clone());
+    if app.path("ledger.sqlite").exists() {
+        std::fs::copy(app.path("ledger.sqlite"), small.join("ledger.sqlite")).unwrap();
+    }
+    app.edit_config("path: ledger.sqlite", "path: small/ledger.sqlite");
+    app.start();
+
+    let mut received = Vec::new();
+    let mut refusals = 0;
+    for i in 0..2000 {
+        let csr = csrgen::csr(&[(CN, &format!("ledger-pump-{i}"))]);
+        match app.issue(Operation::Bootstrap, "iqe-bootstrap", &csr, &[]) {
+            Response::Issued { serial, .. } => {
+                assert_eq!(refusals, 0, "issued after the ledger filled up");
+                received.push(serial);
+            }
+            Response::Error(e) => {
+                assert_eq!(
+                    (e.code, e.reason.as_str()),
+                    (ErrorCode::Unavailable, "signer.unavailable")
+                );
+                refusals += 1;
+                if refusals == 3 {
+                    break;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        !received.is_empty() && refusals == 3,
+        "{} issued, {refusals} refused",
+        received.len()
+    );
+    // The refused issuances have audit records (written first) and a commit_failed record
+    // naming their serials; none of those serials reached a client or the ledger.
+    let audit = std::fs::read_to_string(app.path("audit.jsonl")).unwrap();
+    let failed: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"event\":\"commit_failed\""))
+        .collect();
+    assert!(!failed.is_empty(), "{audit}");
+    assert!(
+        app.signer_log().contains("commit of"),
+        "{}",
+        app.signer_log()
+    );
+
+    // Space returns: issuance resumes, and verify explains every serial.
+    ok(&run(Command::new("mount")
+        .args(["-o", "remount,size=8m"])
+        .arg(&small)));
+    let csr = csrgen::csr(&[(CN, "ledger-pump-after")]);
+    issued(app.issue(Operation::Bootstrap, "iqe-bootstrap", &csr, &[]));
+    let out = ok(&app.estctl(&["audit", "verify", "--config", app.config_arg()]));
+    assert!(out.contains("audit log ok"), "{out}");
+    assert!(out.contains("ledger agrees"), "{out}");
+    assert!(
+        !out.contains(" 0 issued serial(s) never committed"),
+        "{out}"
+    );
+    let count: i64 = rusqlite::Connection::open(small.join("ledger.sqlite"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM certificates", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, received.len() as i64 + 1);
+
+    // An issued record whose certificate is missing from the ledger, with no commit_failed
+    // record to explain it, is reported.
+    app.kill9();
+    let conn = rusqlite::Connection::open(small.join("ledger.sqlite")).unwrap();
+    conn.execute("PRAGMA foreign_keys = OFF", []).unwrap();
+    conn.execute(
+        "DELETE FROM certificates WHERE serial = ?1",
+        [received[0].as_slice()],
+    )
+    .unwrap();
+    drop(conn);
+    let out = app.estctl(&["audit", "verify", "--config", app.config_arg()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&hex::encode(&received[0])) && err.contains("neither in the ledger"),
+        "{err}"
+    );
+}

@@ -403,24 +403,42 @@ fn revoke(config: &Path, serial: &str, reason: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Problems `audit verify` lists before it stops counting.
+const MAX_REPORTED_PROBLEMS: usize = 20;
+
 fn audit_verify(config: &Path) -> Result<(), String> {
     let cfg = load(config)?;
-    let head = if cfg.ledger_path.exists() {
-        SqliteLedger::open(&cfg.ledger_path)
-            .and_then(|l| l.audit_head())
-            .map_err(|e| e.to_string())?
+    let ledger = if cfg.ledger_path.exists() {
+        Some(SqliteLedger::open(&cfg.ledger_path).map_err(|e| e.to_string())?)
     } else {
         None
     };
-    match audit::verify_file(&cfg.audit_path, head.as_ref()) {
-        Ok(summary) => {
+    let head = match &ledger {
+        Some(l) => l.audit_head().map_err(|e| e.to_string())?,
+        None => None,
+    };
+    let summary = audit::verify_file(&cfg.audit_path, head.as_ref())
+        .map_err(|f| format!("audit log {}: {f}", cfg.audit_path.display()))?;
+    println!(
+        "audit log ok: {} records, last hash {}",
+        summary.records, summary.last_hash
+    );
+    let Some(ledger) = ledger else {
+        return Ok(());
+    };
+    match audit::cross_check(&cfg.audit_path, &ledger, MAX_REPORTED_PROBLEMS) {
+        Ok(c) => {
             println!(
-                "audit log ok: {} records, last hash {}",
-                summary.records, summary.last_hash
+                "ledger agrees: {} certificates, each with its issued record; {} issued \
+                 serial(s) never committed, each named in a commit_failed record",
+                c.certificates, c.not_committed
             );
             Ok(())
         }
-        Err(f) => Err(format!("audit log {}: {f}", cfg.audit_path.display())),
+        Err(problems) => Err(format!(
+            "audit log and ledger disagree:\n  {}",
+            problems.join("\n  ")
+        )),
     }
 }
 

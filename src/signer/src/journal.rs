@@ -114,9 +114,10 @@ fn commit_loop(
             Ok(head) => {
                 let writes: Vec<LedgerWrite> =
                     batch.iter().flat_map(|j| j.writes.clone()).collect();
-                ledger
-                    .apply(&writes, &head)
-                    .map_err(|e| JournalError::Ledger(e.to_string()))
+                ledger.apply(&writes, &head).map_err(|e| {
+                    record_commit_failure(&mut audit, &writes, &e.to_string());
+                    JournalError::Ledger(e.to_string())
+                })
             }
         };
         match &result {
@@ -131,5 +132,30 @@ fn commit_loop(
         for job in batch {
             let _ = job.reply.send(result.clone());
         }
+    }
+}
+
+/// After a failed ledger transaction, the audit log says what did not happen, so that its
+/// `issued` records (already durable) are explained. If even that cannot be written the
+/// log refuses further writes and the signer answers `Unavailable` until it is fixed.
+fn record_commit_failure(audit: &mut AuditLog, writes: &[LedgerWrite], detail: &str) {
+    let (mut serials, mut revocations, mut deleted_devices) = (Vec::new(), Vec::new(), Vec::new());
+    for w in writes {
+        match w {
+            LedgerWrite::Issue { certificate, .. } => {
+                serials.push(hex::encode(&certificate.serial))
+            }
+            LedgerWrite::Revoke { serial, .. } => revocations.push(hex::encode(serial)),
+            LedgerWrite::DeleteDevice { common_name } => deleted_devices.push(common_name.clone()),
+        }
+    }
+    let record = AuditRecord::CommitFailed {
+        serials,
+        revocations,
+        deleted_devices,
+        detail: detail.to_string(),
+    };
+    if let Err(e) = audit.append(&[record]) {
+        tracing::error!("cannot record the failed commit in the audit log: {e}");
     }
 }

@@ -18,7 +18,7 @@ pub mod record;
 pub mod verify;
 
 pub use record::{AuditRecord, Issued, Rejected};
-pub use verify::{verify_file, VerifyFailure, VerifySummary};
+pub use verify::{cross_check, verify_file, CrossCheck, VerifyFailure, VerifySummary};
 
 /// `prev` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";

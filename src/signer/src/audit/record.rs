@@ -43,6 +43,15 @@ pub enum AuditRecord {
         caller: String,
         request_id: u64,
     },
+    /// The audit records of a batch were written but its ledger transaction failed: these
+    /// serials were never released and are not in the ledger, these revocations and
+    /// deletions did not happen. `estctl audit verify` uses this to explain every serial.
+    CommitFailed {
+        serials: Vec<String>,
+        revocations: Vec<String>,
+        deleted_devices: Vec<String>,
+        detail: String,
+    },
     /// A certificate the token signed failed the self-check and was discarded.
     SignFailed {
         serial: String,

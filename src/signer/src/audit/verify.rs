@@ -5,7 +5,98 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
+use std::collections::HashSet;
+
+use serde_json::Value;
+
 use super::{check_line, prev_of, seq_of, GENESIS_HASH};
+use crate::ledger::Ledger;
+
+/// Serials read from the ledger per page in [`cross_check`].
+const LEDGER_PAGE: u32 = 1000;
+
+/// What [`cross_check`] found in agreement.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CrossCheck {
+    /// Certificates in the ledger, each with its `issued` record.
+    pub certificates: u64,
+    /// `issued` serials that a `commit_failed` record explains (never released).
+    pub not_committed: u64,
+}
+
+/// Audit log and ledger agree: every `issued` serial in the log is in the ledger or named
+/// by a `commit_failed` record, and every serial in the ledger has an `issued` record.
+/// Run after [`verify_file`]; the problems are listed, at most `max_problems` of them.
+pub fn cross_check(
+    path: &Path,
+    ledger: &dyn Ledger,
+    max_problems: usize,
+) -> Result<CrossCheck, Vec<String>> {
+    let mut issued: HashSet<String> = HashSet::new();
+    let mut failed: HashSet<String> = HashSet::new();
+    let file = File::open(path).map_err(|e| vec![format!("cannot open: {e}")])?;
+    for line in BufReader::new(file).split(b'\n') {
+        let line = line.map_err(|e| vec![format!("read error: {e}")])?;
+        let text = String::from_utf8_lossy(&line);
+        let (map, _) = check_line(&text).map_err(|e| vec![e])?;
+        let strings = |key: &str| -> Vec<String> {
+            match map.get(key) {
+                Some(Value::String(s)) => vec![s.clone()],
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        match map.get("event").and_then(Value::as_str) {
+            Some("issued") => issued.extend(strings("serial")),
+            Some("commit_failed") => failed.extend(strings("serials")),
+            _ => {}
+        }
+    }
+    let mut problems = Vec::new();
+    let mut certificates = 0u64;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = ledger
+            .serials_after(after.as_deref(), LEDGER_PAGE)
+            .map_err(|e| vec![format!("ledger: {e}")])?;
+        for serial in &page {
+            certificates += 1;
+            let hex = hex::encode(serial);
+            if !issued.remove(&hex) && problems.len() < max_problems {
+                problems.push(format!(
+                    "serial {hex} is in the ledger but has no issued record in the log"
+                ));
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == LEDGER_PAGE as usize => after = Some(last.clone()),
+            _ => break,
+        }
+    }
+    let mut not_committed = 0u64;
+    let mut unexplained: Vec<&String> = issued.iter().filter(|s| !failed.contains(*s)).collect();
+    unexplained.sort();
+    for s in unexplained {
+        if problems.len() < max_problems {
+            problems.push(format!(
+                "serial {s} has an issued record but is neither in the ledger nor in a \
+                 commit_failed record"
+            ));
+        }
+    }
+    not_committed += issued.iter().filter(|s| failed.contains(*s)).count() as u64;
+    if problems.is_empty() {
+        Ok(CrossCheck {
+            certificates,
+            not_committed,
+        })
+    } else {
+        Err(problems)
+    }
+}
 
 /// The result of a successful verification.
 #[derive(Debug, PartialEq, Eq)]

@@ -120,6 +120,9 @@ pub trait Ledger: Send + Sync {
     fn device(&self, common_name: &str) -> Result<Option<DeviceRecord>, LedgerError>;
     fn certificate(&self, serial: &[u8]) -> Result<Option<StoredCertificate>, LedgerError>;
     fn serial_exists(&self, serial: &[u8]) -> Result<bool, LedgerError>;
+    /// Up to `limit` certificate serials greater than `after`, in order: a page by key, so
+    /// that walking a million certificates costs the same per page as walking ten.
+    fn serials_after(&self, after: Option<&[u8]>, limit: u32) -> Result<Vec<Vec<u8>>, LedgerError>;
     /// A page of devices by CN, and the total number of devices.
     fn list_devices(
         &self,

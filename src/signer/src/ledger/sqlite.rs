@@ -222,6 +222,20 @@ impl Ledger for SqliteLedger {
         })
     }
 
+    fn serials_after(&self, after: Option<&[u8]>, limit: u32) -> Result<Vec<Vec<u8>>, LedgerError> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT serial FROM certificates WHERE serial > ?1 ORDER BY serial LIMIT ?2",
+            )?;
+            // Every serial is a non-empty blob, and SQLite orders blobs by memcmp, so the
+            // empty blob is below all of them.
+            let rows = stmt
+                .query_map(params![after.unwrap_or(&[]), limit], |r| r.get(0))?
+                .collect::<Result<Vec<Vec<u8>>, _>>()?;
+            Ok(rows)
+        })
+    }
+
     fn list_devices(
         &self,
         offset: u32,
@@ -388,6 +402,11 @@ mod tests {
         assert_eq!(dev.status, DeviceState::BootstrapOnly);
         assert_eq!(dev.current_not_after, 2);
         assert!(ledger.serial_exists(&[0x40, 1]).unwrap());
+        assert_eq!(ledger.serials_after(None, 10).unwrap(), vec![vec![0x40, 1]]);
+        assert!(ledger
+            .serials_after(Some(&[0x40, 1]), 10)
+            .unwrap()
+            .is_empty());
         // A serial is never overwritten.
         let dup = ledger.apply(
             &[LedgerWrite::Issue {
