@@ -298,9 +298,20 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
             return Err(e);
         }
     };
+    // Block the signals before saying ready (a SIGTERM right after `ready:` must stop us
+    // cleanly, not kill us), and only after the children started (they must not inherit
+    // a blocked mask).
+    let signals = match block_stop_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            stop(&mut frontend);
+            stop(&mut signer);
+            return Err(e);
+        }
+    };
     print_instructions(&dir, args.port, format);
     println!("ready: https://127.0.0.1:{}", args.port);
-    let result = supervise(&dir, &mut signer, &mut frontend);
+    let result = supervise(&dir, &signals, &mut signer, &mut frontend);
     println!("stopping");
     stop(&mut frontend);
     stop(&mut signer);
@@ -405,12 +416,21 @@ fn create_demo_user(dir: &Path) -> Result<(), String> {
 }
 
 /// Waits for SIGTERM or SIGINT (a clean stop) or for a child to die (an error).
-fn supervise(dir: &Path, signer: &mut Child, frontend: &mut Child) -> Result<(), String> {
+fn block_stop_signals() -> Result<SigSet, String> {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGCHLD);
     signals.thread_block().map_err(|e| e.to_string())?;
+    Ok(signals)
+}
+
+fn supervise(
+    dir: &Path,
+    signals: &SigSet,
+    signer: &mut Child,
+    frontend: &mut Child,
+) -> Result<(), String> {
     loop {
         match signals.wait() {
             Ok(Signal::SIGCHLD) => {
