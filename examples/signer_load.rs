@@ -1,7 +1,7 @@
 //! Issuance load against a running signer, through its socket (no TLS, no HTTP): the
 //! signer's own ceiling. Run against the demo (softhsm/demo.sh) in release mode:
 //!
-//!   cargo run --release --example signer_load -- demo/signer.sock 8 4000
+//!   cargo run --release --example signer_load -- demo/frontend.sock 8 4000
 //!
 //! Arguments: socket path, concurrent clients, total issuances. CSRs (P-256) are made
 //! before the clock starts. Prints issuances per second and how many commits they took.
@@ -33,7 +33,7 @@ fn main() {
     let socket = args
         .get(1)
         .cloned()
-        .unwrap_or_else(|| "demo/signer.sock".into());
+        .unwrap_or_else(|| "demo/frontend.sock".into());
     let clients: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(8);
     let total: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(4000);
     let per_client = total / clients;

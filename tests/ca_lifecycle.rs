@@ -141,7 +141,7 @@ fn intermediate_under_an_existing_root_issues_verifiable_certificates() {
 fn an_existing_ca_is_never_replaced() {
     let app = Appliance::create("noreplace", "ec-p256");
     let checked = ok(&app.estctl(&["check-config", "--config", app.config_arg()]));
-    assert!(checked.contains("ok (5 profiles"), "{checked}");
+    assert!(checked.contains("ok (7 profiles"), "{checked}");
     let init_again = || {
         app.estctl(&[
             "ca",

@@ -94,6 +94,38 @@ pub fn ok(out: &Output) -> String {
 }
 
 /// A test profile with SANs restricted to one domain, next to the shipped profiles.
+/// Small quotas, for the quota tests.
+const TEST_QUOTA_PROFILE: &str = "name: test-quota
+callers: [frontend]
+operations: [bootstrap, reenroll]
+validity_days: 30
+keys:
+  ec_curves: [p256]
+csr_signature_algorithms: [ecdsa-sha256]
+subject:
+  attributes: [CN]
+key_usage: [digital_signature]
+extended_key_usage: [client_auth]
+quota:
+  new_devices_per_hour: 3
+  rekeys_per_hour: 2
+";
+
+/// Renewals must keep their key.
+const TEST_SAME_KEY_PROFILE: &str = "name: test-same-key
+callers: [frontend]
+operations: [bootstrap, reenroll]
+validity_days: 30
+keys:
+  ec_curves: [p256]
+csr_signature_algorithms: [ecdsa-sha256]
+subject:
+  attributes: [CN]
+key_usage: [digital_signature]
+extended_key_usage: [client_auth]
+rekey: same_key_only
+";
+
 const TEST_SAN_PROFILE: &str = "name: test-san
 callers: [frontend]
 operations: [bootstrap, enroll, reenroll]
@@ -182,6 +214,8 @@ impl Appliance {
         }
         std::fs::write(policy.join("test-san.yaml"), TEST_SAN_PROFILE).unwrap();
         std::fs::write(policy.join("test-urls.yaml"), TEST_URL_PROFILE).unwrap();
+        std::fs::write(policy.join("test-quota.yaml"), TEST_QUOTA_PROFILE).unwrap();
+        std::fs::write(policy.join("test-same-key.yaml"), TEST_SAME_KEY_PROFILE).unwrap();
         // Socket paths are limited to 108 bytes; keep them short and unique.
         let sock = |role: &str| {
             PathBuf::from(format!(

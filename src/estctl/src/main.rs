@@ -426,13 +426,21 @@ fn audit_verify(config: &Path) -> Result<(), String> {
     let Some(ledger) = ledger else {
         return Ok(());
     };
-    match audit::cross_check(&cfg.audit_path, &ledger, MAX_REPORTED_PROBLEMS) {
+    let head_seq = head.as_ref().map(|(seq, _)| *seq).unwrap_or(0);
+    match audit::cross_check(&cfg.audit_path, &ledger, head_seq, MAX_REPORTED_PROBLEMS) {
         Ok(c) => {
             println!(
                 "ledger agrees: {} certificates, each with its issued record; {} issued \
                  serial(s) never committed, each named in a commit_failed record",
                 c.certificates, c.not_committed
             );
+            if c.pending() > 0 {
+                println!(
+                    "{} issued record(s) after the ledger's last commit: the signer stopped \
+                     before committing them (none was released; its next start records them)",
+                    c.pending()
+                );
+            }
             Ok(())
         }
         Err(problems) => Err(format!(

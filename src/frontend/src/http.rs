@@ -32,6 +32,8 @@ use super::users::Verifier;
 pub const EST_PREFIX: &str = "/.well-known/est/";
 /// What a client is told to wait when the signer is unavailable.
 pub const RETRY_AFTER_UNAVAILABLE: u64 = 10;
+/// What a client is told to wait when a profile's hourly quota is used up.
+pub const RETRY_AFTER_QUOTA: u64 = 300;
 /// How long the CA chain fetched from the signer is reused.
 const CA_CACHE_TTL: Duration = Duration::from_secs(60);
 
@@ -208,6 +210,13 @@ fn signer_error(e: &hsm_est_proto::WireError, realm: &str) -> HttpResponse {
         }
         // The IQE guide's wording.
         ErrorCode::DeviceDuplicate => text(StatusCode::CONFLICT, "Device already enrolled."),
+        ErrorCode::QuotaExceeded => with_retry_after(
+            text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many certificates of this kind this hour. Try again later.",
+            ),
+            RETRY_AFTER_QUOTA,
+        ),
         ErrorCode::Unavailable => unavailable(),
     }
 }

@@ -17,10 +17,10 @@ use serde::Deserialize;
 pub use denial::{Denial, DenialKind};
 pub use evaluate::{valid_dns_name, Approved, MAX_DNS_NAME_LEN};
 pub use profile::{
-    Profile, RsaRule, SanRule, SubjectRule, MAX_ATTRIBUTE_LEN, MAX_BACKDATE_MINUTES, MAX_SAN_COUNT,
-    MAX_VALIDITY_DAYS,
+    Profile, QuotaRule, RsaRule, SanRule, SubjectRule, MAX_ATTRIBUTE_LEN, MAX_BACKDATE_MINUTES,
+    MAX_QUOTA_PER_HOUR, MAX_SAN_COUNT, MAX_VALIDITY_DAYS,
 };
-pub use schema::SanType;
+pub use schema::{RekeyRule, SanType};
 
 /// Who is calling the signer: the role of the socket the request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]

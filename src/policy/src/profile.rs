@@ -10,7 +10,9 @@ use hsm_est_pki::{name, oid};
 
 use crate::denial::{Denial, DenialKind};
 use crate::evaluate::valid_dns_name;
-use crate::schema::{ExtendedKeyUsage, RawKeys, RawProfile, RawSan, RawSubject, SanType};
+use crate::schema::{
+    ExtendedKeyUsage, RawKeys, RawProfile, RawQuota, RawSan, RawSubject, RekeyRule, SanType,
+};
 use crate::{Caller, Operation};
 
 /// Longest profile validity accepted in a profile file (about 27 years); a CA's own
@@ -78,7 +80,22 @@ pub struct Profile {
     /// Whether a registration authority (a gateway with an RA certificate) may request
     /// certificates under this profile on a device's behalf.
     pub allow_registration_authority: bool,
+    pub quota: QuotaRule,
+    pub rekey: RekeyRule,
 }
+
+/// Issuances per sliding hour a profile allows; `None` is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QuotaRule {
+    /// Devices seen for the first time (a bootstrap, or an enrolment without one).
+    pub new_devices_per_hour: Option<u32>,
+    /// Re-enrolments with a key other than the current certificate's.
+    pub rekeys_per_hour: Option<u32>,
+}
+
+/// Largest hourly quota a profile may give: a per-profile window keeps one time stamp per
+/// issuance it counts.
+pub const MAX_QUOTA_PER_HOUR: u32 = 1_000_000;
 
 /// Prefixes validation errors with the file they came from.
 struct Origin<'a>(&'a str);
@@ -124,7 +141,10 @@ impl Profile {
             return Err(p.at("key_usage", "must not be empty"));
         }
         check_urls(p, &raw)?;
+        let quota = quota_rule(p, &raw.quota)?;
         Ok(Profile {
+            quota,
+            rekey: raw.rekey,
             subject: subject_rule(p, &raw.subject)?,
             san: raw.san.as_ref().map(|s| san_rule(p, s)).transpose()?,
             name: raw.name,
@@ -331,6 +351,24 @@ fn san_rule(p: &Origin<'_>, s: &RawSan) -> Result<SanRule, String> {
         dns_suffixes,
         max_count: s.max_count,
         required: s.required,
+    })
+}
+
+fn quota_rule(p: &Origin<'_>, q: &RawQuota) -> Result<QuotaRule, String> {
+    for (key, value) in [
+        ("quota.new_devices_per_hour", q.new_devices_per_hour),
+        ("quota.rekeys_per_hour", q.rekeys_per_hour),
+    ] {
+        if value.is_some_and(|v| v == 0 || v > MAX_QUOTA_PER_HOUR) {
+            return Err(p.at(
+                key,
+                format!("must be between 1 and {MAX_QUOTA_PER_HOUR} (omit it for no limit)"),
+            ));
+        }
+    }
+    Ok(QuotaRule {
+        new_devices_per_hour: q.new_devices_per_hour,
+        rekeys_per_hour: q.rekeys_per_hour,
     })
 }
 

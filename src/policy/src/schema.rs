@@ -37,6 +37,32 @@ pub(crate) struct RawProfile {
     pub track_devices: bool,
     #[serde(default)]
     pub allow_registration_authority: bool,
+    #[serde(default)]
+    pub quota: RawQuota,
+    #[serde(default)]
+    pub rekey: RekeyRule,
+}
+
+/// Per-profile issuance quotas over a sliding hour: what a compromised frontend can do
+/// within policy is bounded in rate too. Absent means no limit.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawQuota {
+    #[serde(default)]
+    pub new_devices_per_hour: Option<u32>,
+    #[serde(default)]
+    pub rekeys_per_hour: Option<u32>,
+}
+
+/// Whether a re-enrolment may bring a new key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RekeyRule {
+    /// A renewal may carry a new key (counted against `rekeys_per_hour`).
+    #[default]
+    Allowed,
+    /// A renewal must keep the key of the current certificate.
+    SameKeyOnly,
 }
 
 fn default_true() -> bool {

@@ -112,6 +112,12 @@ fn profile_files_reject_bad_values_with_key_paths() {
             "cn_pattern: '[a-z]+'",
             "subject.cn_pattern",
         ),
+        (
+            "new_devices_per_hour: 10000",
+            "new_devices_per_hour: 0",
+            "quota.new_devices_per_hour",
+        ),
+        ("rekey: allowed", "rekey: sometimes", "rekey"),
     ];
     for (from, to, path) in cases {
         let bad = good.replacen(from, to, 1);

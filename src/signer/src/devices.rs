@@ -6,17 +6,18 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use hsm_est_common::util::{log_safe, unix_seconds};
 use hsm_est_pki::{cert, name};
-use hsm_est_policy::{Approved, Operation};
+use hsm_est_policy::{Approved, Operation, Profile, RekeyRule};
 
 use crate::audit::AuditRecord;
 use crate::dispatch::CallContext;
 use crate::error::{unavailable, DeviceRefusal, SignerError};
 use crate::issuance::IssueInput;
 use crate::ledger::{self, DeviceRecord, DeviceState, LedgerWrite};
+use crate::quota::QuotaKind;
 use crate::service::SignerService;
 
 /// Device CNs with a decision in progress.
@@ -83,6 +84,57 @@ impl SignerService {
             && !ledger::is_revoked(&current)
             && now < current.record.not_after;
         Ok(same.then_some(current))
+    }
+
+    /// The profile's re-key rule and hourly quotas, after the device rules allowed the
+    /// issuance: a device seen for the first time counts against `new_devices_per_hour`,
+    /// a renewal with a key other than the current certificate's against `rekeys_per_hour`
+    /// (and is refused outright under `rekey: same_key_only`).
+    pub(crate) fn rekey_and_quotas(
+        &self,
+        input: &IssueInput,
+        profile: &Profile,
+        spki_sha256: &[u8],
+        device: Option<&DeviceRecord>,
+    ) -> Result<(), SignerError> {
+        let kind = match (input.operation, device) {
+            (Operation::Bootstrap | Operation::Enroll, None) => QuotaKind::NewDevices,
+            (Operation::Reenroll, Some(d)) => {
+                let current = self
+                    .ledger
+                    .certificate(&d.current_serial)
+                    .map_err(|e| unavailable("ledger read", e))?
+                    .ok_or(SignerError::Unavailable)?;
+                if current.record.spki_sha256 == spki_sha256 {
+                    return Ok(());
+                }
+                if profile.rekey == RekeyRule::SameKeyOnly {
+                    return Err(DeviceRefusal::RekeyForbidden.into());
+                }
+                QuotaKind::Rekeys
+            }
+            _ => return Ok(()),
+        };
+        let limit = match kind {
+            QuotaKind::NewDevices => profile.quota.new_devices_per_hour,
+            QuotaKind::Rekeys => profile.quota.rekeys_per_hour,
+        };
+        let Some(limit) = limit else {
+            return Ok(());
+        };
+        if self
+            .quotas
+            .try_take(&profile.name, kind, limit, Instant::now())
+        {
+            return Ok(());
+        }
+        tracing::warn!(
+            "profile {} quota {kind:?} of {limit} per hour used up; refusing {} for {}",
+            profile.name,
+            input.operation.as_str(),
+            log_safe(&input.requester)
+        );
+        Err(SignerError::QuotaExceeded(kind))
     }
 
     /// Returns the device's state after the issuance, or why the rules refuse it.

@@ -168,6 +168,18 @@ impl From<&SignerError> for WireError {
                 let (code, reason, message) = device_refusal(*r);
                 (code, reason, message.to_string())
             }
+            SignerError::QuotaExceeded(kind) => match kind {
+                crate::quota::QuotaKind::NewDevices => (
+                    ErrorCode::QuotaExceeded,
+                    "quota.new_devices",
+                    "the profile's hourly quota of new devices is used up".into(),
+                ),
+                crate::quota::QuotaKind::Rekeys => (
+                    ErrorCode::QuotaExceeded,
+                    "quota.rekeys",
+                    "the profile's hourly quota of re-keys is used up".into(),
+                ),
+            },
             SignerError::DeviceNotFound => (
                 ErrorCode::DeviceNotFound,
                 "device.not_found",
@@ -262,6 +274,11 @@ fn device_refusal(r: DeviceRefusal) -> (ErrorCode, &'static str, &'static str) {
             "cert.expired",
             "the client certificate is not valid now",
         ),
+        D::RekeyForbidden => (
+            ErrorCode::ReenrollRefused,
+            "reenroll.rekey",
+            "this profile renews only with the key of the current certificate",
+        ),
     }
 }
 
@@ -317,6 +334,7 @@ mod tests {
             D::CertificateUnknown,
             D::CertificateRevoked,
             D::CertificateExpired,
+            D::RekeyForbidden,
         ];
         let mut reasons: Vec<String> = all
             .iter()

@@ -36,6 +36,8 @@ pub enum DeviceRefusal {
     CertificateRevoked,
     /// The presented client certificate is outside its validity period.
     CertificateExpired,
+    /// A renewal with a new key under a profile with `rekey: same_key_only`.
+    RekeyForbidden,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +54,8 @@ pub enum SignerError {
     DeviceBusy,
     /// A device rule refused.
     Device(DeviceRefusal),
+    /// The profile's quota for this kind of issuance is used up for the hour.
+    QuotaExceeded(crate::quota::QuotaKind),
     DeviceNotFound,
     CertificateNotFound,
     AlreadyRevoked,
@@ -81,6 +85,7 @@ impl fmt::Display for SignerError {
             }
             SignerError::DeviceBusy => write!(f, "device busy"),
             SignerError::Device(r) => write!(f, "device rule: {r:?}"),
+            SignerError::QuotaExceeded(k) => write!(f, "quota exceeded: {k:?}"),
             SignerError::DeviceNotFound => write!(f, "no such device"),
             SignerError::CertificateNotFound => write!(f, "no such certificate"),
             SignerError::AlreadyRevoked => write!(f, "already revoked"),

@@ -93,8 +93,8 @@ impl SignerService {
             .ledger
             .device(&approved.common_name)
             .map_err(|e| unavailable("ledger read", e))?;
+        let spki_sha256 = certified_spki_sha256(&parsed)?;
         if let Some(d) = &device {
-            let spki_sha256 = certified_spki_sha256(&parsed)?;
             if let Some(earlier) = self.bootstrap_retry(&input, &spki_sha256, d)? {
                 return self.redeliver(ctx, &input, earlier);
             }
@@ -103,6 +103,8 @@ impl SignerService {
             self.device_rules(&input, &approved, device.as_ref())
                 .map_err(refuse)?,
         );
+        self.rekey_and_quotas(&input, profile, &spki_sha256, device.as_ref())
+            .map_err(refuse)?;
         self.sign_and_record(&decision)
     }
 

@@ -159,3 +159,58 @@ fn record_commit_failure(audit: &mut AuditLog, writes: &[LedgerWrite], detail: &
         tracing::error!("cannot record the failed commit in the audit log: {e}");
     }
 }
+
+/// At start-up: audit records after the ledger's head belong to a batch whose ledger
+/// transaction never committed (the signer stopped between the two fsyncs). None of its
+/// certificates was released. A `commit_failed` record names them, so that the log
+/// explains them once later commits move the ledger's head past them.
+pub fn recover_interrupted_commit(
+    audit: &mut AuditLog,
+    path: &std::path::Path,
+    ledger_head: Option<&crate::ledger::AuditHead>,
+) -> Result<(), crate::audit::AuditError> {
+    use serde_json::Value;
+    let after = ledger_head.map(|(seq, _)| *seq).unwrap_or(0);
+    let tail = crate::audit::records_after(path, after)?;
+    let text = |m: &serde_json::Map<String, Value>, k: &str| {
+        m.get(k).and_then(Value::as_str).map(str::to_string)
+    };
+    let mut explained = std::collections::HashSet::new();
+    for m in &tail {
+        if m.get("event").and_then(Value::as_str) == Some("commit_failed") {
+            for key in ["serials", "revocations", "deleted_devices"] {
+                if let Some(Value::Array(a)) = m.get(key) {
+                    explained.extend(a.iter().filter_map(|v| v.as_str().map(str::to_string)));
+                }
+            }
+        }
+    }
+    let (mut serials, mut revocations, mut deleted_devices) = (Vec::new(), Vec::new(), Vec::new());
+    for m in &tail {
+        let (list, key) = match m.get("event").and_then(Value::as_str) {
+            Some("issued") => (&mut serials, "serial"),
+            Some("revoked") => (&mut revocations, "serial"),
+            Some("device_deleted") => (&mut deleted_devices, "cn"),
+            _ => continue,
+        };
+        if let Some(v) = text(m, key).filter(|v| !explained.contains(v)) {
+            list.push(v);
+        }
+    }
+    if serials.is_empty() && revocations.is_empty() && deleted_devices.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(
+        "the last batch before the signer stopped was not committed to the ledger: {} \
+         certificate(s) never released; recorded as commit_failed",
+        serials.len()
+    );
+    audit
+        .append(&[AuditRecord::CommitFailed {
+            serials,
+            revocations,
+            deleted_devices,
+            detail: "the signer stopped between the audit write and the ledger commit".into(),
+        }])
+        .map(drop)
+}

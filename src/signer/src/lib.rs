@@ -10,6 +10,7 @@ pub mod error;
 pub mod issuance;
 pub mod journal;
 pub mod ledger;
+pub mod quota;
 pub mod server;
 pub mod service;
 pub mod token;
@@ -135,6 +136,8 @@ pub fn open_service(
         .audit_head()
         .map_err(|e| StartError::Storage(e.to_string()))?;
     let mut audit = AuditLog::open(&config.audit_path, head.as_ref())
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    journal::recover_interrupted_commit(&mut audit, &config.audit_path, head.as_ref())
         .map_err(|e| StartError::Storage(e.to_string()))?;
 
     let tok = token::Token::open(&config.token).map_err(StartError::Token)?;

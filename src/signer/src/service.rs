@@ -18,6 +18,7 @@ use crate::dispatch::CallContext;
 use crate::error::{unavailable, SignerError};
 use crate::journal::Journal;
 use crate::ledger::{self, Ledger, LedgerWrite};
+use crate::quota::Quotas;
 
 /// Serial numbers: 16 CSPRNG bytes, top bits `01` so the INTEGER is positive and always 16
 /// octets (126 random bits; BR 7.1 asks for at least 64).
@@ -33,6 +34,8 @@ pub struct SignerService {
     pub signer: Arc<dyn CaSigner + Send + Sync>,
     /// Device CNs with a decision in progress: makes check-then-issue atomic per device.
     pub(crate) claims: Claims,
+    /// Per-profile new-device and re-key counts over the last hour.
+    pub(crate) quotas: Quotas,
     rng: SystemRandom,
 }
 
@@ -58,6 +61,7 @@ impl SignerService {
             journal,
             signer,
             claims: Claims::default(),
+            quotas: Quotas::default(),
             rng: SystemRandom::new(),
         }
     }

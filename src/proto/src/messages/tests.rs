@@ -140,6 +140,7 @@ fn error_codes_are_stable() {
         ErrorCode::Revoked,
         ErrorCode::ReenrollRefused,
         ErrorCode::CertificateNotFound,
+        ErrorCode::QuotaExceeded,
         ErrorCode::Unavailable,
     ] {
         assert_eq!(ErrorCode::from_wire(code.to_wire()).unwrap(), code);

@@ -129,6 +129,8 @@ pub enum ErrorCode {
     ReenrollRefused,
     /// No such certificate. HTTP 404.
     CertificateNotFound,
+    /// The profile's hourly quota for this kind of issuance is used up. HTTP 429.
+    QuotaExceeded,
     /// The signer cannot issue now (token, ledger or audit failure). HTTP 503.
     Unavailable,
 }
@@ -150,6 +152,7 @@ impl ErrorCode {
             ErrorCode::Revoked => 202,
             ErrorCode::ReenrollRefused => 203,
             ErrorCode::CertificateNotFound => 204,
+            ErrorCode::QuotaExceeded => 205,
             ErrorCode::Unavailable => 300,
         }
     }
@@ -170,6 +173,7 @@ impl ErrorCode {
             202 => ErrorCode::Revoked,
             203 => ErrorCode::ReenrollRefused,
             204 => ErrorCode::CertificateNotFound,
+            205 => ErrorCode::QuotaExceeded,
             300 => ErrorCode::Unavailable,
             _ => return Err(FrameError::BadValue("error code")),
         })

@@ -252,6 +252,45 @@ impl AuditLog {
     }
 }
 
+/// The records with a sequence number above `seq`, oldest first. The log is read
+/// backwards from its end in growing chunks, so finding the tail costs what the tail is
+/// (one batch after a crash), not what the whole log is.
+pub fn records_after(path: &Path, seq: u64) -> Result<Vec<Map<String, Value>>, AuditError> {
+    let mut file = File::open(path).map_err(|e| io(path, e))?;
+    let len = file.metadata().map_err(|e| io(path, e))?.len();
+    let mut window = TAIL_WINDOW.max(1024 * 1024);
+    loop {
+        let start = len.saturating_sub(window);
+        let mut buf = Vec::new();
+        file.seek(SeekFrom::Start(start)).map_err(|e| io(path, e))?;
+        (&mut file)
+            .take(len - start)
+            .read_to_end(&mut buf)
+            .map_err(|e| io(path, e))?;
+        let text = String::from_utf8_lossy(&buf);
+        let mut lines: Vec<&str> = text.lines().collect();
+        if start > 0 && !lines.is_empty() {
+            // The first line of a window that starts mid-file may be cut.
+            lines.remove(0);
+        }
+        let mut tail = Vec::new();
+        let mut reached = false;
+        for line in lines.iter().rev().filter(|l| !l.is_empty()) {
+            let (map, _) = check_line(line).map_err(AuditError::Inconsistent)?;
+            if seq_of(&map).is_some_and(|s| s <= seq) {
+                reached = true;
+                break;
+            }
+            tail.push(map);
+        }
+        if reached || start == 0 {
+            tail.reverse();
+            return Ok(tail);
+        }
+        window = window.saturating_mul(4);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,15 @@ pub struct CrossCheck {
     pub certificates: u64,
     /// `issued` serials that a `commit_failed` record explains (never released).
     pub not_committed: u64,
+    /// `issued` records after the ledger's head: a batch the signer had not committed
+    /// when it stopped (the next start names them in a `commit_failed` record).
+    pending: u64,
+}
+
+impl CrossCheck {
+    pub fn pending(&self) -> u64 {
+        self.pending
+    }
 }
 
 /// Audit log and ledger agree: every `issued` serial in the log is in the ledger or named
@@ -30,8 +39,10 @@ pub struct CrossCheck {
 pub fn cross_check(
     path: &Path,
     ledger: &dyn Ledger,
+    ledger_head_seq: u64,
     max_problems: usize,
 ) -> Result<CrossCheck, Vec<String>> {
+    let mut pending = 0u64;
     let mut issued: HashSet<String> = HashSet::new();
     let mut failed: HashSet<String> = HashSet::new();
     let file = File::open(path).map_err(|e| vec![format!("cannot open: {e}")])?;
@@ -49,7 +60,9 @@ pub fn cross_check(
                 _ => Vec::new(),
             }
         };
+        let beyond_head = seq_of(&map).is_some_and(|s| s > ledger_head_seq);
         match map.get("event").and_then(Value::as_str) {
+            Some("issued") if beyond_head => pending += 1,
             Some("issued") => issued.extend(strings("serial")),
             Some("commit_failed") => failed.extend(strings("serials")),
             _ => {}
@@ -92,6 +105,7 @@ pub fn cross_check(
         Ok(CrossCheck {
             certificates,
             not_committed,
+            pending,
         })
     } else {
         Err(problems)
