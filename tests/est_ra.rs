@@ -102,3 +102,120 @@ fn registration_authority_enrols_and_reenrols_on_behalf_of_devices() {
         "RA identity not audited"
     );
 }
+
+/// A clientAuth certificate from a root that the TLS layer accepts (the hospital's root in
+/// `client_ca_file`, as when the CA is an intermediate under it) but that is not an RA
+/// trust anchor carries no authority: it cannot re-key an existing pump nor enrol a new
+/// name without a password.
+#[test]
+fn a_certificate_from_another_accepted_root_is_not_a_registration_authority() {
+    let mut demo = Demo::start("ra-stranger", "der");
+    demo.stop();
+    let p = |n: &str| demo.path(n).display().to_string();
+    let ca_ext = [
+        "basicConstraints=critical,CA:TRUE",
+        "keyUsage=critical,keyCertSign",
+    ];
+    self_signed_p256(
+        &demo.path("hospital-root.key"),
+        &demo.path("hospital-root.pem"),
+        "/CN=Hospital Root",
+        &ca_ext,
+    );
+    self_signed_p256(
+        &demo.path("ra-root.key"),
+        &demo.path("ra-root.pem"),
+        "/CN=IQE Gateway RA Root",
+        &ca_ext,
+    );
+    // The nurse's laptop: a proper clientAuth certificate from the hospital's root.
+    openssl(&[
+        "req",
+        "-new",
+        "-nodes",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-subj",
+        "/CN=nurse-laptop-17",
+        "-keyout",
+        &p("nurse.key"),
+        "-out",
+        &p("nurse.csr"),
+    ]);
+    std::fs::write(
+        demo.path("nurse.ext"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("nurse.csr"),
+        "-CA",
+        &p("hospital-root.pem"),
+        "-CAkey",
+        &p("hospital-root.key"),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        &p("nurse.ext"),
+        "-out",
+        &p("nurse.pem"),
+    ]);
+    let client_cas = format!(
+        "{}{}",
+        std::fs::read_to_string(demo.path("ca.pem")).unwrap(),
+        std::fs::read_to_string(demo.path("hospital-root.pem")).unwrap()
+    );
+    std::fs::write(demo.path("client-cas.pem"), client_cas).unwrap();
+    demo.edit_frontend(
+        "  client_ca_file: ca.pem",
+        "  client_ca_file: client-cas.pem\n  ra_trust_anchors: [ra-root.pem]",
+    );
+    let _signer = demo.spawn_ready(&signer_bin(), "signer.yaml", "signer.log");
+    let _frontend = demo.spawn_ready(&frontend_bin(), "frontend.yaml", "frontend.log");
+
+    // A real pump bootstraps and enrols.
+    let subj = "/CN=ward-c-pump-003/O=TestHospital/C=US";
+    let (_, boot_csr) = demo.csr("pump", subj);
+    let boot = demo.curl(
+        &[
+            "-u",
+            &demo.basic(),
+            "--data-binary",
+            &format!("@{}", boot_csr.display()),
+        ],
+        "bootstrap",
+    );
+    assert_eq!(boot.status, 200, "{}", boot.text());
+
+    let nurse = |csr: &std::path::Path, path: &str| {
+        let data = format!("@{}", csr.display());
+        demo.curl(
+            &[
+                "--cert",
+                &p("nurse.pem"),
+                "--key",
+                &p("nurse.key"),
+                "--data-binary",
+                &data,
+            ],
+            path,
+        )
+    };
+    // Re-keying the pump with the nurse's certificate: refused.
+    let (_, rekey) = demo.csr("nurse-rekey", subj);
+    assert_eq!(nurse(&rekey, "simplereenroll").status, 403);
+    // Enrolling a brand-new name without a password: refused.
+    let (_, fresh) = demo.csr("nurse-new", "/CN=rogue-pump-1/O=TestHospital/C=US");
+    assert_eq!(nurse(&fresh, "simpleenroll").status, 403);
+    let audit = std::fs::read_to_string(demo.path("audit.jsonl")).unwrap();
+    assert!(!audit.contains("rogue-pump-1\""), "{audit}");
+    assert_eq!(audit.matches("\"event\":\"issued\"").count(), 2, "{audit}");
+    assert!(demo.frontend_log_shows("is neither a device's nor a registration authority's"));
+}

@@ -55,16 +55,37 @@ fn basic_credentials(req: &hyper::http::request::Parts) -> Option<Result<(String
     Some(parsed.ok_or(()))
 }
 
+/// A device certificate is one the issuing CA's *key* signed: an issuer name can be
+/// copied by any CA in `client_ca_file`. (The signer checks it again, and the ledger.)
 fn is_device_certificate(cert: &[u8], ca_chain: &[Vec<u8>]) -> bool {
-    let (Ok(c), Some(Ok(ca))) = (
-        hsm_est_pki::cert::parse_certificate(cert),
-        ca_chain
-            .first()
-            .map(|d| hsm_est_pki::cert::parse_certificate(d)),
-    ) else {
+    let Some(Ok(ca)) = ca_chain
+        .first()
+        .map(|d| hsm_est_pki::cert::parse_certificate(d))
+    else {
         return false;
     };
-    c.tbs_certificate.issuer == ca.tbs_certificate.subject
+    hsm_est_pki::cert::verify_certificate_signature(
+        cert,
+        &ca.tbs_certificate.subject_public_key_info,
+    )
+    .is_ok()
+}
+
+/// A registration authority's certificate chains to an RA trust anchor, and only those
+/// count; a certificate from any other anchor of `client_ca_file` carries no authority.
+fn is_registration_authority(state: &AppState, conn: &ConnInfo, cert: &[u8]) -> bool {
+    let Some(verifier) = &state.ra_verifier else {
+        return false;
+    };
+    let leaf = rustls::pki_types::CertificateDer::from(cert.to_vec());
+    let intermediates: Vec<rustls::pki_types::CertificateDer<'static>> = conn
+        .client_intermediates
+        .iter()
+        .map(|c| rustls::pki_types::CertificateDer::from(c.clone()))
+        .collect();
+    verifier
+        .verify_client_cert(&leaf, &intermediates, rustls::pki_types::UnixTime::now())
+        .is_ok()
 }
 
 pub(crate) async fn authenticate(
@@ -128,9 +149,21 @@ pub(crate) async fn authenticate(
             if is_device_certificate(cert, &chain) {
                 return Ok(Identity::Device { der: cert.clone() });
             }
-            return Ok(Identity::RegistrationAuthority {
-                fingerprint: hex::encode(hsm_est_pki::sha256(cert)),
-            });
+            if is_registration_authority(state, conn, cert) {
+                return Ok(Identity::RegistrationAuthority {
+                    fingerprint: hex::encode(hsm_est_pki::sha256(cert)),
+                });
+            }
+            tracing::warn!(
+                "client certificate {} from {} is neither a device's nor a registration \
+                 authority's; refused",
+                hex::encode(hsm_est_pki::sha256(cert)),
+                conn.peer.ip()
+            );
+            return Err(text(
+                StatusCode::FORBIDDEN,
+                "The client certificate carries no authority here.",
+            ));
         }
     }
     Err(unauthorized(realm, "Authentication is required."))

@@ -45,6 +45,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The verified client certificate (leaf, DER), if one was presented.
     pub client_cert: Option<Vec<u8>>,
+    /// The certificates the client sent after its leaf (intermediates), DER.
+    pub client_intermediates: Vec<Vec<u8>>,
 }
 
 pub struct AppState {
@@ -53,12 +55,18 @@ pub struct AppState {
     pub users: Verifier,
     pub rate: Option<RateLimiter>,
     pub failures: FailureLimiter,
+    /// Who is a registration authority (`ra_trust_anchors` only); `None` when none is.
+    pub ra_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     ca_cache: Mutex<Option<(Instant, Vec<Vec<u8>>)>>,
     next_request: AtomicU64,
 }
 
 impl AppState {
-    pub fn new(config: FrontendConfig, users: Verifier) -> Self {
+    pub fn new(
+        config: FrontendConfig,
+        users: Verifier,
+        ra_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    ) -> Self {
         let signer = SignerPool::new(
             config.signer_socket.clone(),
             config.signer_timeout,
@@ -75,6 +83,7 @@ impl AppState {
             users,
             rate,
             failures,
+            ra_verifier,
             ca_cache: Mutex::new(None),
             next_request: AtomicU64::new(first_request_id()),
         }

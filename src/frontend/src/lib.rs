@@ -46,7 +46,8 @@ pub fn run(config: FrontendConfig) -> Result<(), String> {
             );
             listeners.push(l);
         }
-        let state = Arc::new(AppState::new(config, users));
+        let ra_verifier = tls::ra_verifier(&config)?;
+        let state = Arc::new(AppState::new(config, users, ra_verifier));
         let slots = Arc::new(Semaphore::new(state.config.max_connections));
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
         for listener in listeners {
@@ -112,13 +113,14 @@ async fn accept_loop(
                     return;
                 }
             };
-            let client_cert = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| c.to_vec());
-            let conn = ConnInfo { peer, client_cert };
+            let peer_certs = tls.get_ref().1.peer_certificates().unwrap_or(&[]);
+            let client_cert = peer_certs.first().map(|c| c.to_vec());
+            let client_intermediates = peer_certs.iter().skip(1).map(|c| c.to_vec()).collect();
+            let conn = ConnInfo {
+                peer,
+                client_cert,
+                client_intermediates,
+            };
             let header_timeout = state.config.header_timeout;
             let service = service_fn(move |req| {
                 let state = Arc::clone(&state);

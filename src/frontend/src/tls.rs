@@ -1,7 +1,8 @@
 //! rustls for the frontend: TLS 1.2 and 1.3 with AEAD suites only (rustls offers nothing
 //! else), ALPN for HTTP/2 and HTTP/1.1, and optional client certificates verified against
 //! the CA chain (every certificate in it is a trust anchor, so that clients sending only
-//! their leaf, like libest, are verified) plus the configured RA trust anchors.
+//! their leaf, like libest, are verified) plus the configured RA trust anchors. Passing
+//! the handshake grants nothing by itself: `auth` decides what a certificate is.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +23,32 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         return Err(format!("{}: no certificate", path.display()));
     }
     Ok(certs)
+}
+
+/// The verifier that decides who is a registration authority: a chain to one of the
+/// configured `ra_trust_anchors` and to nothing else. The handshake accepts every anchor
+/// of `client_ca_file` too (devices, and the hospital's root when the CA is an
+/// intermediate); a certificate under those carries no RA authority. `None` when no RA
+/// anchor is configured.
+pub fn ra_verifier(
+    config: &FrontendConfig,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, String> {
+    if config.ra_trust_anchors.is_empty() {
+        return Ok(None);
+    }
+    let mut roots = RootCertStore::empty();
+    for anchor in &config.ra_trust_anchors {
+        for c in certs(anchor)? {
+            roots
+                .add(c)
+                .map_err(|e| format!("{}: {e}", anchor.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map(Some)
+        .map_err(|e| format!("RA verifier: {e}"))
 }
 
 pub fn server_config(config: &FrontendConfig) -> Result<Arc<ServerConfig>, String> {
