@@ -258,16 +258,7 @@ fn a_bootstrap_retry_with_the_same_key_gets_the_same_certificate() {
     let mut app = Appliance::create("retry", "ec-p256");
     app.start();
     let key = csrgen::P256Key::generate();
-    let csr = |k: &csrgen::P256Key| {
-        csrgen::sign(
-            csrgen::info(
-                csrgen::subject(&[(CN, "ward-b-pump-007")]),
-                k.spki(),
-                vec![],
-            ),
-            k,
-        )
-    };
+    let csr = |k: &csrgen::P256Key| csrgen::csr_for_key(k, "ward-b-pump-007");
     // The first answer is lost on the way (the frontend died); the pump asks again with a
     // new CSR for the same key and gets the certificate that was issued.
     let first = issued(app.issue(Operation::Bootstrap, "iqe-bootstrap", &csr(&key), &[]));

@@ -8,6 +8,50 @@ mod common;
 use common::demo::*;
 use common::{openssl, self_signed_p256, signer_bin};
 
+/// A P-256 client certificate (clientAuth) for `subj`, issued by the CA `issuer` (files
+/// `<issuer>.pem` and `<issuer>.key`), written to `<name>.pem` and `<name>.key`.
+fn client_certificate(demo: &Demo, name: &str, subj: &str, issuer: &str) {
+    let p = |n: &str| demo.path(n).display().to_string();
+    openssl(&[
+        "req",
+        "-new",
+        "-nodes",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-subj",
+        subj,
+        "-keyout",
+        &p(&format!("{name}.key")),
+        "-out",
+        &p(&format!("{name}.csr")),
+    ]);
+    std::fs::write(
+        demo.path(&format!("{name}.ext")),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p(&format!("{name}.csr")),
+        "-CA",
+        &p(&format!("{issuer}.pem")),
+        "-CAkey",
+        &p(&format!("{issuer}.key")),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        &p(&format!("{name}.ext")),
+        "-out",
+        &p(&format!("{name}.pem")),
+    ]);
+}
+
 #[test]
 fn registration_authority_enrols_and_reenrols_on_behalf_of_devices() {
     let mut demo = Demo::start("ra", "der");
@@ -23,44 +67,7 @@ fn registration_authority_enrols_and_reenrols_on_behalf_of_devices() {
             "keyUsage=critical,keyCertSign",
         ],
     );
-    openssl(&[
-        "req",
-        "-new",
-        "-nodes",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-subj",
-        "/CN=iqe-gateway-1",
-        "-keyout",
-        &p("ra.key"),
-        "-out",
-        &p("ra.csr"),
-    ]);
-    std::fs::write(
-        demo.path("ra.ext"),
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("ra.csr"),
-        "-CA",
-        &p("ra-root.pem"),
-        "-CAkey",
-        &p("ra-root.key"),
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-extfile",
-        &p("ra.ext"),
-        "-out",
-        &p("ra.pem"),
-    ]);
+    client_certificate(&demo, "ra", "/CN=iqe-gateway-1", "ra-root");
     demo.edit_frontend(
         "  client_ca_file: ca.pem",
         "  client_ca_file: ca.pem\n  ra_trust_anchors: [ra-root.pem]",
@@ -129,44 +136,7 @@ fn a_certificate_from_another_accepted_root_is_not_a_registration_authority() {
         &ca_ext,
     );
     // The nurse's laptop: a proper clientAuth certificate from the hospital's root.
-    openssl(&[
-        "req",
-        "-new",
-        "-nodes",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-subj",
-        "/CN=nurse-laptop-17",
-        "-keyout",
-        &p("nurse.key"),
-        "-out",
-        &p("nurse.csr"),
-    ]);
-    std::fs::write(
-        demo.path("nurse.ext"),
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("nurse.csr"),
-        "-CA",
-        &p("hospital-root.pem"),
-        "-CAkey",
-        &p("hospital-root.key"),
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-extfile",
-        &p("nurse.ext"),
-        "-out",
-        &p("nurse.pem"),
-    ]);
+    client_certificate(&demo, "nurse", "/CN=nurse-laptop-17", "hospital-root");
     let client_cas = format!(
         "{}{}",
         std::fs::read_to_string(demo.path("ca.pem")).unwrap(),

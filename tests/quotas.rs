@@ -4,16 +4,9 @@
 
 mod common;
 
-use common::csrgen::{self, CN};
+use common::csrgen;
 use common::*;
 use hsm_est_proto::{ErrorCode, Operation};
-
-fn csr_for(key: &csrgen::P256Key, cn: &str) -> Vec<u8> {
-    csrgen::sign(
-        csrgen::info(csrgen::subject(&[(CN, cn)]), key.spki(), vec![]),
-        key,
-    )
-}
 
 #[test]
 fn the_quota_plus_first_new_device_and_rekey_are_refused_and_audited() {
@@ -26,7 +19,7 @@ fn the_quota_plus_first_new_device_and_rekey_are_refused_and_audited() {
         certs.push(issued(app.issue(
             Operation::Bootstrap,
             "test-quota",
-            &csr_for(key, &format!("quota-pump-{i}")),
+            &csrgen::csr_for_key(key, &format!("quota-pump-{i}")),
             &[],
         )));
     }
@@ -34,7 +27,7 @@ fn the_quota_plus_first_new_device_and_rekey_are_refused_and_audited() {
         refused(app.issue(
             Operation::Bootstrap,
             "test-quota",
-            &csr_for(&keys[3], "quota-pump-3"),
+            &csrgen::csr_for_key(&keys[3], "quota-pump-3"),
             &[],
         )),
         (ErrorCode::QuotaExceeded, "quota.new_devices".into())
@@ -45,7 +38,7 @@ fn the_quota_plus_first_new_device_and_rekey_are_refused_and_audited() {
         certs[0] = issued(app.issue(
             Operation::Reenroll,
             "test-quota",
-            &csr_for(&keys[0], "quota-pump-0"),
+            &csrgen::csr_for_key(&keys[0], "quota-pump-0"),
             &certs[0],
         ));
     }
@@ -56,7 +49,7 @@ fn the_quota_plus_first_new_device_and_rekey_are_refused_and_audited() {
         current = issued(app.issue(
             Operation::Reenroll,
             "test-quota",
-            &csr_for(&new_key, "quota-pump-1"),
+            &csrgen::csr_for_key(&new_key, "quota-pump-1"),
             &current,
         ));
     }
@@ -65,7 +58,7 @@ fn the_quota_plus_first_new_device_and_rekey_are_refused_and_audited() {
         refused(app.issue(
             Operation::Reenroll,
             "test-quota",
-            &csr_for(&new_key, "quota-pump-1"),
+            &csrgen::csr_for_key(&new_key, "quota-pump-1"),
             &current,
         )),
         (ErrorCode::QuotaExceeded, "quota.rekeys".into())
@@ -95,7 +88,7 @@ fn a_same_key_only_profile_refuses_a_new_key_on_renewal() {
     let cert = issued(app.issue(
         Operation::Bootstrap,
         "test-same-key",
-        &csr_for(&key, "fixed-key-pump"),
+        &csrgen::csr_for_key(&key, "fixed-key-pump"),
         &[],
     ));
     let other = csrgen::P256Key::generate();
@@ -103,7 +96,7 @@ fn a_same_key_only_profile_refuses_a_new_key_on_renewal() {
         refused(app.issue(
             Operation::Reenroll,
             "test-same-key",
-            &csr_for(&other, "fixed-key-pump"),
+            &csrgen::csr_for_key(&other, "fixed-key-pump"),
             &cert,
         )),
         (ErrorCode::ReenrollRefused, "reenroll.rekey".into())
@@ -111,7 +104,7 @@ fn a_same_key_only_profile_refuses_a_new_key_on_renewal() {
     issued(app.issue(
         Operation::Reenroll,
         "test-same-key",
-        &csr_for(&key, "fixed-key-pump"),
+        &csrgen::csr_for_key(&key, "fixed-key-pump"),
         &cert,
     ));
 }

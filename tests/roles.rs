@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::csrgen::{self, CN};
+use common::csrgen;
 use common::*;
 use hsm_est_proto::codec::FrameHeader;
 use hsm_est_proto::{DeviceStatus, ErrorCode, Operation, Request, Response};
@@ -48,14 +48,6 @@ fn send_raw(socket: &std::path::Path, request: &Request) -> Option<Response> {
     }
 }
 
-/// A CSR for `cn` signed by `key`: the same device key across requests.
-fn csr_for(key: &csrgen::P256Key, cn: &str) -> Vec<u8> {
-    csrgen::sign(
-        csrgen::info(csrgen::subject(&[(CN, cn)]), key.spki(), vec![]),
-        key,
-    )
-}
-
 fn status(app: &Appliance, cn: &str) -> Option<(DeviceStatus, Vec<u8>)> {
     match app
         .admin_client()
@@ -77,13 +69,13 @@ fn the_frontend_socket_has_no_power_over_devices_or_certificates() {
     let boot = issued(app.issue(
         Operation::Bootstrap,
         "iqe-bootstrap",
-        &csr_for(&pump_key, "ward-a-pump-001"),
+        &csrgen::csr_for_key(&pump_key, "ward-a-pump-001"),
         &[],
     ));
     let enrolled = issued(app.issue(
         Operation::Enroll,
         "iqe-pump",
-        &csr_for(&pump_key, "ward-a-pump-001"),
+        &csrgen::csr_for_key(&pump_key, "ward-a-pump-001"),
         &boot,
     ));
     let before = status(&app, "ward-a-pump-001").expect("enrolled");
@@ -131,7 +123,7 @@ fn the_frontend_socket_has_no_power_over_devices_or_certificates() {
         refused(app.issue(
             Operation::Bootstrap,
             "iqe-bootstrap",
-            &csr_for(&intruder, "ward-a-pump-001"),
+            &csrgen::csr_for_key(&intruder, "ward-a-pump-001"),
             &[],
         )),
         (ErrorCode::DeviceDuplicate, "device.exists".into())
@@ -150,7 +142,7 @@ fn the_frontend_socket_has_no_power_over_devices_or_certificates() {
     issued(app.issue(
         Operation::Reenroll,
         "iqe-pump",
-        &csr_for(&pump_key, "ward-a-pump-001"),
+        &csrgen::csr_for_key(&pump_key, "ward-a-pump-001"),
         &enrolled,
     ));
 }
@@ -163,7 +155,7 @@ fn the_operator_socket_does_each_of_them_and_refuses_other_uids() {
     issued(app.issue(
         Operation::Bootstrap,
         "iqe-bootstrap",
-        &csr_for(&key, "icu-pump-042"),
+        &csrgen::csr_for_key(&key, "icu-pump-042"),
         &[],
     ));
     let (_, serial) = status(&app, "icu-pump-042").expect("bootstrapped");

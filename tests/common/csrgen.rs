@@ -112,6 +112,11 @@ pub fn sign(info: CertReqInfo, signer: &P256Key) -> Vec<u8> {
     .unwrap()
 }
 
+/// A CSR naming only `cn`, signed by `key`: the same device key across requests.
+pub fn csr_for_key(key: &P256Key, cn: &str) -> Vec<u8> {
+    sign(info(subject(&[(CN, cn)]), key.spki(), vec![]), key)
+}
+
 /// A well-formed P-256 CSR with the given subject.
 pub fn csr(attrs: &[(ObjectIdentifier, &str)]) -> Vec<u8> {
     let key = P256Key::generate();

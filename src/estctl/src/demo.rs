@@ -246,6 +246,10 @@ fn spawn_ready(dir: &Path, program: &str, config: &Path, log: &Path) -> Result<C
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        // This thread outlives `ready:`; a SIGTERM must never be delivered to it (the
+        // default action would kill the demo and orphan its children), so it blocks the
+        // stop signals before it reads anything, hence before the child can be ready.
+        let _ = block_stop_signals();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if line == "ready" {
                 let _ = tx.send(());
@@ -298,9 +302,10 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
             return Err(e);
         }
     };
-    // Block the signals before saying ready (a SIGTERM right after `ready:` must stop us
-    // cleanly, not kill us), and only after the children started (they must not inherit
-    // a blocked mask).
+    // Block the stop signals before saying ready (a SIGTERM right after `ready:` must stop
+    // us cleanly, not kill us with the default action), and only after the children
+    // started: a spawned process inherits the signal mask, and theirs must stay clear.
+    // The output readers block them too (see `spawn_ready`), so no thread takes them.
     let signals = match block_stop_signals() {
         Ok(s) => s,
         Err(e) => {
