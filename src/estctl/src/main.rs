@@ -434,11 +434,11 @@ fn audit_verify(config: &Path) -> Result<(), String> {
                  serial(s) never committed, each named in a commit_failed record",
                 c.certificates, c.not_committed
             );
-            if c.pending() > 0 {
+            if c.pending > 0 {
                 println!(
                     "{} issued record(s) after the ledger's last commit: the signer stopped \
                      before committing them (none was released; its next start records them)",
-                    c.pending()
+                    c.pending
                 );
             }
             Ok(())

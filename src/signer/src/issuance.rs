@@ -48,8 +48,30 @@ struct Decision<'a> {
     profile: &'a Profile,
     parsed: &'a ParsedCsr,
     approved: &'a Approved,
+    key: CertifiedKey,
     /// The device's state after the issuance; `None` for profiles without devices.
     new_state: Option<DeviceState>,
+}
+
+/// The SubjectPublicKeyInfo the certificate gets, re-encoded once from the parsed key (no
+/// byte of the CSR's own SubjectPublicKeyInfo is signed as it came), and its SHA-256, the
+/// ledger's key fingerprint.
+struct CertifiedKey {
+    spki: spki::SubjectPublicKeyInfoOwned,
+    sha256: [u8; 32],
+}
+
+impl CertifiedKey {
+    fn of(parsed: &ParsedCsr) -> Result<CertifiedKey, SignerError> {
+        let spki = parsed
+            .certified_spki()
+            .map_err(|e| unavailable("public key", e))?;
+        let der = der::Encode::to_der(&spki).map_err(|e| unavailable("public key", e))?;
+        Ok(CertifiedKey {
+            sha256: sha256(&der),
+            spki,
+        })
+    }
 }
 
 /// The validity a profile gives, bounded by the CA's own notAfter.
@@ -80,6 +102,7 @@ impl SignerService {
             profile,
             parsed: &parsed,
             approved: &approved,
+            key: CertifiedKey::of(&parsed)?,
             new_state: None,
         };
         if !profile.track_devices {
@@ -93,7 +116,7 @@ impl SignerService {
             .ledger
             .device(&approved.common_name)
             .map_err(|e| unavailable("ledger read", e))?;
-        let spki_sha256 = certified_spki_sha256(&parsed)?;
+        let spki_sha256 = decision.key.sha256;
         if let Some(d) = &device {
             if let Some(earlier) = self.bootstrap_retry(&input, &spki_sha256, d)? {
                 return self.redeliver(ctx, &input, earlier);
@@ -165,12 +188,7 @@ impl SignerService {
         validity: &Validity,
     ) -> Result<Vec<u8>, SignerError> {
         let (profile, approved) = (d.profile, d.approved);
-        // The key is re-encoded from what was parsed and checked: no byte of the CSR's
-        // SubjectPublicKeyInfo is signed as it came.
-        let spki = d
-            .parsed
-            .certified_spki()
-            .map_err(|e| unavailable("public key", e))?;
+        let spki = d.key.spki.clone();
         let extensions = cert::leaf_extensions(&LeafExtensions {
             key_usage: approved.key_usage,
             extended_key_usage: approved.extended_key_usage.clone(),
@@ -227,6 +245,7 @@ impl SignerService {
             profile,
             parsed,
             approved,
+            ref key,
             new_state,
         } = *d;
         let cn = &approved.common_name;
@@ -236,7 +255,7 @@ impl SignerService {
             .iter()
             .map(name::san_text)
             .collect();
-        let spki_sha256 = certified_spki_sha256(parsed)?;
+        let spki_sha256 = key.sha256;
         let record = CertificateRecord {
             serial: issued.serial.clone(),
             subject: subject.clone(),
@@ -358,14 +377,4 @@ impl SignerService {
         );
         err
     }
-}
-
-/// SHA-256 of the SubjectPublicKeyInfo a certificate for `parsed` carries (the ledger's key
-/// fingerprint).
-fn certified_spki_sha256(parsed: &ParsedCsr) -> Result<[u8; 32], SignerError> {
-    let spki = parsed
-        .certified_spki()
-        .map_err(|e| unavailable("public key", e))?;
-    let spki_der = der::Encode::to_der(&spki).map_err(|e| unavailable("public key", e))?;
-    Ok(sha256(&spki_der))
 }

@@ -24,13 +24,7 @@ pub struct CrossCheck {
     pub not_committed: u64,
     /// `issued` records after the ledger's head: a batch the signer had not committed
     /// when it stopped (the next start names them in a `commit_failed` record).
-    pending: u64,
-}
-
-impl CrossCheck {
-    pub fn pending(&self) -> u64 {
-        self.pending
-    }
+    pub pending: u64,
 }
 
 /// Audit log and ledger agree: every `issued` serial in the log is in the ledger or named
@@ -89,7 +83,6 @@ pub fn cross_check(
             _ => break,
         }
     }
-    let mut not_committed = 0u64;
     let mut unexplained: Vec<&String> = issued.iter().filter(|s| !failed.contains(*s)).collect();
     unexplained.sort();
     for s in unexplained {
@@ -100,7 +93,7 @@ pub fn cross_check(
             ));
         }
     }
-    not_committed += issued.iter().filter(|s| failed.contains(*s)).count() as u64;
+    let not_committed = issued.iter().filter(|s| failed.contains(*s)).count() as u64;
     if problems.is_empty() {
         Ok(CrossCheck {
             certificates,
