@@ -33,6 +33,26 @@ fn malformed_requests_get_clear_answers() {
         "simpleenroll",
     );
     assert_eq!(r.status, 413);
+    // An announced length far beyond the cap is refused before a byte of it is read: the
+    // 3 bytes sent never make up 100 MB, and the answer still comes at once.
+    let tiny = demo.path("tiny.bin");
+    std::fs::write(&tiny, b"abc").unwrap();
+    let tiny_arg = format!("@{}", tiny.display());
+    let r = demo.curl(
+        &[
+            "--http1.1",
+            "--max-time",
+            "10",
+            "-u",
+            &basic,
+            "-H",
+            "Content-Length: 100000000",
+            "--data-binary",
+            &tiny_arg,
+        ],
+        "simpleenroll",
+    );
+    assert_eq!(r.status, 413);
     // The same sent chunked (no Content-Length): still 413, at the 16 KiB read limit.
     let chunked = ["-H", "Transfer-Encoding: chunked"];
     let mut args = vec!["--http1.1", "-u", &basic, "--data-binary", &big_arg];

@@ -1,5 +1,6 @@
-//! Request bodies: a cap checked on the announced length before reading, a cap while
-//! reading, a drain so that a chunked uploader sees the 413, and a deadline (408).
+//! Request bodies: a cap while reading, a bounded drain so that an uploader of a too-large
+//! body sees the 413 rather than a reset connection, a refusal before reading of lengths
+//! beyond that drain, and a deadline (408).
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -10,12 +11,13 @@ use hyper::{Request, StatusCode};
 use crate::est::MAX_BODY;
 use crate::http::{text, AppState, HttpResponse};
 
-/// Bytes of an oversized chunked body read and discarded before the 413 (see
-/// `collect_capped`).
+/// Bytes of an oversized body read and discarded before the 413 (see `collect_capped`).
 const MAX_DRAIN: usize = 2 * 1024 * 1024;
 
-/// Reads a request body: an announced length over the cap is refused before any of it is
-/// read (C1), a longer chunked body is 413 after at most `MAX_DRAIN` more bytes, and a body
+/// Reads a request body: a body over the cap is 413 after at most `MAX_DRAIN` more bytes
+/// were read and thrown away (answering while the client is still sending makes the kernel
+/// reset the connection, and curl reports a broken pipe instead of the 413); an announced
+/// length beyond the cap plus that drain is refused before any of it is read (C1); a body
 /// that does not arrive in time is 408.
 pub(crate) async fn read_body(
     state: &AppState,
@@ -26,7 +28,7 @@ pub(crate) async fn read_body(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+    if announced.is_some_and(|n| n > (MAX_BODY + MAX_DRAIN) as u64) {
         return Err(text(
             StatusCode::PAYLOAD_TOO_LARGE,
             "The request body is too large.",
