@@ -64,6 +64,7 @@ fn main() {
                             client_ip: "127.0.0.1".into(),
                             csr_der: csr,
                             client_cert_der: vec![],
+                            client_chain: vec![],
                             registration_authority: false,
                         }))
                         .expect("issue");

@@ -203,6 +203,7 @@ fn fifty_concurrent_bootstraps_of_one_cn_issue_exactly_one_certificate() {
                         client_ip: "192.0.2.9".into(),
                         csr_der: csr,
                         client_cert_der: vec![],
+                        client_chain: vec![],
                         registration_authority: false,
                     }))
                     .unwrap()
@@ -238,6 +239,7 @@ fn registration_authority_needs_a_profile_that_accepts_it() {
                 client_ip: "192.0.2.30".into(),
                 csr_der: csrgen::csr(&[(CN, cn)]),
                 client_cert_der: vec![],
+                client_chain: vec![],
                 registration_authority: true,
             }))
             .unwrap()

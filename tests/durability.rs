@@ -46,6 +46,7 @@ fn every_certificate_a_client_received_survives_kill_9() {
                             client_ip: "192.0.2.10".into(),
                             csr_der: csrgen::csr(&[(CN, &cn)]),
                             client_cert_der: vec![],
+                            client_chain: vec![],
                             registration_authority: false,
                         });
                         match client.call(&req) {

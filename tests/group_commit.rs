@@ -49,6 +49,7 @@ fn concurrent_issuances_share_commits() {
                             client_ip: "192.0.2.20".into(),
                             csr_der: csr,
                             client_cert_der: vec![],
+                            client_chain: vec![],
                             registration_authority: false,
                         }))
                         .unwrap();

@@ -87,6 +87,16 @@ fn the_frontend_socket_has_no_power_over_devices_or_certificates() {
     let attacks = [
         Request::DeviceDelete {
             cn: "ward-a-pump-001".into(),
+            keep_certificates: false,
+            actor: "operator:root".into(),
+        },
+        Request::DeviceRevoke {
+            cn: "ward-a-pump-001".into(),
+            reason: 1,
+            actor: "operator:root".into(),
+        },
+        Request::DeviceAllow {
+            cn: "ward-a-pump-001".into(),
             actor: "operator:root".into(),
         },
         Request::DeviceList {
@@ -179,8 +189,46 @@ fn the_operator_socket_does_each_of_them_and_refuses_other_uids() {
         status(&app, "icu-pump-042").map(|s| s.0),
         Some(DeviceStatus::Revoked)
     );
+    // A revoked device is not deleted back into service: it stays revoked, and a
+    // bootstrap of its name is refused, until the operator allows it.
+    let out = app.estctl_operator(&["device", "delete", "--config", &cfg, "icu-pump-042"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("device.revoked"),
+        "{out:?}"
+    );
+    assert_eq!(
+        status(&app, "icu-pump-042").map(|s| s.0),
+        Some(DeviceStatus::Revoked)
+    );
+    let again = csrgen::csr_for_key(&csrgen::P256Key::generate(), "icu-pump-042");
+    assert_eq!(
+        refused(app.issue(Operation::Bootstrap, "iqe-bootstrap", &again, &[])).0,
+        ErrorCode::Revoked
+    );
+    ok(&app.estctl_operator(&["device", "allow", "--config", &cfg, "icu-pump-042"]));
+    assert_eq!(
+        status(&app, "icu-pump-042").map(|s| s.0),
+        Some(DeviceStatus::Deleted)
+    );
+    issued(app.issue(Operation::Bootstrap, "iqe-bootstrap", &again, &[]));
     ok(&app.estctl_operator(&["device", "delete", "--config", &cfg, "icu-pump-042"]));
-    assert_eq!(status(&app, "icu-pump-042"), None);
+    assert_eq!(
+        status(&app, "icu-pump-042").map(|s| s.0),
+        Some(DeviceStatus::Deleted)
+    );
+    let audit = std::fs::read_to_string(app.path("audit.jsonl")).unwrap();
+    // Each action names the operator's uid as the signer saw it, not as estctl said.
+    for event in ["revoked", "device_allowed", "device_deleted"] {
+        let line = audit
+            .lines()
+            .find(|l| l.contains(&format!("\"event\":\"{event}\"")))
+            .unwrap_or_else(|| panic!("no {event} record"));
+        assert!(
+            line.contains(&format!("\"actor\":\"operator:uid={OPERATOR_UID}:")),
+            "{line}"
+        );
+    }
 
     // Root is the frontend (and the admin) in these configs, not an operator: the operator
     // socket refuses it by SO_PEERCRED, although the file's mode would let it in.

@@ -111,7 +111,7 @@ quota:
   rekeys_per_hour: 2
 ";
 
-/// Renewals must keep their key.
+/// Renewals must keep their key; the certificate a renewal replaces is always revoked.
 const TEST_SAME_KEY_PROFILE: &str = "name: test-same-key
 callers: [frontend]
 operations: [bootstrap, reenroll]
@@ -124,6 +124,7 @@ subject:
 key_usage: [digital_signature]
 extended_key_usage: [client_auth]
 rekey: same_key_only
+revoke_superseded: always
 ";
 
 const TEST_SAN_PROFILE: &str = "name: test-san
@@ -421,6 +422,7 @@ log:
                 client_ip: "192.0.2.1".into(),
                 csr_der: csr.to_vec(),
                 client_cert_der: cert.to_vec(),
+                client_chain: vec![],
                 registration_authority: false,
             }))
             .expect("signer call")

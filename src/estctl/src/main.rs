@@ -39,7 +39,8 @@ enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
-    /// Revoke a certificate by serial number (operator only).
+    /// Revoke a certificate by serial number (operator only). When it is a device's
+    /// current certificate, the device and all its unexpired certificates are revoked.
     Revoke {
         #[arg(long)]
         config: PathBuf,
@@ -155,10 +156,32 @@ enum DeviceCommand {
         config: PathBuf,
         cn: String,
     },
-    /// Delete a device so that it can bootstrap again (its certificates stay on record).
+    /// Delete a device so that it can bootstrap again. Its unexpired certificates are
+    /// revoked (cessation of operation); its history stays on record. A revoked device
+    /// cannot be deleted back into service: use `device allow`.
     Delete {
         #[arg(long)]
         config: PathBuf,
+        /// Leave the device's certificates valid (for a device that is re-imaged, not
+        /// retired, and must keep its network access until it bootstraps again).
+        #[arg(long)]
+        keep_certificates: bool,
+        cn: String,
+    },
+    /// Let a revoked device bootstrap again (its certificates stay revoked).
+    Allow {
+        #[arg(long)]
+        config: PathBuf,
+        cn: String,
+    },
+    /// Revoke a device: all its unexpired certificates, and no more issuance until
+    /// `device allow`.
+    Revoke {
+        #[arg(long)]
+        config: PathBuf,
+        /// RFC 5280 reason, as for `estctl revoke`.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
         cn: String,
     },
 }
@@ -179,7 +202,13 @@ fn main() -> ExitCode {
         Command::Device { command } => match command {
             DeviceCommand::List { config } => device_list(&config),
             DeviceCommand::Show { config, cn } => device_show(&config, &cn),
-            DeviceCommand::Delete { config, cn } => device_delete(&config, &cn),
+            DeviceCommand::Delete {
+                config,
+                keep_certificates,
+                cn,
+            } => device_delete(&config, &cn, keep_certificates),
+            DeviceCommand::Allow { config, cn } => device_allow(&config, &cn),
+            DeviceCommand::Revoke { config, reason, cn } => device_revoke(&config, &cn, &reason),
         },
         Command::Revoke {
             config,
@@ -355,16 +384,56 @@ fn device_show(config: &Path, cn: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn device_delete(config: &Path, cn: &str) -> Result<(), String> {
+/// Sends a request answered with the number of certificates it revoked.
+fn call_revoking(config: &Path, req: &Request) -> Result<u32, String> {
+    let mut client = connect(config)?;
+    match call(&mut client, req)? {
+        Response::Revoked { count } => Ok(count),
+        _ => Err("unexpected answer from the signer".into()),
+    }
+}
+
+fn device_delete(config: &Path, cn: &str, keep_certificates: bool) -> Result<(), String> {
+    let count = call_revoking(
+        config,
+        &Request::DeviceDelete {
+            cn: cn.to_string(),
+            keep_certificates,
+            actor: operator_name(),
+        },
+    )?;
+    let kept = if keep_certificates {
+        "; its certificates stay valid"
+    } else {
+        ""
+    };
+    println!("device {cn} deleted, {count} certificate(s) revoked{kept}; it may bootstrap again");
+    Ok(())
+}
+
+fn device_allow(config: &Path, cn: &str) -> Result<(), String> {
     let mut client = connect(config)?;
     call(
         &mut client,
-        &Request::DeviceDelete {
+        &Request::DeviceAllow {
             cn: cn.to_string(),
             actor: operator_name(),
         },
     )?;
-    println!("device {cn} deleted; it may bootstrap again");
+    println!("device {cn} may bootstrap again; its certificates stay revoked");
+    Ok(())
+}
+
+fn device_revoke(config: &Path, cn: &str, reason: &str) -> Result<(), String> {
+    let count = call_revoking(
+        config,
+        &Request::DeviceRevoke {
+            cn: cn.to_string(),
+            reason: revocation_reason(reason)?,
+            actor: operator_name(),
+        },
+    )?;
+    println!("device {cn} revoked, {count} certificate(s) revoked");
     Ok(())
 }
 
@@ -389,17 +458,22 @@ fn revoke(config: &Path, serial: &str, reason: &str) -> Result<(), String> {
         .ok()
         .filter(|s| !s.is_empty() && s.len() <= 20)
         .ok_or("--serial must be 1-20 bytes of hex")?;
-    let reason = revocation_reason(reason)?;
-    let mut client = connect(config)?;
-    call(
-        &mut client,
+    let count = call_revoking(
+        config,
         &Request::Revoke {
             serial: serial_bytes,
-            reason,
+            reason: revocation_reason(reason)?,
             actor: operator_name(),
         },
     )?;
-    println!("certificate {serial} revoked");
+    if count > 1 {
+        println!(
+            "certificate {serial} revoked; it was its device's current certificate, so the \
+             device and all {count} of its unexpired certificates are revoked"
+        );
+    } else {
+        println!("certificate {serial} revoked");
+    }
     Ok(())
 }
 

@@ -103,6 +103,7 @@ pub fn issue(
         client_ip: "local".into(),
         csr_der: csr,
         client_cert_der: Vec::new(),
+        client_chain: Vec::new(),
         registration_authority: false,
     });
     let (answer, chain) = match SignerClient::connect(&super::operator_socket(&cfg)?) {

@@ -22,9 +22,11 @@ pub(crate) enum Identity {
     Device {
         der: Vec<u8>,
     },
-    /// A gateway certificate under an RA trust anchor.
+    /// A gateway certificate under an RA trust anchor, with the certificates the client
+    /// sent after it; the signer verifies the path and the RA's scope itself.
     RegistrationAuthority {
-        fingerprint: String,
+        der: Vec<u8>,
+        chain: Vec<Vec<u8>>,
     },
 }
 
@@ -33,7 +35,9 @@ impl Identity {
         match self {
             Identity::User(u) => format!("basic:{}", u.name),
             Identity::Device { der } => format!("cert:{}", hex::encode(hsm_est_pki::sha256(der))),
-            Identity::RegistrationAuthority { fingerprint } => format!("ra:{fingerprint}"),
+            Identity::RegistrationAuthority { der, .. } => {
+                format!("ra:{}", hex::encode(hsm_est_pki::sha256(der)))
+            }
         }
     }
 }
@@ -150,8 +154,15 @@ pub(crate) async fn authenticate(
                 return Ok(Identity::Device { der: cert.clone() });
             }
             if is_registration_authority(state, conn, cert) {
+                let max = hsm_est_proto::messages::MAX_CHAIN_LEN;
                 return Ok(Identity::RegistrationAuthority {
-                    fingerprint: hex::encode(hsm_est_pki::sha256(cert)),
+                    der: cert.clone(),
+                    chain: conn
+                        .client_intermediates
+                        .iter()
+                        .take(max)
+                        .cloned()
+                        .collect(),
                 });
             }
             tracing::warn!(

@@ -443,9 +443,10 @@ async fn enroll(
         EstOp::SimpleEnroll => (Operation::Enroll, &route.enroll_profile),
         _ => (Operation::Reenroll, &route.reenroll_profile),
     };
-    let client_cert_der = match &identity {
-        Identity::Device { der } => der.clone(),
-        _ => Vec::new(),
+    let (client_cert_der, client_chain) = match &identity {
+        Identity::Device { der } => (der.clone(), Vec::new()),
+        Identity::RegistrationAuthority { der, chain } => (der.clone(), chain.clone()),
+        Identity::User(_) => (Vec::new(), Vec::new()),
     };
     let issue = SignerRequest::Issue(IssueRequest {
         operation,
@@ -454,6 +455,7 @@ async fn enroll(
         client_ip: super::limits::canonical(conn.peer.ip()).to_string(),
         csr_der: csr,
         client_cert_der,
+        client_chain,
         registration_authority: matches!(identity, Identity::RegistrationAuthority { .. }),
     });
     match state.signer.call(id, &issue).await {

@@ -12,6 +12,7 @@ use crate::denial::{Denial, DenialKind};
 use crate::evaluate::valid_dns_name;
 use crate::schema::{
     ExtendedKeyUsage, RawKeys, RawProfile, RawQuota, RawSan, RawSubject, RekeyRule, SanType,
+    SupersededRule,
 };
 use crate::{Caller, Operation};
 
@@ -82,6 +83,7 @@ pub struct Profile {
     pub allow_registration_authority: bool,
     pub quota: QuotaRule,
     pub rekey: RekeyRule,
+    pub revoke_superseded: SupersededRule,
 }
 
 /// Issuances per sliding hour a profile allows; `None` is no limit.
@@ -145,6 +147,7 @@ impl Profile {
         Ok(Profile {
             quota,
             rekey: raw.rekey,
+            revoke_superseded: raw.revoke_superseded,
             subject: subject_rule(p, &raw.subject)?,
             san: raw.san.as_ref().map(|s| san_rule(p, s)).transpose()?,
             name: raw.name,

@@ -41,6 +41,8 @@ pub(crate) struct RawProfile {
     pub quota: RawQuota,
     #[serde(default)]
     pub rekey: RekeyRule,
+    #[serde(default)]
+    pub revoke_superseded: SupersededRule,
 }
 
 /// Per-profile issuance quotas over a sliding hour: what a compromised frontend can do
@@ -63,6 +65,21 @@ pub enum RekeyRule {
     Allowed,
     /// A renewal must keep the key of the current certificate.
     SameKeyOnly,
+}
+
+/// What happens to a device's previous certificate when a new one replaces it. It is always
+/// marked superseded in the ledger; this decides whether it is also revoked (reason
+/// superseded), so that a device holds one valid certificate, not a trail of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SupersededRule {
+    /// Never revoked: it stays valid until it expires.
+    Never,
+    /// Revoked when the new certificate certifies a different key.
+    #[default]
+    Rekey,
+    /// Always revoked.
+    Always,
 }
 
 fn default_true() -> bool {

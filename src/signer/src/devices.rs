@@ -12,11 +12,9 @@ use hsm_est_common::util::{log_safe, unix_seconds};
 use hsm_est_pki::{cert, name};
 use hsm_est_policy::{Approved, Operation, Profile, RekeyRule};
 
-use crate::audit::AuditRecord;
-use crate::dispatch::CallContext;
 use crate::error::{unavailable, DeviceRefusal, SignerError};
-use crate::issuance::IssueInput;
-use crate::ledger::{self, DeviceRecord, DeviceState, LedgerWrite};
+use crate::issuance::{CurrentDevice, IssueInput};
+use crate::ledger::{self, DeviceRecord, DeviceState};
 use crate::quota::QuotaKind;
 use crate::service::SignerService;
 
@@ -66,24 +64,20 @@ impl SignerService {
         &self,
         input: &IssueInput,
         spki_sha256: &[u8],
-        device: &DeviceRecord,
-    ) -> Result<Option<ledger::StoredCertificate>, SignerError> {
-        if input.operation != Operation::Bootstrap || device.status != DeviceState::BootstrapOnly {
-            return Ok(None);
+        device: &CurrentDevice,
+    ) -> Option<ledger::StoredCertificate> {
+        if input.operation != Operation::Bootstrap
+            || device.record.status != DeviceState::BootstrapOnly
+        {
+            return None;
         }
-        let Some(current) = self
-            .ledger
-            .certificate(&device.current_serial)
-            .map_err(|e| unavailable("ledger read", e))?
-        else {
-            return Ok(None);
-        };
+        let current = &device.certificate;
         let now = unix_seconds(SystemTime::now());
         let same = current.record.spki_sha256 == spki_sha256
             && current.record.profile == input.profile
-            && !ledger::is_revoked(&current)
+            && !ledger::is_revoked(current)
             && now < current.record.not_after;
-        Ok(same.then_some(current))
+        same.then(|| current.clone())
     }
 
     /// The profile's re-key rule and hourly quotas, after the device rules allowed the
@@ -95,17 +89,12 @@ impl SignerService {
         input: &IssueInput,
         profile: &Profile,
         spki_sha256: &[u8],
-        device: Option<&DeviceRecord>,
+        device: Option<&CurrentDevice>,
     ) -> Result<(), SignerError> {
         let kind = match (input.operation, device) {
             (Operation::Bootstrap | Operation::Enroll, None) => QuotaKind::NewDevices,
             (Operation::Reenroll, Some(d)) => {
-                let current = self
-                    .ledger
-                    .certificate(&d.current_serial)
-                    .map_err(|e| unavailable("ledger read", e))?
-                    .ok_or(SignerError::Unavailable)?;
-                if current.record.spki_sha256 == spki_sha256 {
+                if d.certificate.record.spki_sha256 == spki_sha256 {
                     return Ok(());
                 }
                 if profile.rekey == RekeyRule::SameKeyOnly {
@@ -142,11 +131,12 @@ impl SignerService {
         &self,
         input: &IssueInput,
         approved: &Approved,
-        device: Option<&DeviceRecord>,
+        device: Option<&CurrentDevice>,
     ) -> Result<DeviceState, SignerError> {
         match input.operation {
-            Operation::Bootstrap => match device {
+            Operation::Bootstrap => match device.map(|d| d.record.status) {
                 None => Ok(DeviceState::BootstrapOnly),
+                Some(DeviceState::Revoked) => Err(DeviceRefusal::DeviceRevoked.into()),
                 Some(_) => Err(DeviceRefusal::AlreadyKnown.into()),
             },
             Operation::Enroll => self.enroll_rules(input, approved, device),
@@ -154,15 +144,10 @@ impl SignerService {
                 // An RA re-enrols a device it vouches for: the names must still be those of
                 // the device's current certificate, taken from the ledger.
                 let d = live_device(device)?;
-                let current = self
-                    .ledger
-                    .certificate(&d.current_serial)
-                    .map_err(|e| unavailable("ledger read", e))?
-                    .ok_or(SignerError::Unavailable)?;
-                let cert = cert::parse_certificate(&current.record.der)
+                let cert = cert::parse_certificate(&d.certificate.record.der)
                     .map_err(|e| unavailable("certificate of record", e))?;
                 same_names(&cert, approved)?;
-                Ok(d.status)
+                Ok(d.record.status)
             }
             Operation::Reenroll => {
                 if input.client_cert_der.is_empty() {
@@ -170,10 +155,10 @@ impl SignerService {
                 }
                 let presented = self.check_presented_certificate(input, approved)?;
                 let d = live_device(device)?;
-                if d.current_serial != presented {
+                if d.record.current_serial != presented {
                     return Err(DeviceRefusal::NotCurrent.into());
                 }
-                Ok(d.status)
+                Ok(d.record.status)
             }
         }
     }
@@ -182,18 +167,18 @@ impl SignerService {
         &self,
         input: &IssueInput,
         approved: &Approved,
-        device: Option<&DeviceRecord>,
+        device: Option<&CurrentDevice>,
     ) -> Result<DeviceState, SignerError> {
-        match device.map(|d| d.status) {
+        match device.map(|d| d.record.status) {
             Some(DeviceState::Revoked) => return Err(DeviceRefusal::DeviceRevoked.into()),
             Some(DeviceState::Enrolled) => return Err(DeviceRefusal::AlreadyEnrolled.into()),
             _ => {}
         }
-        if !input.client_cert_der.is_empty() {
+        if !input.client_cert_der.is_empty() && !input.registration_authority {
             // A device's bootstrap certificate enrols that same device only.
             let presented = self.check_presented_certificate(input, approved)?;
             match device {
-                Some(d) if d.current_serial == presented => {}
+                Some(d) if d.record.current_serial == presented => {}
                 _ => return Err(DeviceRefusal::CertificateMismatch.into()),
             }
         }
@@ -250,35 +235,6 @@ impl SignerService {
             .map_err(|e| unavailable("device get", e))?
             .ok_or(SignerError::DeviceNotFound)
     }
-
-    /// Forgets a device (its certificates stay on record) so that it can bootstrap again.
-    pub(crate) fn delete_device(
-        &self,
-        ctx: CallContext,
-        cn: &str,
-        actor: &str,
-    ) -> Result<(), SignerError> {
-        let _claim = self.claim(cn).ok_or(SignerError::DeviceBusy)?;
-        let device = self.device(cn)?;
-        let actor = ctx.actor(actor);
-        let record = AuditRecord::DeviceDeleted {
-            cn: cn.to_string(),
-            status: device.status.as_str().to_string(),
-            current_serial: hex::encode(&device.current_serial),
-            actor: actor.clone(),
-            request_id: ctx.request_id,
-        };
-        self.journal
-            .record(
-                vec![record],
-                vec![LedgerWrite::DeleteDevice {
-                    common_name: cn.to_string(),
-                }],
-            )
-            .map_err(|e| unavailable("device delete", e))?;
-        tracing::info!("device {} deleted by {}", log_safe(cn), log_safe(&actor));
-        Ok(())
-    }
 }
 
 /// RFC 7030 §4.2.2: a renewal keeps the subject and SANs of the current certificate,
@@ -297,11 +253,11 @@ fn same_names(current: &x509_cert::Certificate, approved: &Approved) -> Result<(
 }
 
 /// The device a re-enrolment is for: it must exist and not be revoked.
-fn live_device(device: Option<&DeviceRecord>) -> Result<&DeviceRecord, SignerError> {
+fn live_device(device: Option<&CurrentDevice>) -> Result<&CurrentDevice, SignerError> {
     let Some(d) = device else {
         return Err(DeviceRefusal::UnknownDevice.into());
     };
-    if d.status == DeviceState::Revoked {
+    if d.record.status == DeviceState::Revoked {
         return Err(DeviceRefusal::DeviceRevoked.into());
     }
     Ok(d)

@@ -46,6 +46,8 @@ pub const PERMITS: &[(Caller, &[u8])] = &[
             msg_type::DEVICE_LIST,
             msg_type::DEVICE_GET,
             msg_type::DEVICE_DELETE,
+            msg_type::DEVICE_ALLOW,
+            msg_type::DEVICE_REVOKE,
             msg_type::REVOKE,
         ],
     ),
@@ -57,6 +59,8 @@ pub const PERMITS: &[(Caller, &[u8])] = &[
             msg_type::DEVICE_LIST,
             msg_type::DEVICE_GET,
             msg_type::DEVICE_DELETE,
+            msg_type::DEVICE_ALLOW,
+            msg_type::DEVICE_REVOKE,
             msg_type::REVOKE,
         ],
     ),
@@ -89,9 +93,19 @@ impl SignerService {
                     })
             }
             Request::DeviceGet { cn } => self.device(&cn).map(|d| Response::Device(device_info(d))),
-            Request::DeviceDelete { cn, actor } => self
-                .delete_device(ctx, &cn, &actor)
-                .map(|()| Response::Done),
+            Request::DeviceDelete {
+                cn,
+                keep_certificates,
+                actor,
+            } => self
+                .delete_device(ctx, &cn, keep_certificates, &actor)
+                .map(|count| Response::Revoked { count }),
+            Request::DeviceAllow { cn, actor } => {
+                self.allow_device(ctx, &cn, &actor).map(|()| Response::Done)
+            }
+            Request::DeviceRevoke { cn, reason, actor } => self
+                .revoke_device(ctx, &cn, reason, &actor)
+                .map(|count| Response::Revoked { count }),
             Request::CsrAttrs { profile } => self
                 .csr_attributes(&profile)
                 .map(|der| Response::CsrAttrs { der }),
@@ -101,7 +115,7 @@ impl SignerService {
                 actor,
             } => self
                 .revoke(ctx, &serial, reason, &actor)
-                .map(|()| Response::Done),
+                .map(|count| Response::Revoked { count }),
         };
         result.unwrap_or_else(|e| Response::Error(WireError::from(&e)))
     }
@@ -115,6 +129,7 @@ fn issue_input(req: IssueRequest) -> IssueInput {
         client_ip: req.client_ip,
         csr_der: req.csr_der,
         client_cert_der: req.client_cert_der,
+        client_chain: req.client_chain,
         registration_authority: req.registration_authority,
     }
 }
@@ -134,6 +149,7 @@ fn device_info(d: DeviceRecord) -> DeviceInfo {
             DeviceState::BootstrapOnly => DeviceStatus::BootstrapOnly,
             DeviceState::Enrolled => DeviceStatus::Enrolled,
             DeviceState::Revoked => DeviceStatus::Revoked,
+            DeviceState::Deleted => DeviceStatus::Deleted,
         },
         first_enrolled_ms: d.first_enrolled_ms,
         last_enrolled_ms: d.last_enrolled_ms,
@@ -184,6 +200,16 @@ impl From<&SignerError> for WireError {
                 ErrorCode::DeviceNotFound,
                 "device.not_found",
                 "no such device".into(),
+            ),
+            SignerError::DeviceRevoked => (
+                ErrorCode::Revoked,
+                "device.revoked",
+                "the device is revoked; only `device allow` lets it bootstrap again".into(),
+            ),
+            SignerError::DeviceNotRevoked => (
+                ErrorCode::NotAllowed,
+                "device.not_revoked",
+                "the device is not revoked; there is nothing to allow".into(),
             ),
             SignerError::CertificateNotFound => (
                 ErrorCode::CertificateNotFound,

@@ -57,6 +57,10 @@ pub enum SignerError {
     /// The profile's quota for this kind of issuance is used up for the hour.
     QuotaExceeded(crate::quota::QuotaKind),
     DeviceNotFound,
+    /// An operator tried to delete a revoked device: only `device allow` lifts the block.
+    DeviceRevoked,
+    /// `device allow` for a device that is not revoked.
+    DeviceNotRevoked,
     CertificateNotFound,
     AlreadyRevoked,
     /// The signer cannot decide or record now (token, ledger, audit, clock, randomness).
@@ -87,6 +91,8 @@ impl fmt::Display for SignerError {
             SignerError::Device(r) => write!(f, "device rule: {r:?}"),
             SignerError::QuotaExceeded(k) => write!(f, "quota exceeded: {k:?}"),
             SignerError::DeviceNotFound => write!(f, "no such device"),
+            SignerError::DeviceRevoked => write!(f, "device revoked"),
+            SignerError::DeviceNotRevoked => write!(f, "device not revoked"),
             SignerError::CertificateNotFound => write!(f, "no such certificate"),
             SignerError::AlreadyRevoked => write!(f, "already revoked"),
             SignerError::Unavailable => write!(f, "unavailable"),

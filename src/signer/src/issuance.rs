@@ -9,13 +9,15 @@ use hsm_est_common::util::{log_safe, now_millis, unix_seconds};
 use hsm_est_pki::cert::{self, LeafExtensions, TbsSpec};
 use hsm_est_pki::csr::{self, ParsedCsr};
 use hsm_est_pki::{name, sha256};
-use hsm_est_policy::{Approved, Operation, Profile};
+use hsm_est_policy::{Approved, Operation, Profile, SupersededRule};
 use hsm_est_proto::WireError;
 
 use crate::audit::{AuditRecord, Issued, Rejected};
 use crate::dispatch::CallContext;
 use crate::error::{unavailable, SignerError};
-use crate::ledger::{CertificateRecord, DeviceState, LedgerWrite, StoredCertificate};
+use crate::ledger::{
+    self, CertificateRecord, DeviceRecord, DeviceState, LedgerWrite, StoredCertificate,
+};
 use crate::service::SignerService;
 
 /// What a caller asks the signer to issue, in domain terms.
@@ -30,6 +32,8 @@ pub struct IssueInput {
     pub csr_der: Vec<u8>,
     /// The TLS client certificate the request came with (empty when none).
     pub client_cert_der: Vec<u8>,
+    /// The certificates the TLS client sent after its own.
+    pub client_chain: Vec<Vec<u8>>,
     /// The requester says it is a registration authority acting for the device.
     pub registration_authority: bool,
 }
@@ -51,6 +55,14 @@ struct Decision<'a> {
     key: CertifiedKey,
     /// The device's state after the issuance; `None` for profiles without devices.
     new_state: Option<DeviceState>,
+    /// The device's current certificate, which this one replaces.
+    supersedes: Option<Superseded>,
+}
+
+/// The certificate a re-issue replaces, and whether the profile revokes it.
+struct Superseded {
+    serial: Vec<u8>,
+    revoke: bool,
 }
 
 /// The SubjectPublicKeyInfo the certificate gets, re-encoded once from the parsed key (no
@@ -72,6 +84,12 @@ impl CertifiedKey {
             spki,
         })
     }
+}
+
+/// A live device (not deleted) and its current certificate as recorded.
+pub(crate) struct CurrentDevice {
+    pub record: DeviceRecord,
+    pub certificate: StoredCertificate,
 }
 
 /// The validity a profile gives, bounded by the CA's own notAfter.
@@ -104,6 +122,7 @@ impl SignerService {
             approved: &approved,
             key: CertifiedKey::of(&parsed)?,
             new_state: None,
+            supersedes: None,
         };
         if !profile.track_devices {
             return self.sign_and_record(&decision);
@@ -112,13 +131,10 @@ impl SignerService {
             .claim(&approved.common_name)
             .ok_or(SignerError::DeviceBusy)
             .map_err(refuse)?;
-        let device = self
-            .ledger
-            .device(&approved.common_name)
-            .map_err(|e| unavailable("ledger read", e))?;
+        let device = self.current_device(&approved.common_name)?;
         let spki_sha256 = decision.key.sha256;
         if let Some(d) = &device {
-            if let Some(earlier) = self.bootstrap_retry(&input, &spki_sha256, d)? {
+            if let Some(earlier) = self.bootstrap_retry(&input, &spki_sha256, d) {
                 return self.redeliver(ctx, &input, earlier);
             }
         }
@@ -128,7 +144,37 @@ impl SignerService {
         );
         self.rekey_and_quotas(&input, profile, &spki_sha256, device.as_ref())
             .map_err(refuse)?;
+        decision.supersedes = device.map(|d| Superseded {
+            revoke: match profile.revoke_superseded {
+                SupersededRule::Never => false,
+                SupersededRule::Rekey => d.certificate.record.spki_sha256 != spki_sha256,
+                SupersededRule::Always => true,
+            } && !ledger::is_revoked(&d.certificate),
+            serial: d.record.current_serial,
+        });
         self.sign_and_record(&decision)
+    }
+
+    /// The device on record for `cn` with its current certificate, read once. A deleted
+    /// device is history only: for the device rules its CN is unknown.
+    fn current_device(&self, cn: &str) -> Result<Option<CurrentDevice>, SignerError> {
+        let Some(record) = self
+            .ledger
+            .device(cn)
+            .map_err(|e| unavailable("ledger read", e))?
+            .filter(|d| d.status != DeviceState::Deleted)
+        else {
+            return Ok(None);
+        };
+        let certificate = self
+            .ledger
+            .certificate(&record.current_serial)
+            .map_err(|e| unavailable("ledger read", e))?
+            .ok_or_else(|| unavailable("ledger", "a device's current certificate is missing"))?;
+        Ok(Some(CurrentDevice {
+            record,
+            certificate,
+        }))
     }
 
     /// The profile for this caller and operation, and what it approves from the CSR.
@@ -247,6 +293,7 @@ impl SignerService {
             approved,
             ref key,
             new_state,
+            ref supersedes,
         } = *d;
         let cn = &approved.common_name;
         let subject = approved.subject.to_string();
@@ -291,15 +338,23 @@ impl SignerService {
             request_id: ctx.request_id,
             validity_truncated_to_ca: validity.truncated,
             ignored_csr_extensions: approved.ignored_extensions.clone(),
+            supersedes: supersedes.as_ref().map(|s| hex::encode(&s.serial)),
         }));
+        let mut records = vec![audit];
+        let mut writes = vec![LedgerWrite::Issue {
+            certificate: Box::new(record),
+            device_status: new_state,
+            supersedes: supersedes.as_ref().map(|s| s.serial.clone()),
+        }];
+        // After the issue: the device already points at the new certificate, so revoking
+        // the old one does not mark the device revoked.
+        if let Some(s) = supersedes.as_ref().filter(|s| s.revoke) {
+            let (record, write) = self.superseded_revocation(ctx, &s.serial, cn);
+            records.push(record);
+            writes.push(write);
+        }
         self.journal
-            .record(
-                vec![audit],
-                vec![LedgerWrite::Issue {
-                    certificate: Box::new(record),
-                    device_status: new_state,
-                }],
-            )
+            .record(records, writes)
             .map_err(|e| unavailable("not issued", e))?;
         tracing::info!(
             "issued serial={} cn={} op={} profile={} requester={} ip={}",

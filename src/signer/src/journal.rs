@@ -139,7 +139,8 @@ fn commit_loop(
 /// `issued` records (already durable) are explained. If even that cannot be written the
 /// log refuses further writes and the signer answers `Unavailable` until it is fixed.
 fn record_commit_failure(audit: &mut AuditLog, writes: &[LedgerWrite], detail: &str) {
-    let (mut serials, mut revocations, mut deleted_devices) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut serials, mut revocations) = (Vec::new(), Vec::new());
+    let (mut deleted_devices, mut allowed_devices) = (Vec::new(), Vec::new());
     for w in writes {
         match w {
             LedgerWrite::Issue { certificate, .. } => {
@@ -147,12 +148,14 @@ fn record_commit_failure(audit: &mut AuditLog, writes: &[LedgerWrite], detail: &
             }
             LedgerWrite::Revoke { serial, .. } => revocations.push(hex::encode(serial)),
             LedgerWrite::DeleteDevice { common_name } => deleted_devices.push(common_name.clone()),
+            LedgerWrite::AllowDevice { common_name } => allowed_devices.push(common_name.clone()),
         }
     }
     let record = AuditRecord::CommitFailed {
         serials,
         revocations,
         deleted_devices,
+        allowed_devices,
         detail: detail.to_string(),
     };
     if let Err(e) = audit.append(&[record]) {
@@ -178,26 +181,37 @@ pub fn recover_interrupted_commit(
     let mut explained = std::collections::HashSet::new();
     for m in &tail {
         if m.get("event").and_then(Value::as_str) == Some("commit_failed") {
-            for key in ["serials", "revocations", "deleted_devices"] {
+            for key in [
+                "serials",
+                "revocations",
+                "deleted_devices",
+                "allowed_devices",
+            ] {
                 if let Some(Value::Array(a)) = m.get(key) {
                     explained.extend(a.iter().filter_map(|v| v.as_str().map(str::to_string)));
                 }
             }
         }
     }
-    let (mut serials, mut revocations, mut deleted_devices) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut serials, mut revocations) = (Vec::new(), Vec::new());
+    let (mut deleted_devices, mut allowed_devices) = (Vec::new(), Vec::new());
     for m in &tail {
         let (list, key) = match m.get("event").and_then(Value::as_str) {
             Some("issued") => (&mut serials, "serial"),
             Some("revoked") => (&mut revocations, "serial"),
             Some("device_deleted") => (&mut deleted_devices, "cn"),
+            Some("device_allowed") => (&mut allowed_devices, "cn"),
             _ => continue,
         };
         if let Some(v) = text(m, key).filter(|v| !explained.contains(v)) {
             list.push(v);
         }
     }
-    if serials.is_empty() && revocations.is_empty() && deleted_devices.is_empty() {
+    if serials.is_empty()
+        && revocations.is_empty()
+        && deleted_devices.is_empty()
+        && allowed_devices.is_empty()
+    {
         return Ok(());
     }
     tracing::warn!(
@@ -210,6 +224,7 @@ pub fn recover_interrupted_commit(
             serials,
             revocations,
             deleted_devices,
+            allowed_devices,
             detail: "the signer stopped between the audit write and the ledger commit".into(),
         }])
         .map(drop)

@@ -11,6 +11,7 @@ pub mod issuance;
 pub mod journal;
 pub mod ledger;
 pub mod quota;
+pub mod revocation;
 pub mod server;
 pub mod service;
 pub mod token;

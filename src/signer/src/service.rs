@@ -6,18 +6,16 @@ use std::sync::Arc;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-use hsm_est_common::util::now_millis;
 use hsm_est_pki::cert::CaSigner;
 use hsm_est_policy::Policy;
 use hsm_est_proto::Response;
 
-use crate::audit::AuditRecord;
 use crate::ca::CaChain;
 use crate::devices::Claims;
 use crate::dispatch::CallContext;
 use crate::error::{unavailable, SignerError};
 use crate::journal::Journal;
-use crate::ledger::{self, Ledger, LedgerWrite};
+use crate::ledger::Ledger;
 use crate::quota::Quotas;
 
 /// Serial numbers: 16 CSPRNG bytes, top bits `01` so the INTEGER is positive and always 16
@@ -81,40 +79,6 @@ impl SignerService {
             .profile(profile)?
             .csr_attributes()
             .map_err(|e| unavailable("csrattrs", e))
-    }
-
-    pub(crate) fn revoke(
-        &self,
-        ctx: CallContext,
-        serial: &[u8],
-        reason: u8,
-        actor: &str,
-    ) -> Result<(), SignerError> {
-        let cert = self
-            .ledger
-            .certificate(serial)
-            .map_err(|e| unavailable("revoke", e))?
-            .ok_or(SignerError::CertificateNotFound)?;
-        if ledger::is_revoked(&cert) {
-            return Err(SignerError::AlreadyRevoked);
-        }
-        let record = AuditRecord::Revoked {
-            serial: hex::encode(serial),
-            cn: cert.record.common_name.clone(),
-            reason_code: reason,
-            actor: ctx.actor(actor),
-            request_id: ctx.request_id,
-        };
-        self.journal
-            .record(
-                vec![record],
-                vec![LedgerWrite::Revoke {
-                    serial: serial.to_vec(),
-                    at_ms: now_millis(),
-                    reason,
-                }],
-            )
-            .map_err(|e| unavailable("revoke", e))
     }
 
     pub(crate) fn fresh_serial(&self) -> Result<Vec<u8>, SignerError> {
@@ -239,6 +203,7 @@ mod tests {
                 client_ip: "::1".into(),
                 csr_der: csrgen::csr(&[(csrgen::CN, cn)]),
                 client_cert_der: vec![],
+                client_chain: vec![],
                 registration_authority: false,
             }),
         )

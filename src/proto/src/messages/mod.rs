@@ -41,6 +41,8 @@ pub mod msg_type {
     pub const DEVICE_DELETE: u8 = 0x06;
     pub const REVOKE: u8 = 0x07;
     pub const CSR_ATTRS: u8 = 0x08;
+    pub const DEVICE_ALLOW: u8 = 0x09;
+    pub const DEVICE_REVOKE: u8 = 0x0a;
 
     pub const PONG: u8 = 0x81;
     pub const CA_CHAIN_OK: u8 = 0x82;
@@ -49,6 +51,7 @@ pub mod msg_type {
     pub const DEVICE: u8 = 0x85;
     pub const DONE: u8 = 0x86;
     pub const CSR_ATTRS_OK: u8 = 0x87;
+    pub const REVOKED: u8 = 0x88;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -64,10 +67,26 @@ pub enum Request {
     DeviceGet {
         cn: String,
     },
+    /// Marks a device deleted. Unless `keep_certificates`, its unexpired certificates are
+    /// revoked (cessationOfOperation) in the same commit.
     DeviceDelete {
+        cn: String,
+        keep_certificates: bool,
+        actor: String,
+    },
+    /// Lets a revoked device bootstrap again.
+    DeviceAllow {
         cn: String,
         actor: String,
     },
+    /// Revokes every unexpired certificate of a device.
+    DeviceRevoke {
+        cn: String,
+        reason: u8,
+        actor: String,
+    },
+    /// Revokes one certificate; when it is a device's current certificate, all of that
+    /// device's unexpired certificates.
     Revoke {
         serial: Vec<u8>,
         reason: u8,
@@ -102,6 +121,10 @@ pub enum Response {
     },
     Device(DeviceInfo),
     Done,
+    /// How many certificates a delete or revocation revoked.
+    Revoked {
+        count: u32,
+    },
     /// DER `CsrAttrs`; empty when the profile asks for nothing (HTTP 204).
     CsrAttrs {
         der: Vec<u8>,
@@ -118,6 +141,8 @@ impl Request {
             Request::DeviceList { .. } => msg_type::DEVICE_LIST,
             Request::DeviceGet { .. } => msg_type::DEVICE_GET,
             Request::DeviceDelete { .. } => msg_type::DEVICE_DELETE,
+            Request::DeviceAllow { .. } => msg_type::DEVICE_ALLOW,
+            Request::DeviceRevoke { .. } => msg_type::DEVICE_REVOKE,
             Request::Revoke { .. } => msg_type::REVOKE,
             Request::CsrAttrs { .. } => msg_type::CSR_ATTRS,
         }
@@ -131,6 +156,8 @@ impl Request {
             Request::DeviceList { .. } => "device_list",
             Request::DeviceGet { .. } => "device_get",
             Request::DeviceDelete { .. } => "device_delete",
+            Request::DeviceAllow { .. } => "device_allow",
+            Request::DeviceRevoke { .. } => "device_revoke",
             Request::Revoke { .. } => "revoke",
             Request::CsrAttrs { .. } => "csr_attrs",
         }
@@ -147,6 +174,13 @@ impl Request {
                 w.string("client_ip", MAX_IP_LEN, &r.client_ip)?;
                 w.bytes("csr", MAX_DER_LEN, &r.csr_der)?;
                 w.bytes("client_cert", MAX_DER_LEN, &r.client_cert_der)?;
+                if r.client_chain.len() > MAX_CHAIN_LEN {
+                    return Err(FrameError::BadValue("client chain length"));
+                }
+                w.u16(r.client_chain.len() as u16);
+                for c in &r.client_chain {
+                    w.bytes("client_chain", MAX_DER_LEN, c)?;
+                }
                 w.u8(u8::from(r.registration_authority));
             }
             Request::DeviceList { offset, limit } => {
@@ -155,8 +189,22 @@ impl Request {
             Request::DeviceGet { cn } => {
                 w.string("cn", MAX_NAME_LEN, cn)?;
             }
-            Request::DeviceDelete { cn, actor } => {
+            Request::DeviceDelete {
+                cn,
+                keep_certificates,
+                actor,
+            } => {
                 w.string("cn", MAX_NAME_LEN, cn)?;
+                w.u8(u8::from(*keep_certificates));
+                w.string("actor", MAX_IDENTITY_LEN, actor)?;
+            }
+            Request::DeviceAllow { cn, actor } => {
+                w.string("cn", MAX_NAME_LEN, cn)?;
+                w.string("actor", MAX_IDENTITY_LEN, actor)?;
+            }
+            Request::DeviceRevoke { cn, reason, actor } => {
+                w.string("cn", MAX_NAME_LEN, cn)?;
+                w.u8(*reason);
                 w.string("actor", MAX_IDENTITY_LEN, actor)?;
             }
             Request::Revoke {
@@ -190,11 +238,8 @@ impl Request {
                 client_ip: r.string("client_ip", MAX_IP_LEN)?,
                 csr_der: r.bytes("csr", MAX_DER_LEN)?,
                 client_cert_der: r.bytes("client_cert", MAX_DER_LEN)?,
-                registration_authority: match r.u8()? {
-                    0 => false,
-                    1 => true,
-                    _ => return Err(FrameError::BadValue("registration_authority")),
-                },
+                client_chain: client_chain(&mut r)?,
+                registration_authority: flag(&mut r, "registration_authority")?,
             }),
             msg_type::DEVICE_LIST => {
                 let offset = r.u32()?;
@@ -209,25 +254,59 @@ impl Request {
             },
             msg_type::DEVICE_DELETE => Request::DeviceDelete {
                 cn: r.string("cn", MAX_NAME_LEN)?,
+                keep_certificates: flag(&mut r, "keep_certificates")?,
                 actor: r.string("actor", MAX_IDENTITY_LEN)?,
             },
-            msg_type::REVOKE => {
-                let serial = r.bytes("serial", MAX_SERIAL_LEN)?;
-                let reason = r.u8()?;
-                if !valid_revocation_reason(reason) {
-                    return Err(FrameError::BadValue("reason"));
-                }
-                Request::Revoke {
-                    serial,
-                    reason,
-                    actor: r.string("actor", MAX_IDENTITY_LEN)?,
-                }
-            }
+            msg_type::DEVICE_ALLOW => Request::DeviceAllow {
+                cn: r.string("cn", MAX_NAME_LEN)?,
+                actor: r.string("actor", MAX_IDENTITY_LEN)?,
+            },
+            msg_type::DEVICE_REVOKE => Request::DeviceRevoke {
+                cn: r.string("cn", MAX_NAME_LEN)?,
+                reason: reason(&mut r)?,
+                actor: r.string("actor", MAX_IDENTITY_LEN)?,
+            },
+            msg_type::REVOKE => Request::Revoke {
+                serial: r.bytes("serial", MAX_SERIAL_LEN)?,
+                reason: reason(&mut r)?,
+                actor: r.string("actor", MAX_IDENTITY_LEN)?,
+            },
             other => return Err(FrameError::UnknownType(other)),
         };
         r.finish()?;
         Ok(req)
     }
+}
+
+/// A boolean is one octet, 0 or 1; anything else is refused.
+fn flag(r: &mut BodyReader<'_>, what: &'static str) -> Result<bool, FrameError> {
+    match r.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(FrameError::BadValue(what)),
+    }
+}
+
+/// The certificates a TLS client sent after its own.
+fn client_chain(r: &mut BodyReader<'_>) -> Result<Vec<Vec<u8>>, FrameError> {
+    let n = r.u16()? as usize;
+    if n > MAX_CHAIN_LEN {
+        return Err(FrameError::BadValue("client chain length"));
+    }
+    let mut chain = Vec::with_capacity(n);
+    for _ in 0..n {
+        chain.push(r.bytes("client_chain", MAX_DER_LEN)?);
+    }
+    Ok(chain)
+}
+
+/// An RFC 5280 CRLReason an operator may give.
+fn reason(r: &mut BodyReader<'_>) -> Result<u8, FrameError> {
+    let reason = r.u8()?;
+    if !valid_revocation_reason(reason) {
+        return Err(FrameError::BadValue("reason"));
+    }
+    Ok(reason)
 }
 
 fn write_device(w: &mut BodyWriter, d: &DeviceInfo) -> Result<(), FrameError> {
@@ -261,6 +340,7 @@ impl Response {
             Response::Devices { .. } => msg_type::DEVICES,
             Response::Device(_) => msg_type::DEVICE,
             Response::Done => msg_type::DONE,
+            Response::Revoked { .. } => msg_type::REVOKED,
             Response::CsrAttrs { .. } => msg_type::CSR_ATTRS_OK,
             Response::Error(_) => msg_type::ERROR,
         }
@@ -303,6 +383,9 @@ impl Response {
             }
             Response::Device(d) => write_device(&mut w, d)?,
             Response::Done => {}
+            Response::Revoked { count } => {
+                w.u32(*count);
+            }
             Response::CsrAttrs { der } => {
                 w.bytes("csr_attrs", MAX_CSR_ATTRS_LEN, der)?;
             }
@@ -353,6 +436,7 @@ impl Response {
             }
             msg_type::DEVICE => Response::Device(read_device(&mut r)?),
             msg_type::DONE => Response::Done,
+            msg_type::REVOKED => Response::Revoked { count: r.u32()? },
             msg_type::CSR_ATTRS_OK => Response::CsrAttrs {
                 der: r.bytes("csr_attrs", MAX_CSR_ATTRS_LEN)?,
             },

@@ -24,6 +24,7 @@ fn requests_round_trip_and_reject_trailing_bytes() {
         client_ip: "::1".into(),
         csr_der: vec![0x30, 0x00],
         client_cert_der: vec![],
+        client_chain: vec![vec![0x30, 0x00]],
         registration_authority: false,
     }));
     round_trip_request(Request::DeviceList {
@@ -33,6 +34,16 @@ fn requests_round_trip_and_reject_trailing_bytes() {
     round_trip_request(Request::DeviceGet { cn: "a".into() });
     round_trip_request(Request::DeviceDelete {
         cn: "a".into(),
+        keep_certificates: true,
+        actor: "uid:0".into(),
+    });
+    round_trip_request(Request::DeviceAllow {
+        cn: "a".into(),
+        actor: "uid:0".into(),
+    });
+    round_trip_request(Request::DeviceRevoke {
+        cn: "a".into(),
+        reason: 5,
         actor: "uid:0".into(),
     });
     round_trip_request(Request::CsrAttrs {
@@ -58,6 +69,7 @@ fn request_decode_rejects_bad_values() {
         client_ip: "i".into(),
         csr_der: vec![],
         client_cert_der: vec![],
+        client_chain: vec![vec![0x30, 0x00]],
         registration_authority: false,
     })
     .encode()
@@ -115,6 +127,7 @@ fn responses_round_trip() {
         },
         Response::Device(dev),
         Response::Done,
+        Response::Revoked { count: 3 },
         Response::CsrAttrs { der: vec![0x30, 0] },
         Response::Error(WireError::new(ErrorCode::KeyRejected, "key.rsa_size", "no")),
     ] {

@@ -58,7 +58,10 @@ impl std::str::FromStr for Operation {
 pub enum DeviceStatus {
     BootstrapOnly,
     Enrolled,
+    /// Its certificates were revoked: it gets nothing until an operator allows it again.
     Revoked,
+    /// Deleted by an operator: its history stays on record and it may bootstrap again.
+    Deleted,
 }
 
 impl DeviceStatus {
@@ -67,6 +70,7 @@ impl DeviceStatus {
             DeviceStatus::BootstrapOnly => "bootstrap_only",
             DeviceStatus::Enrolled => "enrolled",
             DeviceStatus::Revoked => "revoked",
+            DeviceStatus::Deleted => "deleted",
         }
     }
 
@@ -75,6 +79,7 @@ impl DeviceStatus {
             "bootstrap_only" => Some(DeviceStatus::BootstrapOnly),
             "enrolled" => Some(DeviceStatus::Enrolled),
             "revoked" => Some(DeviceStatus::Revoked),
+            "deleted" => Some(DeviceStatus::Deleted),
             _ => None,
         }
     }
@@ -84,6 +89,7 @@ impl DeviceStatus {
             DeviceStatus::BootstrapOnly => 1,
             DeviceStatus::Enrolled => 2,
             DeviceStatus::Revoked => 3,
+            DeviceStatus::Deleted => 4,
         }
     }
 
@@ -92,6 +98,7 @@ impl DeviceStatus {
             1 => Ok(DeviceStatus::BootstrapOnly),
             2 => Ok(DeviceStatus::Enrolled),
             3 => Ok(DeviceStatus::Revoked),
+            4 => Ok(DeviceStatus::Deleted),
             _ => Err(FrameError::BadValue("device status")),
         }
     }
@@ -232,8 +239,12 @@ pub struct IssueRequest {
     pub csr_der: Vec<u8>,
     /// The TLS client certificate the request came with (empty when none).
     pub client_cert_der: Vec<u8>,
-    /// The requester is a registration authority (a gateway authenticated by a certificate
-    /// under an RA trust anchor) acting on the device's behalf (RFC 7030 §3.7).
+    /// The certificates the TLS client sent after its own, as sent (at most
+    /// `MAX_CHAIN_LEN`): the signer builds a registration authority's path from them.
+    pub client_chain: Vec<Vec<u8>>,
+    /// The requester claims to be a registration authority acting on the device's behalf
+    /// (RFC 7030 §3.7). The signer verifies the claim itself from `client_cert_der` and
+    /// `client_chain` against its own RA configuration.
     pub registration_authority: bool,
 }
 

@@ -50,6 +50,8 @@ pub enum AuditRecord {
         serials: Vec<String>,
         revocations: Vec<String>,
         deleted_devices: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        allowed_devices: Vec<String>,
         detail: String,
     },
     /// A certificate the token signed failed the self-check and was discarded.
@@ -58,9 +60,20 @@ pub enum AuditRecord {
         detail: String,
         request_id: u64,
     },
+    /// An operator deleted a device; `revoked` counts the certificates revoked with it
+    /// (each also has its own `revoked` record).
     DeviceDeleted {
         cn: String,
         status: String,
+        current_serial: String,
+        keep_certificates: bool,
+        revoked: u32,
+        actor: String,
+        request_id: u64,
+    },
+    /// An operator let a revoked device bootstrap again.
+    DeviceAllowed {
+        cn: String,
         current_serial: String,
         actor: String,
         request_id: u64,
@@ -115,6 +128,9 @@ pub struct Issued {
     /// Extensions the CSR asked for that the profile did not allow.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ignored_csr_extensions: Vec<String>,
+    /// The device's previous certificate, which this one supersedes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<String>,
 }
 
 /// An issuance was refused.

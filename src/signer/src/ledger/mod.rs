@@ -14,8 +14,12 @@ pub enum DeviceState {
     BootstrapOnly,
     /// It holds an operational certificate and may only re-enrol.
     Enrolled,
-    /// Its current certificate was revoked: it gets nothing more until deleted.
+    /// Its current certificate was revoked: it gets nothing more until an operator allows
+    /// it again (deleting it does not).
     Revoked,
+    /// Deleted by an operator. The row and the certificates stay as history; for the device
+    /// rules the CN is unknown, so it may bootstrap again.
+    Deleted,
 }
 
 impl DeviceState {
@@ -25,6 +29,7 @@ impl DeviceState {
             DeviceState::BootstrapOnly => "bootstrap_only",
             DeviceState::Enrolled => "enrolled",
             DeviceState::Revoked => "revoked",
+            DeviceState::Deleted => "deleted",
         }
     }
 
@@ -33,6 +38,7 @@ impl DeviceState {
             "bootstrap_only" => Some(DeviceState::BootstrapOnly),
             "enrolled" => Some(DeviceState::Enrolled),
             "revoked" => Some(DeviceState::Revoked),
+            "deleted" => Some(DeviceState::Deleted),
             _ => None,
         }
     }
@@ -92,6 +98,8 @@ pub struct StoredCertificate {
     pub record: CertificateRecord,
     pub revoked_at_ms: Option<i64>,
     pub revocation_reason: Option<u8>,
+    /// The certificate that replaced this one for its device, if any.
+    pub superseded_by: Option<Vec<u8>>,
 }
 
 /// A state change, applied atomically with others in one transaction.
@@ -102,9 +110,14 @@ pub enum LedgerWrite {
         certificate: Box<CertificateRecord>,
         /// `None` for profiles that do not track devices (server certificates).
         device_status: Option<DeviceState>,
+        /// The device's previous certificate, marked superseded by this one.
+        supersedes: Option<Vec<u8>>,
     },
-    /// Forget a device (its certificates stay on record) so it can bootstrap again.
+    /// Mark a device deleted (its row and certificates stay on record) so it can bootstrap
+    /// again.
     DeleteDevice { common_name: String },
+    /// Let a revoked device bootstrap again (it becomes `deleted`).
+    AllowDevice { common_name: String },
     /// Mark a certificate revoked; a device whose current certificate it is becomes revoked.
     Revoke {
         serial: Vec<u8>,
@@ -123,6 +136,13 @@ pub trait Ledger: Send + Sync {
     /// Up to `limit` certificate serials greater than `after`, in order: a page by key, so
     /// that walking a million certificates costs the same per page as walking ten.
     fn serials_after(&self, after: Option<&[u8]>, limit: u32) -> Result<Vec<Vec<u8>>, LedgerError>;
+    /// The serials and profiles of a CN's certificates that are neither revoked nor expired
+    /// at `now` (seconds).
+    fn unexpired_valid(
+        &self,
+        common_name: &str,
+        now: i64,
+    ) -> Result<Vec<(Vec<u8>, String)>, LedgerError>;
     /// A page of devices by CN, and the total number of devices.
     fn list_devices(
         &self,

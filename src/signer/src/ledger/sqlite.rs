@@ -55,6 +55,23 @@ const MIGRATIONS: &[&str] = &[
          last_ip TEXT NOT NULL,
          current_serial BLOB NOT NULL REFERENCES certificates (serial)
      );",
+    // 2: deletion keeps the device's row (status 'deleted') so its history stays and a
+    // revoked device stays blocked until an operator allows it; a re-issued certificate
+    // names its successor. SQLite cannot alter a CHECK constraint, so the table is rebuilt.
+    "CREATE TABLE devices_v2 (
+         common_name TEXT PRIMARY KEY,
+         status TEXT NOT NULL
+             CHECK (status IN ('bootstrap_only', 'enrolled', 'revoked', 'deleted')),
+         first_enrolled_ms INTEGER NOT NULL,
+         last_enrolled_ms INTEGER NOT NULL,
+         last_ip TEXT NOT NULL,
+         current_serial BLOB NOT NULL REFERENCES certificates (serial)
+     );
+     INSERT INTO devices_v2 SELECT common_name, status, first_enrolled_ms, last_enrolled_ms,
+         last_ip, current_serial FROM devices;
+     DROP TABLE devices;
+     ALTER TABLE devices_v2 RENAME TO devices;
+     ALTER TABLE certificates ADD COLUMN superseded_by BLOB;",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -184,7 +201,8 @@ impl Ledger for SqliteLedger {
                 .prepare_cached(
                     "SELECT serial, subject, common_name, sans, spki_sha256, not_before, \
                      not_after, profile, operation, requester, client_ip, issued_at_ms, der, \
-                     revoked_at_ms, revocation_reason FROM certificates WHERE serial = ?1",
+                     revoked_at_ms, revocation_reason, superseded_by FROM certificates \
+                     WHERE serial = ?1",
                 )?
                 .query_row([serial], |r| {
                     let sans: String = r.get(3)?;
@@ -206,6 +224,7 @@ impl Ledger for SqliteLedger {
                         },
                         revoked_at_ms: r.get(13)?,
                         revocation_reason: r.get(14)?,
+                        superseded_by: r.get(15)?,
                     })
                 })
                 .optional()?;
@@ -232,6 +251,23 @@ impl Ledger for SqliteLedger {
             let rows = stmt
                 .query_map(params![after.unwrap_or(&[]), limit], |r| r.get(0))?
                 .collect::<Result<Vec<Vec<u8>>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn unexpired_valid(
+        &self,
+        common_name: &str,
+        now: i64,
+    ) -> Result<Vec<(Vec<u8>, String)>, LedgerError> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT serial, profile FROM certificates WHERE common_name = ?1 \
+                 AND status = 'valid' AND not_after > ?2 ORDER BY serial",
+            )?;
+            let rows = stmt
+                .query_map(params![common_name, now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
     }
@@ -266,6 +302,7 @@ impl Ledger for SqliteLedger {
                 LedgerWrite::Issue {
                     certificate: c,
                     device_status,
+                    supersedes,
                 } => {
                     tx.prepare_cached(
                         "INSERT INTO certificates (serial, subject, common_name, sans, \
@@ -288,13 +325,23 @@ impl Ledger for SqliteLedger {
                         c.issued_at_ms,
                         c.der
                     ])?;
+                    if let Some(previous) = supersedes {
+                        tx.prepare_cached(
+                            "UPDATE certificates SET superseded_by = ?2 WHERE serial = ?1",
+                        )?
+                        .execute(params![previous, c.serial])?;
+                    }
                     let Some(device_status) = device_status else {
                         continue;
                     };
+                    // A deleted device that bootstraps again starts a new life: its first
+                    // enrolment is now.
                     tx.prepare_cached(
                         "INSERT INTO devices (common_name, status, first_enrolled_ms, \
                          last_enrolled_ms, last_ip, current_serial) VALUES (?1, ?2, ?3, ?3, ?4, ?5) \
                          ON CONFLICT (common_name) DO UPDATE SET status = excluded.status, \
+                         first_enrolled_ms = CASE WHEN devices.status = 'deleted' \
+                             THEN excluded.first_enrolled_ms ELSE devices.first_enrolled_ms END, \
                          last_enrolled_ms = excluded.last_enrolled_ms, last_ip = excluded.last_ip, \
                          current_serial = excluded.current_serial",
                     )?
@@ -307,8 +354,17 @@ impl Ledger for SqliteLedger {
                     ])?;
                 }
                 LedgerWrite::DeleteDevice { common_name } => {
-                    tx.prepare_cached("DELETE FROM devices WHERE common_name = ?1")?
-                        .execute([common_name])?;
+                    tx.prepare_cached(
+                        "UPDATE devices SET status = 'deleted' WHERE common_name = ?1",
+                    )?
+                    .execute([common_name])?;
+                }
+                LedgerWrite::AllowDevice { common_name } => {
+                    tx.prepare_cached(
+                        "UPDATE devices SET status = 'deleted' \
+                         WHERE common_name = ?1 AND status = 'revoked'",
+                    )?
+                    .execute([common_name])?;
                 }
                 LedgerWrite::Revoke {
                     serial,
@@ -394,6 +450,7 @@ mod tests {
                 &[LedgerWrite::Issue {
                     certificate: Box::new(record(1, "pump-1")),
                     device_status: Some(DeviceState::BootstrapOnly),
+                    supersedes: None,
                 }],
                 &(1, "aa".into()),
             )
@@ -412,6 +469,7 @@ mod tests {
             &[LedgerWrite::Issue {
                 certificate: Box::new(record(1, "pump-2")),
                 device_status: Some(DeviceState::Enrolled),
+                supersedes: None,
             }],
             &(2, "bb".into()),
         );
@@ -442,12 +500,59 @@ mod tests {
                 &(4, "dd".into()),
             )
             .unwrap();
-        assert!(ledger.device("pump-1").unwrap().is_none());
+        // A delete keeps the row, as history.
+        assert_eq!(
+            ledger.device("pump-1").unwrap().unwrap().status,
+            DeviceState::Deleted
+        );
         assert!(ledger.certificate(&[0x40, 1]).unwrap().is_some());
         drop(ledger);
         // Reopening does not re-run migrations.
         let again = SqliteLedger::open(&path).unwrap();
-        assert_eq!(again.list_devices(0, 10).unwrap().0, 0);
+        assert_eq!(again.list_devices(0, 10).unwrap().0, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A ledger written by the first schema (devices deleted outright, no `deleted`
+    /// status, no `superseded_by`) keeps its rows through the migration and then takes
+    /// the new states.
+    #[test]
+    fn a_version_1_ledger_migrates_with_its_rows() {
+        let dir = std::env::temp_dir().join(format!("hsm-est-ledger-v1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ledger.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "INSERT INTO certificates VALUES (x'4001', 'CN=p', 'p', '[]', x'00', 1, 2, \
+                 'iqe-pump', 'enroll', 'basic:x', '::1', 5, 'valid', NULL, NULL, x'3000');
+                 INSERT INTO devices VALUES ('p', 'enrolled', 5, 6, '::1', x'4001');
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let ledger = SqliteLedger::open(&path).unwrap();
+        let dev = ledger.device("p").unwrap().unwrap();
+        assert_eq!(dev.status, DeviceState::Enrolled);
+        assert_eq!((dev.first_enrolled_ms, dev.last_enrolled_ms), (5, 6));
+        assert_eq!(
+            ledger.certificate(&[0x40, 1]).unwrap().unwrap().superseded_by,
+            None
+        );
+        ledger
+            .apply(
+                &[LedgerWrite::DeleteDevice {
+                    common_name: "p".into(),
+                }],
+                &(1, "aa".into()),
+            )
+            .unwrap();
+        assert_eq!(
+            ledger.device("p").unwrap().unwrap().status,
+            DeviceState::Deleted
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
