@@ -56,7 +56,10 @@ fn device_lifecycle_follows_the_iqe_rules() {
         "test-pump-001",
     ]));
     assert!(out.contains("deleted"), "{out}");
-    assert_eq!(device_status(&app, "test-pump-001"), None);
+    assert_eq!(
+        device_status(&app, "test-pump-001"),
+        Some(DeviceStatus::Deleted)
+    );
     let bootstrap = issued(app.issue(Operation::Bootstrap, "iqe-bootstrap", &again, &[]));
     assert_ne!(bootstrap, first);
 
@@ -95,11 +98,12 @@ fn device_lifecycle_follows_the_iqe_rules() {
     let r1 = openssl_csr(&d, "r1", &ec_p384(), subj, &[]);
     let renewed = issued(app.issue(Operation::Reenroll, "iqe-pump", &r1, &enrolled));
 
-    // The superseded certificate can no longer re-enrol.
+    // The superseded certificate can no longer re-enrol: the renewal changed the key, so
+    // the profile's default (`revoke_superseded: rekey`) revoked it.
     let r2 = openssl_csr(&d, "r2", &ec_p256(), subj, &[]);
     assert_eq!(
         refused(app.issue(Operation::Reenroll, "iqe-pump", &r2, &enrolled)),
-        (ErrorCode::ReenrollRefused, "reenroll.not_current".into())
+        (ErrorCode::Revoked, "cert.revoked".into())
     );
     // A changed subject is refused.
     let changed = openssl_csr(
@@ -224,35 +228,6 @@ fn fifty_concurrent_bootstraps_of_one_cn_issue_exactly_one_certificate() {
     let audit = std::fs::read_to_string(app.path("audit.jsonl")).unwrap();
     assert_eq!(audit.matches("\"event\":\"issued\"").count(), 1);
     assert_eq!(audit.matches("\"event\":\"rejected\"").count(), 49);
-}
-
-#[test]
-fn registration_authority_needs_a_profile_that_accepts_it() {
-    let mut app = Appliance::create("ra-profile", "ec-p256");
-    app.start();
-    let call = |profile: &str, cn: &str| {
-        app.client()
-            .call(&Request::Issue(hsm_est_proto::IssueRequest {
-                operation: Operation::Enroll,
-                profile: profile.into(),
-                requester: "ra:0011".into(),
-                client_ip: "192.0.2.30".into(),
-                csr_der: csrgen::csr(&[(CN, cn)]),
-                client_cert_der: vec![],
-                client_chain: vec![],
-                registration_authority: true,
-            }))
-            .unwrap()
-    };
-    // test-san does not accept RAs; iqe-pump does.
-    assert_eq!(
-        refused(call("test-san", "ra-pump-1")),
-        (
-            ErrorCode::NotAllowed,
-            "profile.registration_authority".into()
-        )
-    );
-    issued(call("iqe-pump", "ra-pump-1"));
 }
 
 #[test]

@@ -267,6 +267,15 @@ impl Demo {
     }
 }
 
+impl Demo {
+    /// Appends a table to the signer config.
+    pub fn append_signer(&self, yaml: &str) {
+        let path = self.path("signer.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{text}\n{yaml}")).unwrap();
+    }
+}
+
 impl Drop for Demo {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -569,3 +569,75 @@ pub fn self_signed_p256(key: &Path, cert: &Path, subj: &str, extensions: &[&str]
     }
     ok(&run(&mut cmd));
 }
+
+/// A P-256 certificate for `subj` issued by the CA in `<dir>/<issuer>.pem` and
+/// `<dir>/<issuer>.key`, with `extensions` (openssl extfile lines); written to
+/// `<dir>/<name>.pem` and `<dir>/<name>.key`. Returns its DER.
+pub fn issue_p256_cert(
+    dir: &Path,
+    name: &str,
+    subj: &str,
+    issuer: &str,
+    extensions: &[&str],
+) -> Vec<u8> {
+    let p = |n: String| dir.join(n).display().to_string();
+    openssl(&[
+        "req",
+        "-new",
+        "-nodes",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-subj",
+        subj,
+        "-keyout",
+        &p(format!("{name}.key")),
+        "-out",
+        &p(format!("{name}.csr")),
+    ]);
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        extensions.join("\n") + "\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p(format!("{name}.csr")),
+        "-CA",
+        &p(format!("{issuer}.pem")),
+        "-CAkey",
+        &p(format!("{issuer}.key")),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        &p(format!("{name}.ext")),
+        "-out",
+        &p(format!("{name}.pem")),
+    ]);
+    let pem = std::fs::read_to_string(dir.join(format!("{name}.pem"))).unwrap();
+    hsm_est_pki::pem_certificates(&pem).unwrap().remove(0)
+}
+
+/// Extensions of a TLS client (end-entity) certificate.
+pub const CLIENT_CERT_EXTENSIONS: &[&str] = &[
+    "basicConstraints=critical,CA:FALSE",
+    "keyUsage=critical,digitalSignature",
+    "extendedKeyUsage=clientAuth",
+];
+
+/// Extensions of a registration authority's certificate: clientAuth and id-kp-cmcRA.
+pub const RA_CERT_EXTENSIONS: &[&str] = &[
+    "basicConstraints=critical,CA:FALSE",
+    "keyUsage=critical,digitalSignature",
+    "extendedKeyUsage=clientAuth,1.3.6.1.5.5.7.3.28",
+];
+
+/// Extensions of a CA certificate.
+pub const CA_CERT_EXTENSIONS: &[&str] = &[
+    "basicConstraints=critical,CA:TRUE",
+    "keyUsage=critical,keyCertSign,cRLSign",
+];

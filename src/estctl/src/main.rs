@@ -541,6 +541,19 @@ fn check_config(config: &Path, frontend: Option<&Path>) -> Result<(), String> {
     }
     let cfg = load(config)?;
     let policy = hsm_est_policy::Policy::load_dir(&cfg.policy_dir)?;
+    let ra =
+        hsm_est_signer::ra::RaTrust::from_config(cfg.registration_authorities.as_ref(), &policy)
+            .map_err(|e| format!("{}: {e}", config.display()))?;
+    if ra.is_some() {
+        println!(
+            "registration authorities: {}",
+            cfg.registration_authorities
+                .iter()
+                .flat_map(|r| r.authorities.iter().map(|a| a.name.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if cfg.ca_chain_file.exists() {
         hsm_est_signer::ca::CaChain::load(&cfg.ca_chain_file)?;
     } else {

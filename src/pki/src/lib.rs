@@ -9,6 +9,7 @@ pub mod csr;
 pub mod keys;
 pub mod name;
 pub mod oid;
+pub mod path;
 
 use der::{Decode, Reader, SliceReader};
 

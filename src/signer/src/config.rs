@@ -24,7 +24,40 @@ struct RawSignerConfig {
     ledger: RawLedger,
     audit: RawAudit,
     #[serde(default)]
+    registration_authorities: Option<RawRegistrationAuthorities>,
+    #[serde(default)]
     log: RawLog,
+}
+
+/// Registration authorities (RFC 7030 §3.7): gateways that request certificates on devices'
+/// behalf with their own certificate. Trusted here, in the signer, not in the frontend.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistrationAuthorities {
+    /// PEM file of the anchors RA certificates must chain to.
+    trust_anchors: String,
+    /// Require id-kp-cmcRA in the RA certificate's extendedKeyUsage.
+    #[serde(default = "default_true")]
+    require_ra_eku: bool,
+    /// Each RA allowed to act, by its certificate's CN, and its scope.
+    authorities: Vec<RawAuthority>,
+    /// SHA-256 fingerprints (hex) of RA certificates that are revoked.
+    #[serde(default)]
+    revoked_certificates: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthority {
+    name: String,
+    subject_cn: String,
+    profiles: Vec<String>,
+    /// Anchored regular expression the device CNs it acts for must match.
+    cn_pattern: String,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -165,7 +198,27 @@ pub struct SignerConfig {
     pub policy_dir: PathBuf,
     pub ledger_path: PathBuf,
     pub audit_path: PathBuf,
+    /// `None`: no registration authority is accepted.
+    pub registration_authorities: Option<RaConfig>,
     pub log: LogConfig,
+}
+
+/// The validated `registration_authorities` table.
+#[derive(Debug, Clone)]
+pub struct RaConfig {
+    pub trust_anchors: PathBuf,
+    pub require_ra_eku: bool,
+    pub authorities: Vec<AuthorityConfig>,
+    /// SHA-256 fingerprints of revoked RA certificates.
+    pub revoked_certificates: Vec<[u8; 32]>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthorityConfig {
+    pub name: String,
+    pub subject_cn: String,
+    pub profiles: Vec<String>,
+    pub cn_pattern: regex::Regex,
 }
 
 impl SignerConfig {
@@ -203,6 +256,10 @@ impl SignerConfig {
             policy_dir: resolve(path, &raw.policy.dir),
             ledger_path: resolve(path, &raw.ledger.path),
             audit_path: resolve(path, &raw.audit.path),
+            registration_authorities: raw
+                .registration_authorities
+                .map(|r| ra_config(path, r))
+                .transpose()?,
             log,
         })
     }
@@ -321,5 +378,73 @@ fn token_config(path: &Path, t: RawToken) -> Result<TokenConfig, String> {
         pin,
         key_label: t.key_label,
         sessions: t.sessions,
+    })
+}
+
+/// The `registration_authorities` table: names unique, patterns anchored, fingerprints
+/// 32 bytes of hex.
+fn ra_config(path: &Path, r: RawRegistrationAuthorities) -> Result<RaConfig, String> {
+    let key = "registration_authorities";
+    if r.trust_anchors.is_empty() {
+        return Err(format!("{key}.trust_anchors: must not be empty"));
+    }
+    if r.authorities.is_empty() {
+        return Err(format!(
+            "{key}.authorities: must name at least one authority (leave the table out to \
+             accept none)"
+        ));
+    }
+    let mut authorities: Vec<AuthorityConfig> = Vec::new();
+    for a in r.authorities {
+        let at = |field: &str| format!("{key}.authorities[{}].{field}", a.name);
+        if a.name.is_empty() || authorities.iter().any(|b| b.name == a.name) {
+            return Err(format!(
+                "{key}.authorities: names must be unique and not empty"
+            ));
+        }
+        if a.subject_cn.is_empty() || authorities.iter().any(|b| b.subject_cn == a.subject_cn) {
+            return Err(format!(
+                "{}: must be unique and not empty",
+                at("subject_cn")
+            ));
+        }
+        if a.profiles.is_empty() {
+            return Err(format!(
+                "{}: must name at least one profile",
+                at("profiles")
+            ));
+        }
+        if !a.cn_pattern.starts_with('^') || !a.cn_pattern.ends_with('$') {
+            return Err(format!(
+                "{}: must be anchored with ^ and $ so that it matches the whole name",
+                at("cn_pattern")
+            ));
+        }
+        let cn_pattern =
+            regex::Regex::new(&a.cn_pattern).map_err(|e| format!("{}: {e}", at("cn_pattern")))?;
+        authorities.push(AuthorityConfig {
+            name: a.name,
+            subject_cn: a.subject_cn,
+            profiles: a.profiles,
+            cn_pattern,
+        });
+    }
+    let revoked_certificates = r
+        .revoked_certificates
+        .iter()
+        .map(|h| {
+            hex::decode(h.replace(':', ""))
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    format!("{key}.revoked_certificates: {h:?} is not a SHA-256 fingerprint")
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RaConfig {
+        trust_anchors: resolve(path, &r.trust_anchors),
+        require_ra_eku: r.require_ra_eku,
+        authorities,
+        revoked_certificates,
     })
 }

@@ -11,6 +11,7 @@ use hsm_est_proto::{
 use crate::error::{DeviceRefusal, SignerError};
 use crate::issuance::IssueInput;
 use crate::ledger::{DeviceRecord, DeviceState};
+use crate::ra::RaRefusal;
 use crate::service::SignerService;
 
 /// Who sent a request: the role the socket's peer uid maps to, that uid, and the request id
@@ -175,6 +176,10 @@ impl From<&SignerError> for WireError {
                 "profile.registration_authority",
                 format!("profile {profile} does not accept registration authorities"),
             ),
+            SignerError::RegistrationAuthority(r) => {
+                let (reason, message) = ra_refusal(*r);
+                (ErrorCode::NotAllowed, reason, message.to_string())
+            }
             SignerError::DeviceBusy => (
                 ErrorCode::DeviceDuplicate,
                 "device.in_progress",
@@ -317,6 +322,42 @@ fn denial_code(kind: DenialKind) -> ErrorCode {
         DenialKind::SubjectAltName => ErrorCode::SanRejected,
         DenialKind::UnknownProfile => ErrorCode::UnknownProfile,
         DenialKind::NotAllowed => ErrorCode::NotAllowed,
+    }
+}
+
+/// Stable reasons for a registration authority that was not accepted.
+fn ra_refusal(r: RaRefusal) -> (&'static str, &'static str) {
+    match r {
+        RaRefusal::NotConfigured => ("ra.not_configured", "no registration authority is accepted"),
+        RaRefusal::Malformed => (
+            "ra.certificate",
+            "the RA certificate is missing or malformed",
+        ),
+        RaRefusal::Untrusted => (
+            "ra.untrusted",
+            "the RA certificate does not chain to an RA trust anchor",
+        ),
+        RaRefusal::Expired => (
+            "ra.expired",
+            "a certificate of the RA's chain is outside its validity",
+        ),
+        RaRefusal::MissingEku => (
+            "ra.eku",
+            "the RA certificate lacks the id-kp-cmcRA extended key usage",
+        ),
+        RaRefusal::Revoked => ("ra.revoked", "the RA certificate is revoked"),
+        RaRefusal::Unknown => (
+            "ra.unknown",
+            "the RA certificate names no configured registration authority",
+        ),
+        RaRefusal::ProfileOutOfScope => (
+            "ra.scope_profile",
+            "this registration authority may not use this profile",
+        ),
+        RaRefusal::NameOutOfScope => (
+            "ra.scope_name",
+            "this registration authority may not act for this device name",
+        ),
     }
 }
 

@@ -50,6 +50,8 @@ pub enum SignerError {
     RegistrationAuthorityRefused {
         profile: String,
     },
+    /// A claimed registration authority was not accepted, or acted outside its scope.
+    RegistrationAuthority(crate::ra::RaRefusal),
     /// Another request for the same device is being decided.
     DeviceBusy,
     /// A device rule refused.
@@ -87,6 +89,7 @@ impl fmt::Display for SignerError {
             SignerError::RegistrationAuthorityRefused { profile } => {
                 write!(f, "profile {profile} refuses registration authorities")
             }
+            SignerError::RegistrationAuthority(r) => write!(f, "registration authority: {r:?}"),
             SignerError::DeviceBusy => write!(f, "device busy"),
             SignerError::Device(r) => write!(f, "device rule: {r:?}"),
             SignerError::QuotaExceeded(k) => write!(f, "quota exceeded: {k:?}"),

@@ -105,8 +105,21 @@ impl SignerService {
     pub fn issue(
         &self,
         ctx: CallContext,
-        input: IssueInput,
+        mut input: IssueInput,
     ) -> Result<IssuedCertificate, SignerError> {
+        // A registration authority is verified before anything else; the audit then names
+        // the authority the signer accepted, not what the frontend said.
+        let ra = if input.registration_authority {
+            match self.verify_registration_authority(&input) {
+                Ok(ra) => Some(ra),
+                Err(e) => return Err(self.refuse(&ctx, &input, "", e)),
+            }
+        } else {
+            None
+        };
+        if let Some(ra) = &ra {
+            input.requester = ra.requester.clone();
+        }
         let parsed = csr::parse_csr(&input.csr_der).map_err(|e| {
             tracing::debug!("csr: {}", log_safe(&e.0));
             self.refuse(&ctx, &input, "", SignerError::CsrMalformed)
@@ -114,6 +127,10 @@ impl SignerService {
         let subject = parsed.request.info.subject.to_string();
         let refuse = |e| self.refuse(&ctx, &input, &subject, e);
         let (profile, approved) = self.apply_policy(ctx, &input, &parsed).map_err(refuse)?;
+        if let Some(ra) = &ra {
+            ra.in_scope(profile, &approved)
+                .map_err(|r| refuse(r.into()))?;
+        }
         let mut decision = Decision {
             ctx,
             input: &input,

@@ -11,6 +11,7 @@ pub mod issuance;
 pub mod journal;
 pub mod ledger;
 pub mod quota;
+pub mod ra;
 pub mod revocation;
 pub mod server;
 pub mod service;
@@ -130,6 +131,8 @@ pub fn open_service(
 ) -> Result<(Arc<service::SignerService>, journal::Journal), StartError> {
     let policy = Policy::load_dir(&config.policy_dir).map_err(StartError::Config)?;
     let ca = ca::CaChain::load(&config.ca_chain_file).map_err(StartError::Config)?;
+    let ra = ra::RaTrust::from_config(config.registration_authorities.as_ref(), &policy)
+        .map_err(StartError::Config)?;
     let ledger: Arc<dyn Ledger> = Arc::new(
         SqliteLedger::open(&config.ledger_path).map_err(|e| StartError::Storage(e.to_string()))?,
     );
@@ -190,13 +193,10 @@ pub fn open_service(
         .apply(&[], &audit.head())
         .map_err(|e| StartError::Storage(e.to_string()))?;
     let (journal, _commit_thread) = journal::Journal::start(audit, Arc::clone(&ledger));
-    let service = Arc::new(service::SignerService::new(
-        policy,
-        ca,
-        ledger,
-        journal.clone(),
-        Arc::new(pool),
-    ));
+    let service = Arc::new(
+        service::SignerService::new(policy, ca, ledger, journal.clone(), Arc::new(pool))
+            .with_registration_authorities(ra),
+    );
     Ok((service, journal))
 }
 

@@ -17,6 +17,7 @@ use crate::error::{unavailable, SignerError};
 use crate::journal::Journal;
 use crate::ledger::Ledger;
 use crate::quota::Quotas;
+use crate::ra::RaTrust;
 
 /// Serial numbers: 16 CSPRNG bytes, top bits `01` so the INTEGER is positive and always 16
 /// octets (126 random bits; BR 7.1 asks for at least 64).
@@ -34,6 +35,8 @@ pub struct SignerService {
     pub(crate) claims: Claims,
     /// Per-profile new-device and re-key counts over the last hour.
     pub(crate) quotas: Quotas,
+    /// The registration authorities this signer accepts; `None`: none.
+    pub(crate) registration_authorities: Option<RaTrust>,
     rng: SystemRandom,
 }
 
@@ -60,8 +63,15 @@ impl SignerService {
             signer,
             claims: Claims::default(),
             quotas: Quotas::default(),
+            registration_authorities: None,
             rng: SystemRandom::new(),
         }
+    }
+
+    /// Accepts the registration authorities of `trust` (and no other).
+    pub fn with_registration_authorities(mut self, trust: Option<RaTrust>) -> Self {
+        self.registration_authorities = trust;
+        self
     }
 
     pub(crate) fn pong(&self) -> Response {

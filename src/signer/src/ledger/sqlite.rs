@@ -538,7 +538,11 @@ mod tests {
         assert_eq!(dev.status, DeviceState::Enrolled);
         assert_eq!((dev.first_enrolled_ms, dev.last_enrolled_ms), (5, 6));
         assert_eq!(
-            ledger.certificate(&[0x40, 1]).unwrap().unwrap().superseded_by,
+            ledger
+                .certificate(&[0x40, 1])
+                .unwrap()
+                .unwrap()
+                .superseded_by,
             None
         );
         ledger
