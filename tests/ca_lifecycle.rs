@@ -116,7 +116,7 @@ fn intermediate_under_an_existing_root_issues_verifiable_certificates() {
         &d,
         "leaf",
         &ec_p256(),
-        "/CN=ward-b-pump-003/O=Hospital/C=US",
+        "/CN=ward-b-pump-003/O=TestHospital/C=US",
         &[],
     );
     let leaf = issued(app.issue(Operation::Bootstrap, "iqe-bootstrap", &leaf_csr, &[]));

@@ -164,6 +164,74 @@ fn invalid_values_are_rejected_not_clamped() {
     }
 }
 
+/// The commented `registration_authorities` example in the shipped signer.yaml, switched
+/// on: it parses, every table of it rejects unknown keys, and bad values name their key.
+#[test]
+fn the_registration_authorities_example_parses_and_bad_values_are_named() {
+    let shipped = localise(&std::fs::read_to_string(repo("config/signer.yaml")).unwrap());
+    let start = shipped
+        .find("# registration_authorities:")
+        .expect("example");
+    let end = start + shipped[start..].find("\nlog:").unwrap();
+    let example: String = shipped[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let text = format!("{}{example}{}", &shipped[..start], &shipped[end..]);
+    let path = repo("config/signer.yaml");
+    let config = SignerConfig::parse(&path, &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let ra = config.registration_authorities.expect("table read");
+    assert!(ra.require_ra_eku);
+    assert_eq!(ra.authorities[0].profiles, ["iqe-pump"]);
+    for (table, bad) in with_unknown_key_in_each_table(&example) {
+        let bad = format!("{}{bad}{}", &shipped[..start], &shipped[end..]);
+        let err = SignerConfig::parse(&path, &bad)
+            .err()
+            .unwrap_or_else(|| panic!("unknown key in {table} accepted"));
+        assert!(err.contains("bogus_key"), "{table}: {err}");
+    }
+    let cases = [
+        (
+            "cn_pattern: '^[a-z0-9]+(-[a-z0-9]+)*$'",
+            "cn_pattern: '[a-z]+'",
+            "registration_authorities.authorities[iqe-gateways].cn_pattern",
+        ),
+        (
+            "revoked_certificates: []",
+            "revoked_certificates: [abcd]",
+            "registration_authorities.revoked_certificates",
+        ),
+        (
+            "profiles: [iqe-pump]",
+            "profiles: []",
+            "registration_authorities.authorities[iqe-gateways].profiles",
+        ),
+    ];
+    for (from, to, key) in cases {
+        assert!(text.contains(from), "{from}");
+        let err = SignerConfig::parse(&path, &text.replacen(from, to, 1)).unwrap_err();
+        assert!(err.contains(key), "{to}: {err}");
+    }
+    // An authority's profile must exist and accept registration authorities.
+    let policy = Policy::load_dir(&repo("policy")).unwrap();
+    let with_profile = |p: &str| {
+        let t = text.replacen("profiles: [iqe-pump]", &format!("profiles: [{p}]"), 1);
+        SignerConfig::parse(&path, &t)
+            .unwrap()
+            .registration_authorities
+    };
+    for (profile, why) in [
+        ("nope", "no profile"),
+        ("tls-server", "allow_registration_authority"),
+    ] {
+        let err = hsm_est_signer::ra::RaTrust::from_config(with_profile(profile).as_ref(), &policy)
+            .err()
+            .unwrap_or_else(|| panic!("{profile} accepted"));
+        assert!(err.contains(why), "{profile}: {err}");
+    }
+}
+
 #[test]
 fn shipped_profiles_parse_and_reject_unknown_keys_everywhere() {
     let policy = Policy::load_dir(&repo("policy")).unwrap();

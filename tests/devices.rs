@@ -105,7 +105,7 @@ fn device_lifecycle_follows_the_iqe_rules() {
         refused(app.issue(Operation::Reenroll, "iqe-pump", &r2, &enrolled)),
         (ErrorCode::Revoked, "cert.revoked".into())
     );
-    // A changed subject is refused.
+    // A changed subject is refused: another O by the profile, which pins it.
     let changed = openssl_csr(
         &d,
         "r3",
@@ -115,7 +115,7 @@ fn device_lifecycle_follows_the_iqe_rules() {
     );
     assert_eq!(
         refused(app.issue(Operation::Reenroll, "iqe-pump", &changed, &renewed)),
-        (ErrorCode::ReenrollRefused, "reenroll.name_mismatch".into())
+        (ErrorCode::SubjectRejected, "name.pinned".into())
     );
     // Another device's certificate is refused.
     let r4 = openssl_csr(&d, "r4", &ec_p256(), subj, &[]);

@@ -238,11 +238,11 @@ fn device_lifecycle_over_https() {
     let a = tls_auth(&other_pem, &ko);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     assert_eq!(post(&demo, &a, &csr5, "iqe/simplereenroll").status, 403);
-    // A changed subject is refused.
+    // A changed subject is refused (the profile pins O: 400, a bad request).
     let (_, csr6) = demo.csr("p6", "/CN=ward-a-pump-001/O=Other Hospital/C=US");
     let a = tls_auth(&renewed_pem, &k4);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    assert_eq!(post(&demo, &a, &csr6, "iqe/simplereenroll").status, 403);
+    assert_eq!(post(&demo, &a, &csr6, "iqe/simplereenroll").status, 400);
     // Re-enrolment needs a certificate: Basic alone is not enough.
     assert_eq!(
         post(&demo, &["-u", &basic], &csr6, "iqe/simplereenroll").status,

@@ -80,7 +80,7 @@ fn registration_authority_enrols_and_reenrols_on_behalf_of_devices() {
     assert_eq!(r.status, 200, "{}", r.text());
     // Not with other names, and not for a device that does not exist.
     let (_, csr3) = demo.csr("ra3", "/CN=ra-pump-001/O=Elsewhere/C=US");
-    assert_eq!(post(&csr3, "simplereenroll").status, 403);
+    assert_eq!(post(&csr3, "simplereenroll").status, 400);
     let (_, csr4) = demo.csr("ra4", "/CN=ra-pump-404");
     assert_eq!(post(&csr4, "simplereenroll").status, 403);
     // Outside its scope in the signer's configuration: refused.

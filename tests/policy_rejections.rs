@@ -169,6 +169,26 @@ fn hostile_csrs_are_refused_with_stable_reasons() {
             "name.wildcard",
         ),
         (
+            "requester-chosen OU and O, as issued before (issue 7)",
+            "iqe-bootstrap",
+            openssl_csr(
+                &d,
+                "ou",
+                &ec_p256(),
+                "/CN=pump-ou/OU=Domain Admins/O=Hospital IT",
+                &[],
+            ),
+            ErrorCode::SubjectRejected,
+            "name.attribute",
+        ),
+        (
+            "an O other than the pinned one",
+            "iqe-bootstrap",
+            csrgen::csr(&[(CN, "pump-o"), (csrgen::O, "Hospital IT")]),
+            ErrorCode::SubjectRejected,
+            "name.pinned",
+        ),
+        (
             "SAN outside suffix",
             "test-san",
             foreign_san,

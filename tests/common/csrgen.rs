@@ -15,6 +15,7 @@ use x509_cert::request::{CertReq, CertReqInfo, Version};
 pub const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 pub const O: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
 pub const C: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.6");
+pub const OU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.11");
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");

@@ -180,9 +180,16 @@ impl Profile {
             let Some(atv) = rdn.0.get(0) else {
                 return bad("name.multi_valued", "empty RDN".into());
             };
+            if let Some((_, want)) = self.subject.pinned.iter().find(|(o, _)| *o == atv.oid) {
+                self.check_pinned(atv, want)?;
+                continue;
+            }
             let value = self.check_attribute(atv, &out)?;
             out.push((atv.oid, value));
         }
+        // The profile's own attributes follow the requester's, always in the same order, so
+        // that a renewal without them names the device exactly as before.
+        out.extend(self.subject.pinned.iter().cloned());
         for req in &self.subject.required {
             if !out.iter().any(|(o, _)| o == req) {
                 let label = name::attribute_short_name(req).unwrap_or("attribute");
@@ -200,6 +207,32 @@ impl Profile {
         let name = name::make_name(&out)
             .map_err(|e| Denial::new(DenialKind::Subject, "name.encoding", e))?;
         Ok((name, cn))
+    }
+
+    /// A pinned attribute the CSR carries anyway: accepted only with the pinned value
+    /// (compared by meaning, as RFC 5280 §7.1 compares names), and only once.
+    fn check_pinned(
+        &self,
+        atv: &x509_cert::attr::AttributeTypeAndValue,
+        want: &str,
+    ) -> Result<(), Denial> {
+        let label = name::attribute_short_name(&atv.oid).unwrap_or("attribute");
+        // RFC 4518 in short, as the name comparison does: case and runs of spaces ignored.
+        let prepare = |v: &str| {
+            v.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase()
+        };
+        let same = name::attribute_string(&atv.value).is_some_and(|v| prepare(&v) == prepare(want));
+        if same {
+            return Ok(());
+        }
+        Err(Denial::new(
+            DenialKind::Subject,
+            "name.pinned",
+            format!("subject attribute {label} is set by the profile to {want:?}; leave it out"),
+        ))
     }
 
     /// One subject attribute: allowed, a string type we read, no control characters,

@@ -48,7 +48,11 @@ pub struct SanRule {
 /// The subject rules of a profile.
 #[derive(Debug, Clone)]
 pub struct SubjectRule {
+    /// Attributes the requester may set.
     pub attributes: Vec<ObjectIdentifier>,
+    /// Attributes the profile sets, with their values, in certificate order. A CSR may
+    /// leave them out or carry the same value; any other value is refused.
+    pub pinned: Vec<(ObjectIdentifier, String)>,
     pub required: Vec<ObjectIdentifier>,
     pub cn_pattern: Option<Regex>,
     pub max_attribute_length: usize,
@@ -283,6 +287,50 @@ fn key_rules(p: &Origin<'_>, keys: &RawKeys) -> Result<(Option<RsaRule>, Vec<Cur
     Ok((rsa, ec_curves))
 }
 
+/// `subject.pinned`: known attributes other than CN, each either pinned or settable by the
+/// requester (not both), with values a certificate can carry.
+fn pinned_attributes(
+    p: &Origin<'_>,
+    raw: &RawSubject,
+    settable: &[ObjectIdentifier],
+) -> Result<Vec<(ObjectIdentifier, String)>, String> {
+    let mut pinned: Vec<(ObjectIdentifier, String)> = Vec::new();
+    for (k, v) in &raw.pinned {
+        let Some(key) = k.as_str() else {
+            return Err(p.at("subject.pinned", "attribute names must be strings"));
+        };
+        let at = |msg: String| p.at(&format!("subject.pinned.{key}"), msg);
+        let o = name::attribute_oid(key).ok_or_else(|| at("unknown attribute".into()))?;
+        let Some(value) = v.as_str() else {
+            return Err(at("the value must be a string".into()));
+        };
+        if o == oid::AT_COMMON_NAME {
+            return Err(at("the CN names the device and cannot be pinned".into()));
+        }
+        if settable.contains(&o) || pinned.iter().any(|(q, _)| *q == o) {
+            return Err(at(
+                "is also in subject.attributes or pinned twice; an attribute is either the \
+                 requester's or the profile's"
+                    .into(),
+            ));
+        }
+        let chars = value.chars().count();
+        if value.trim().is_empty()
+            || chars > raw.max_length
+            || (o == oid::AT_COUNTRY && chars != 2)
+            || value.chars().any(char::is_control)
+            || (!raw.allow_non_ascii && !value.is_ascii())
+        {
+            return Err(at(format!(
+                "{value:?} is not a value this profile's subject rules allow"
+            )));
+        }
+        name::make_attribute(o, value).map_err(at)?;
+        pinned.push((o, value.to_string()));
+    }
+    Ok(pinned)
+}
+
 fn subject_rule(p: &Origin<'_>, raw: &RawSubject) -> Result<SubjectRule, String> {
     let attr = |key: &str, list: &[String]| -> Result<Vec<ObjectIdentifier>, String> {
         list.iter()
@@ -298,10 +346,14 @@ fn subject_rule(p: &Origin<'_>, raw: &RawSubject) -> Result<SubjectRule, String>
     };
     let attributes = attr("subject.attributes", &raw.attributes)?;
     let required = attr("subject.required", &raw.required)?;
-    if let Some(missing) = required.iter().find(|r| !attributes.contains(r)) {
+    let pinned = pinned_attributes(p, raw, &attributes)?;
+    if let Some(missing) = required
+        .iter()
+        .find(|r| !attributes.contains(r) && !pinned.iter().any(|(o, _)| o == *r))
+    {
         return Err(p.at(
             "subject.required",
-            format!("{missing} is required but not in subject.attributes"),
+            format!("{missing} is required but neither in subject.attributes nor pinned"),
         ));
     }
     if raw.max_length == 0 || raw.max_length > MAX_ATTRIBUTE_LEN {
@@ -324,6 +376,7 @@ fn subject_rule(p: &Origin<'_>, raw: &RawSubject) -> Result<SubjectRule, String>
     };
     Ok(SubjectRule {
         attributes,
+        pinned,
         required,
         cn_pattern,
         max_attribute_length: raw.max_length,

@@ -118,6 +118,10 @@ pub(crate) struct RawSubject {
     pub required: Vec<String>,
     #[serde(default)]
     pub cn_pattern: Option<String>,
+    /// Attributes set from configuration, not by the requester (`O: Example Hospital`), in
+    /// the order they are written: the certificate carries them after the requester's.
+    #[serde(default)]
+    pub pinned: yaml_serde::Mapping,
     #[serde(default = "default_max_length")]
     pub max_length: usize,
     #[serde(default)]

@@ -3,7 +3,7 @@
 use crate::csrgen;
 
 use super::*;
-use csrgen::{CN, O};
+use csrgen::{C, CN, O, OU};
 use hsm_est_pki::csr::parse_csr;
 
 type Case<'a> = (
@@ -35,9 +35,24 @@ fn subject_rules_table() {
     let cases: Vec<Case> = vec![
         ("plain pump", vec![(CN, "ward-a-pump-001")], Ok(())),
         (
-            "with O",
-            vec![(CN, "icu-pump-042"), (O, "Hospital")],
+            "with the pinned O and C",
+            vec![(CN, "icu-pump-042"), (O, "TestHospital"), (C, "US")],
             Ok(()),
+        ),
+        (
+            "pinned O in other case and spacing",
+            vec![(CN, "icu-pump-042"), (O, "  testhospital ")],
+            Ok(()),
+        ),
+        (
+            "another O",
+            vec![(CN, "icu-pump-042"), (O, "Hospital IT")],
+            Err("name.pinned"),
+        ),
+        (
+            "requester-chosen OU",
+            vec![(CN, "icu-pump-042"), (OU, "Domain Admins")],
+            Err("name.attribute"),
         ),
         ("NUL", vec![(CN, "pump\0evil")], Err("name.control_char")),
         (
@@ -53,7 +68,7 @@ fn subject_rules_table() {
             vec![(CN, "pump-\u{0430}")],
             Err("name.non_ascii"),
         ),
-        ("no CN", vec![(O, "Hospital")], Err("name.missing")),
+        ("no CN", vec![(O, "TestHospital")], Err("name.missing")),
         (
             "two CNs",
             vec![(CN, "a"), (CN, "b")],
@@ -63,6 +78,26 @@ fn subject_rules_table() {
     for (what, attrs, expected) in cases {
         assert_eq!(reason_of(&csrgen::csr(&attrs)), expected, "{what}");
     }
+}
+
+/// The certificate's subject: the requester's CN, then the pinned attributes in the
+/// profile's order, whether or not the CSR carried them and wherever it put them.
+#[test]
+fn pinned_attributes_are_the_profiles() {
+    let subject = |attrs: &[(der::asn1::ObjectIdentifier, &str)]| {
+        let parsed = parse_csr(&csrgen::csr(attrs)).unwrap();
+        pump_profile()
+            .evaluate(&parsed)
+            .unwrap()
+            .subject
+            .to_string()
+    };
+    let expected = "C=US,O=TestHospital,CN=ward-a-pump-001";
+    assert_eq!(subject(&[(CN, "ward-a-pump-001")]), expected);
+    assert_eq!(
+        subject(&[(C, "US"), (O, "testhospital"), (CN, "ward-a-pump-001")]),
+        expected
+    );
 }
 
 #[test]
@@ -118,6 +153,24 @@ fn profile_files_reject_bad_values_with_key_paths() {
             "quota.new_devices_per_hour",
         ),
         ("rekey: allowed", "rekey: sometimes", "rekey"),
+        (
+            "revoke_superseded: rekey",
+            "revoke_superseded: sometimes",
+            "revoke_superseded",
+        ),
+        (
+            "    O: TestHospital",
+            "    OU: TestHospital\n    OU: x",
+            "pinned",
+        ),
+        ("    O: TestHospital", "    CN: pump", "subject.pinned.CN"),
+        ("    C: US", "    C: USA", "subject.pinned.C"),
+        ("    C: US", "    XX: US", "subject.pinned.XX"),
+        (
+            "attributes: [CN]",
+            "attributes: [CN, O]",
+            "subject.pinned.O",
+        ),
     ];
     for (from, to, path) in cases {
         let bad = good.replacen(from, to, 1);
