@@ -168,6 +168,14 @@ fn iqe_guide_flows_in_base64_mode() {
         parsed.contains("prime256v1") && parsed.contains("id-ecPublicKey"),
         "{parsed}"
     );
+    // An EC client is told to sign with ECDSA, an RSA client with RSA.
+    for alg in [
+        "ecdsa-with-SHA256",
+        "ecdsa-with-SHA384",
+        "sha256WithRSAEncryption",
+    ] {
+        assert!(parsed.contains(alg), "{alg} missing: {parsed}");
+    }
 }
 
 #[test]
@@ -246,7 +254,7 @@ fn device_lifecycle_over_https() {
     // Re-enrolment needs a certificate: Basic alone is not enough.
     assert_eq!(
         post(&demo, &["-u", &basic], &csr6, "iqe/simplereenroll").status,
-        401
+        403
     );
 
     // Devices and certificates survive a restart on the same directory.

@@ -27,6 +27,11 @@ fn strongswan_pki_enrols_and_reenrols() {
     let ca = demo.ca();
     let ca = ca.to_str().unwrap();
     let d = |n: &str| demo.path(n).display().to_string();
+    // The route's bodies are one line of base64 ended by CRLF (libest needs the line end);
+    // strongSwan reads them below.
+    let body = demo.curl(&[], "cacerts").body;
+    assert!(body.ends_with(b"\r\n"), "{body:?}");
+    assert_eq!(body.iter().filter(|b| **b == b'\n').count(), 1);
 
     let log = pki(
         &[

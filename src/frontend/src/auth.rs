@@ -92,6 +92,83 @@ fn is_registration_authority(state: &AppState, conn: &ConnInfo, cert: &[u8]) -> 
         .is_ok()
 }
 
+/// User names longer than this get 400 before any work (and are never logged in full).
+const MAX_NAME_BYTES: usize = 128;
+
+/// HTTP Basic, with bounded work: the name's length, then the failure limits, then the
+/// verification cache, then one of the per-address and global verification slots, then a
+/// failure reserved *before* Argon2 runs (given back if the password was right).
+async fn basic_login(
+    state: &AppState,
+    conn: &ConnInfo,
+    user: &str,
+    password: &str,
+) -> Result<Identity, HttpResponse> {
+    let realm = &state.config.realm;
+    let ip = conn.peer.ip();
+    if user.len() > MAX_NAME_BYTES {
+        let shown: String = user.chars().take(32).collect();
+        tracing::warn!(
+            "login refused: a user name of {} bytes ({}…) from {ip}",
+            user.len(),
+            log_safe(&shown)
+        );
+        return Err(text(StatusCode::BAD_REQUEST, "The user name is too long."));
+    }
+    let keys = [
+        format!("ip:{}", crate::limits::canonical(ip)),
+        crate::limits::user_key(user, ip),
+    ];
+    let locked = |wait| {
+        tracing::warn!(
+            "login refused: too many failures for {} from {ip}",
+            log_safe(user)
+        );
+        with_retry_after(
+            text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed logins. Try again later.",
+            ),
+            wait,
+        )
+    };
+    for key in &keys {
+        state.failures.check(key).map_err(locked)?;
+    }
+    if let Some(entry) = state.users.cached(user, password) {
+        return Ok(Identity::User(entry));
+    }
+    let busy = || {
+        with_retry_after(
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many logins in progress. Try again shortly.",
+            ),
+            1,
+        )
+    };
+    let Some(_address_slot) = state.logins.try_enter(ip) else {
+        return Err(busy());
+    };
+    let Ok(_slot) = state.argon2_slots.try_acquire() else {
+        tracing::warn!("login from {ip} turned away: every password verification slot is busy");
+        return Err(busy());
+    };
+    let reservation = state.failures.reserve(&keys).map_err(locked)?;
+    let verdict = tokio::task::block_in_place(|| state.users.verify(user, password));
+    match verdict {
+        Verdict::Valid(entry) => {
+            reservation.succeeded();
+            Ok(Identity::User(entry))
+        }
+        Verdict::Invalid => {
+            drop(reservation);
+            tracing::warn!("login failed for user {} from {ip}", log_safe(user));
+            Err(unauthorized(realm, "The credentials are not valid."))
+        }
+    }
+}
+
 pub(crate) async fn authenticate(
     state: &AppState,
     conn: &ConnInfo,
@@ -102,6 +179,14 @@ pub(crate) async fn authenticate(
 ) -> Result<Identity, HttpResponse> {
     let realm = &state.config.realm;
     let allows = |m| route.auth.contains(&m);
+    // Re-enrolment authenticates with the certificate being renewed (RFC 7030 §4.2.2): no
+    // Basic challenge, which would send a client in circles.
+    if op == EstOp::SimpleReenroll && conn.client_cert.is_none() {
+        return Err(text(
+            StatusCode::FORBIDDEN,
+            "simplereenroll requires a TLS client certificate: the certificate being renewed.",
+        ));
+    }
     // Re-enrolment authenticates with the certificate being renewed (RFC 7030 §4.2.2).
     let basic = if op == EstOp::SimpleReenroll || !allows(AuthMethod::Basic) {
         None
@@ -110,41 +195,7 @@ pub(crate) async fn authenticate(
     };
     match basic {
         Some(Err(())) => return Err(unauthorized(realm, "Malformed Basic credentials.")),
-        Some(Ok((user, password))) => {
-            let ip_key = format!("ip:{}", crate::limits::canonical(conn.peer.ip()));
-            let user_key = format!("user:{user}");
-            for key in [&ip_key, &user_key] {
-                if let Err(wait) = state.failures.check(key) {
-                    tracing::warn!(
-                        "login refused: too many failures for {} from {}",
-                        log_safe(&user),
-                        conn.peer.ip()
-                    );
-                    return Err(with_retry_after(
-                        text(
-                            StatusCode::TOO_MANY_REQUESTS,
-                            "Too many failed logins. Try again later.",
-                        ),
-                        wait,
-                    ));
-                }
-            }
-            let users = &state.users;
-            let verdict = tokio::task::block_in_place(|| users.verify(&user, &password));
-            return match verdict {
-                Verdict::Valid(entry) => Ok(Identity::User(entry)),
-                Verdict::Invalid => {
-                    state.failures.record(&ip_key);
-                    state.failures.record(&user_key);
-                    tracing::warn!(
-                        "login failed for user {} from {}",
-                        log_safe(&user),
-                        conn.peer.ip()
-                    );
-                    Err(unauthorized(realm, "The credentials are not valid."))
-                }
-            };
-        }
+        Some(Ok((user, password))) => return basic_login(state, conn, &user, &password).await,
         None => {}
     }
     if op != EstOp::Bootstrap && allows(AuthMethod::Certificate) {

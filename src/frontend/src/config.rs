@@ -72,6 +72,12 @@ struct RawServer {
     header_timeout_seconds: u64,
     #[serde(default = "default_ten")]
     body_timeout_seconds: u64,
+    #[serde(default = "default_idle")]
+    idle_timeout_seconds: u64,
+    #[serde(default = "default_max_age")]
+    max_connection_age_seconds: u64,
+    #[serde(default = "default_per_address")]
+    max_connections_per_address: usize,
     #[serde(default)]
     allowed_networks: Vec<String>,
 }
@@ -85,6 +91,9 @@ impl Default for RawServer {
             handshake_timeout_seconds: 10,
             header_timeout_seconds: 10,
             body_timeout_seconds: 10,
+            idle_timeout_seconds: default_idle(),
+            max_connection_age_seconds: default_max_age(),
+            max_connections_per_address: default_per_address(),
             allowed_networks: Vec::new(),
         }
     }
@@ -105,6 +114,21 @@ fn default_max_connections() -> usize {
 
 fn default_ten() -> u64 {
     10
+}
+
+/// A connection with no bytes either way for this long is closed.
+fn default_idle() -> u64 {
+    30
+}
+
+/// A connection is closed (gracefully, between requests) after this long.
+fn default_max_age() -> u64 {
+    600
+}
+
+/// One address may hold this many connections; the gateway needs a handful.
+fn default_per_address() -> usize {
+    64
 }
 
 #[derive(Deserialize)]
@@ -195,6 +219,8 @@ struct RawLoginLimit {
     failures: u32,
     #[serde(default = "default_failure_window")]
     window: u64,
+    #[serde(default = "default_concurrent_logins")]
+    concurrent_per_address: u32,
 }
 
 impl Default for RawLoginLimit {
@@ -202,8 +228,15 @@ impl Default for RawLoginLimit {
         RawLoginLimit {
             failures: default_failures(),
             window: default_failure_window(),
+            concurrent_per_address: default_concurrent_logins(),
         }
     }
+}
+
+/// Password verifications one address may run at once (the verifications of all
+/// addresses together are bounded by the number of cores).
+fn default_concurrent_logins() -> u32 {
+    1
 }
 
 /// Five failures per user or source address in 15 minutes (security checklist T7).
@@ -243,6 +276,9 @@ pub struct FrontendConfig {
     pub handshake_timeout: Duration,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connection_age: Duration,
+    pub max_connections_per_address: usize,
     pub allowed_networks: Vec<Cidr>,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
@@ -258,6 +294,7 @@ pub struct FrontendConfig {
     pub rate_limit: Option<RateLimit>,
     pub login_failures: u32,
     pub login_window: Duration,
+    pub concurrent_logins_per_address: u32,
     pub log: LogConfig,
 }
 
@@ -342,6 +379,16 @@ impl FrontendConfig {
         if raw.login_limit.failures == 0 || raw.login_limit.failures > 1000 {
             return Err("login_limit.failures: must be between 1 and 1000".into());
         }
+        if raw.login_limit.concurrent_per_address == 0
+            || raw.login_limit.concurrent_per_address > 64
+        {
+            return Err("login_limit.concurrent_per_address: must be between 1 and 64".into());
+        }
+        if s.max_connections_per_address == 0 || s.max_connections_per_address > s.max_connections {
+            return Err(
+                "server.max_connections_per_address: must be between 1 and max_connections".into(),
+            );
+        }
         let signer_connections = raw.signer.max_connections;
         if signer_connections == 0 || signer_connections > 256 {
             return Err("signer.max_connections: must be between 1 and 256".into());
@@ -360,6 +407,13 @@ impl FrontendConfig {
                 120,
             )?,
             body_timeout: seconds("server.body_timeout_seconds", s.body_timeout_seconds, 120)?,
+            idle_timeout: seconds("server.idle_timeout_seconds", s.idle_timeout_seconds, 3600)?,
+            max_connection_age: seconds(
+                "server.max_connection_age_seconds",
+                s.max_connection_age_seconds,
+                86_400,
+            )?,
+            max_connections_per_address: s.max_connections_per_address,
             allowed_networks,
             cert_file: resolve(path, &raw.tls.cert_file),
             key_file: resolve(path, &raw.tls.key_file),
@@ -380,6 +434,7 @@ impl FrontendConfig {
             rate_limit,
             login_failures: raw.login_limit.failures,
             login_window: seconds("login_limit.window", raw.login_limit.window, 86_400)?,
+            concurrent_logins_per_address: raw.login_limit.concurrent_per_address,
             log: raw.log.validate()?,
         })
     }

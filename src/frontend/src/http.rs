@@ -25,7 +25,7 @@ use super::auth::{authenticate, Identity};
 use super::body::read_body;
 use super::config::{FrontendConfig, Route};
 use super::est::{self, ResponseFormat, CT_CERTS_ONLY, CT_CSRATTRS, CT_PKCS7};
-use super::limits::{FailureLimiter, RateLimiter};
+use super::limits::{FailureLimiter, PerAddress, RateLimiter};
 use super::signer_client::SignerPool;
 use super::users::Verifier;
 
@@ -55,6 +55,13 @@ pub struct AppState {
     pub users: Verifier,
     pub rate: Option<RateLimiter>,
     pub failures: FailureLimiter,
+    /// Password verifications (Argon2, 19 MiB each) running at once, all addresses
+    /// together: at most one per core. Full means 503 at once, never a queue.
+    pub argon2_slots: tokio::sync::Semaphore,
+    /// Password verifications running at once per source address.
+    pub logins: PerAddress,
+    /// Connections held per source address, over all listeners.
+    pub connections: PerAddress,
     /// Who is a registration authority (`ra_trust_anchors` only); `None` when none is.
     pub ra_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     ca_cache: Mutex<Option<(Instant, Vec<Vec<u8>>)>>,
@@ -77,7 +84,14 @@ impl AppState {
             .as_ref()
             .map(|r| RateLimiter::new(r.requests, r.window));
         let failures = FailureLimiter::new(config.login_failures, config.login_window);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let logins = PerAddress::new(config.concurrent_logins_per_address);
         AppState {
+            argon2_slots: tokio::sync::Semaphore::new(cores),
+            logins,
+            connections: PerAddress::new(
+                u32::try_from(config.max_connections_per_address).unwrap_or(u32::MAX),
+            ),
             config,
             signer,
             users,
@@ -218,7 +232,11 @@ fn signer_error(e: &hsm_est_proto::WireError, realm: &str) -> HttpResponse {
             text(StatusCode::FORBIDDEN, &msg)
         }
         // The IQE guide's wording.
-        ErrorCode::DeviceDuplicate => text(StatusCode::CONFLICT, "Device already enrolled."),
+        ErrorCode::DeviceDuplicate => text(
+            StatusCode::CONFLICT,
+            "Device already enrolled. To let it bootstrap again, an operator runs \
+             `estctl device delete NAME` on the appliance.",
+        ),
         ErrorCode::QuotaExceeded => with_retry_after(
             text(
                 StatusCode::TOO_MANY_REQUESTS,

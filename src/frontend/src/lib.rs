@@ -7,6 +7,7 @@
 mod auth;
 mod body;
 pub mod config;
+mod conn;
 pub mod est;
 pub mod http;
 pub mod limits;
@@ -16,13 +17,11 @@ pub mod users;
 
 use std::sync::Arc;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use config::FrontendConfig;
-use http::{AppState, ConnInfo};
+use http::AppState;
 
 /// Starts the listeners and serves until SIGTERM or SIGINT. Prints `ready` once they
 /// accept connections.
@@ -96,48 +95,20 @@ async fn accept_loop(
             );
             continue;
         };
-        let state = Arc::clone(&state);
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let handshake =
-                tokio::time::timeout(state.config.handshake_timeout, acceptor.accept(tcp)).await;
-            let tls = match handshake {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    tracing::info!("TLS handshake with {peer} failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!("TLS handshake with {peer} timed out");
-                    return;
-                }
-            };
-            let peer_certs = tls.get_ref().1.peer_certificates().unwrap_or(&[]);
-            let client_cert = peer_certs.first().map(|c| c.to_vec());
-            let client_intermediates = peer_certs.iter().skip(1).map(|c| c.to_vec()).collect();
-            let conn = ConnInfo {
-                peer,
-                client_cert,
-                client_intermediates,
-            };
-            let header_timeout = state.config.header_timeout;
-            let service = service_fn(move |req| {
-                let state = Arc::clone(&state);
-                let conn = conn.clone();
-                async move { Ok::<_, std::convert::Infallible>(http::handle(state, conn, req).await) }
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .keep_alive(true);
-            builder.http2().timer(TokioTimer::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
-                tracing::debug!("connection with {peer} ended: {e}");
-            }
-        });
+        let Some(address_slot) = state.connections.try_enter(peer.ip()) else {
+            tracing::warn!(
+                "connection from {peer} closed: that address holds {} connections",
+                state.config.max_connections_per_address
+            );
+            continue;
+        };
+        tokio::spawn(conn::serve(
+            Arc::clone(&state),
+            acceptor.clone(),
+            tcp,
+            peer,
+            (permit, address_slot),
+        ));
     }
 }
 

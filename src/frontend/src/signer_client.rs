@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -27,10 +27,14 @@ impl std::fmt::Display for SignerError {
     }
 }
 
+/// A pooled connection idle longer than this is closed rather than reused: the signer
+/// closes connections idle for its `idle_timeout_seconds` (at least 30 s).
+const POOL_IDLE_MAX: Duration = Duration::from_secs(20);
+
 pub struct SignerPool {
     path: PathBuf,
     deadline: Duration,
-    idle: Mutex<Vec<UnixStream>>,
+    idle: Mutex<Vec<(UnixStream, Instant)>>,
     slots: Semaphore,
     max_idle: usize,
 }
@@ -65,7 +69,10 @@ impl SignerPool {
             .acquire()
             .await
             .map_err(|_| SignerError::Unavailable("pool closed".into()))?;
-        let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let pooled = self.idle.lock().ok().and_then(|mut v| {
+            v.retain(|(_, since)| since.elapsed() < POOL_IDLE_MAX);
+            v.pop().map(|(s, _)| s)
+        });
         let mut stream = match pooled {
             Some(s) => s,
             None => UnixStream::connect(&self.path)
@@ -100,7 +107,7 @@ impl SignerPool {
             .map_err(|e| SignerError::Unavailable(e.to_string()))?;
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < self.max_idle {
-                idle.push(stream);
+                idle.push((stream, Instant::now()));
             }
         }
         Ok(response)

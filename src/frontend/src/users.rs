@@ -233,12 +233,8 @@ impl Verifier {
         }
     }
 
-    /// Checks Basic credentials. Runs Argon2 (tens of milliseconds) unless the same
-    /// credentials verified recently: call it off the async runtime's threads.
-    pub fn verify(&self, user: &str, password: &str) -> Verdict {
-        if password.len() > MAX_PASSWORD_LEN || user.len() > MAX_USER_LEN {
-            return Verdict::Invalid;
-        }
+    /// The HMAC under this process's random key that the verification cache is keyed by.
+    fn cache_tag(&self, user: &str, password: &str) -> [u8; 32] {
         let mut mac_input = Zeroizing::new(Vec::with_capacity(user.len() + password.len() + 1));
         mac_input.extend_from_slice(user.as_bytes());
         mac_input.push(0);
@@ -246,19 +242,41 @@ impl Verifier {
         let tag = ring::hmac::sign(&self.cache_key, &mac_input);
         let mut key = [0u8; 32];
         key.copy_from_slice(tag.as_ref());
+        key
+    }
 
+    /// The user, when these exact credentials verified within the last minutes: no Argon2.
+    pub fn cached(&self, user: &str, password: &str) -> Option<UserEntry> {
+        if password.len() > MAX_PASSWORD_LEN || user.len() > MAX_USER_LEN {
+            return None;
+        }
+        let key = self.cache_tag(user, password);
+        let mut state = self.state.lock().ok()?;
+        self.refresh(&mut state);
+        let entry = state.users.get(user)?.clone();
+        match state.cache.get(&key) {
+            Some((cached_user, at)) if cached_user == user && at.elapsed() < CACHE_TTL => {
+                Some(entry)
+            }
+            _ => None,
+        }
+    }
+
+    /// Checks Basic credentials. Runs Argon2 (tens of milliseconds, 19 MiB) unless the same
+    /// credentials verified recently: call it off the async runtime's threads, holding one
+    /// of the bounded verification slots.
+    pub fn verify(&self, user: &str, password: &str) -> Verdict {
+        if password.len() > MAX_PASSWORD_LEN || user.len() > MAX_USER_LEN {
+            return Verdict::Invalid;
+        }
+        if let Some(e) = self.cached(user, password) {
+            return Verdict::Valid(e);
+        }
         let entry = {
-            let Ok(mut state) = self.state.lock() else {
+            let Ok(state) = self.state.lock() else {
                 return Verdict::Invalid;
             };
-            self.refresh(&mut state);
-            let entry = state.users.get(user).cloned();
-            if let (Some(e), Some((cached_user, at))) = (&entry, state.cache.get(&key)) {
-                if cached_user == user && at.elapsed() < CACHE_TTL {
-                    return Verdict::Valid(e.clone());
-                }
-            }
-            entry
+            state.users.get(user).cloned()
         };
         // An unknown user costs one Argon2 verification too, so timing does not tell.
         let ok = match &entry {
@@ -270,6 +288,7 @@ impl Verifier {
         };
         match entry {
             Some(e) if ok => {
+                let key = self.cache_tag(user, password);
                 if let Ok(mut state) = self.state.lock() {
                     if state.cache.len() >= CACHE_MAX {
                         state.cache.clear();

@@ -217,8 +217,38 @@ impl Profile {
         if self.rsa.is_some() {
             items.push(AttrOrOid::Oid(oid::RSA_ENCRYPTION));
         }
-        if let Some(first) = self.signature_algorithms.first() {
-            items.push(AttrOrOid::Oid(first.oid()));
+        // The signature algorithms a client should use: every ECDSA one the profile allows
+        // when it allows EC keys, and the first RSA one when it allows RSA keys (an EC
+        // client must not be told to sign with RSA).
+        let rsa_algorithm = |a: &SignatureAlgorithm| {
+            matches!(
+                a,
+                SignatureAlgorithm::RsaPkcs1Sha256
+                    | SignatureAlgorithm::RsaPkcs1Sha384
+                    | SignatureAlgorithm::RsaPkcs1Sha512
+            )
+        };
+        let ecdsa_algorithm = |a: &SignatureAlgorithm| {
+            matches!(
+                a,
+                SignatureAlgorithm::EcdsaSha256
+                    | SignatureAlgorithm::EcdsaSha384
+                    | SignatureAlgorithm::EcdsaSha512
+            )
+        };
+        if !self.ec_curves.is_empty() {
+            for a in self
+                .signature_algorithms
+                .iter()
+                .filter(|a| ecdsa_algorithm(a))
+            {
+                items.push(AttrOrOid::Oid(a.oid()));
+            }
+        }
+        if self.rsa.is_some() {
+            if let Some(a) = self.signature_algorithms.iter().find(|a| rsa_algorithm(a)) {
+                items.push(AttrOrOid::Oid(a.oid()));
+            }
         }
         if items.is_empty() {
             return Ok(Vec::new());

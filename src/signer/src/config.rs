@@ -119,6 +119,14 @@ struct RawSocket {
     max_connections: usize,
     #[serde(default = "default_deadline")]
     request_timeout_seconds: u64,
+    /// A connection that sends nothing for this long is closed (between requests and
+    /// within one). The frontend drops pooled connections idle for 20 s, well before.
+    #[serde(default = "default_idle")]
+    idle_timeout_seconds: u64,
+}
+
+fn default_idle() -> u64 {
+    60
 }
 
 fn default_mode() -> String {
@@ -186,6 +194,7 @@ pub struct SocketConfig {
     pub uids: Vec<u32>,
     pub max_connections: usize,
     pub request_timeout: std::time::Duration,
+    pub idle_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -323,6 +332,12 @@ fn socket_config(path: &Path, role: Caller, s: &RawSocket) -> Result<SocketConfi
             "{key}.request_timeout_seconds: must be between 1 and 300"
         ));
     }
+    if s.idle_timeout_seconds < 30 || s.idle_timeout_seconds > 3600 {
+        return Err(format!(
+            "{key}.idle_timeout_seconds: must be between 30 and 3600 (the frontend keeps idle \
+             connections for up to 20 s)"
+        ));
+    }
     let gid = match &s.group {
         None => None,
         Some(g) => Some(g.resolve_gid().map_err(|e| format!("{key}.group: {e}"))?),
@@ -335,6 +350,7 @@ fn socket_config(path: &Path, role: Caller, s: &RawSocket) -> Result<SocketConfi
         uids,
         max_connections: s.max_connections,
         request_timeout: std::time::Duration::from_secs(s.request_timeout_seconds),
+        idle_timeout: std::time::Duration::from_secs(s.idle_timeout_seconds),
     })
 }
 

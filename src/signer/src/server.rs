@@ -84,10 +84,14 @@ pub fn serve(listener: UnixListener, config: SocketConfig, service: Arc<SignerSe
         let service = Arc::clone(&service);
         let active_for_thread = Arc::clone(&active);
         let timeout = config.request_timeout;
+        let idle = config.idle_timeout;
         let spawned = std::thread::Builder::new()
             .name(format!("conn-uid{uid}"))
             .spawn(move || {
                 let _ = stream.set_write_timeout(Some(timeout));
+                // A silent peer (idle between requests, or stalled inside a frame) loses
+                // its connection, and its slot, after `idle`.
+                let _ = stream.set_read_timeout(Some(idle));
                 serve_connection(stream, caller, uid, &service);
                 active_for_thread.fetch_sub(1, Ordering::SeqCst);
             });
@@ -103,6 +107,15 @@ fn serve_connection(mut stream: UnixStream, caller: Caller, uid: u32, service: &
         let (header, body) = match read_frame(&mut stream) {
             Ok(f) => f,
             Err(FrameError::Closed) => return,
+            Err(FrameError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                tracing::info!("uid {uid}: connection idle too long; closed");
+                return;
+            }
             Err(e) => {
                 tracing::warn!("uid {uid}: bad frame ({e}); connection closed");
                 return;
