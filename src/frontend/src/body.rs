@@ -28,11 +28,25 @@ pub(crate) async fn read_body(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > (MAX_BODY + MAX_DRAIN) as u64) {
-        return Err(text(
+    let http1 = req.version() < hyper::Version::HTTP_2;
+    let too_large = || {
+        let mut r = text(
             StatusCode::PAYLOAD_TOO_LARGE,
             "The request body is too large.",
-        ));
+        );
+        // HTTP/1.1: the rest of the body is not read, so the connection cannot carry
+        // another request; say so, and hyper closes it after the answer. (HTTP/2 ends just
+        // the stream, with RST_STREAM NO_ERROR once the answer is sent.)
+        if http1 {
+            r.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+        }
+        r
+    };
+    if announced.is_some_and(|n| n > (MAX_BODY + MAX_DRAIN) as u64) {
+        return Err(too_large());
     }
     let (parts, body) = req.into_parts();
     match tokio::time::timeout(state.config.body_timeout, collect_capped(body)).await {
@@ -40,10 +54,7 @@ pub(crate) async fn read_body(
             StatusCode::REQUEST_TIMEOUT,
             "The request body did not arrive in time.",
         )),
-        Ok(Err(BodyReadError::TooLarge)) => Err(text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "The request body is too large.",
-        )),
+        Ok(Err(BodyReadError::TooLarge)) => Err(too_large()),
         Ok(Err(BodyReadError::Broken)) => Err(text(
             StatusCode::BAD_REQUEST,
             "The request body could not be read.",

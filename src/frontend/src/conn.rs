@@ -67,13 +67,33 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     }
 }
 
+/// hyper writes HTTP/1.1 header names in title case, which spells this one
+/// `Www-Authenticate`; libest looks for `WWW-Authenticate` and nothing else. hyper offers no
+/// way to choose a response header's case, so the spelling is fixed on the way out. The
+/// two are the same length, so byte counts are unchanged, and the stream is not vectored
+/// (hyper then writes each response head in one buffer).
+const TITLE_CASED: &[u8] = b"\r\nWww-Authenticate: ";
+const CANONICAL: &[u8] = b"\r\nWWW-Authenticate: ";
+
+fn canonical_header_case(data: &[u8]) -> Option<Vec<u8>> {
+    let at = data
+        .windows(TITLE_CASED.len())
+        .position(|w| w == TITLE_CASED)?;
+    let mut fixed = data.to_vec();
+    fixed[at..at + CANONICAL.len()].copy_from_slice(CANONICAL);
+    Some(fixed)
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        let r = match canonical_header_case(data) {
+            Some(fixed) => Pin::new(&mut self.inner).poll_write(cx, &fixed),
+            None => Pin::new(&mut self.inner).poll_write(cx, data),
+        };
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
         }
@@ -178,5 +198,19 @@ pub async fn serve(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn www_authenticate_is_spelt_as_libest_expects() {
+        let head = b"HTTP/1.1 401 Unauthorized\r\nWww-Authenticate: Basic realm=\"x\"\r\n\r\n";
+        let fixed = canonical_header_case(head).unwrap();
+        assert_eq!(fixed.len(), head.len());
+        assert!(fixed.windows(18).any(|w| w == b"WWW-Authenticate: "));
+        assert!(canonical_header_case(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").is_none());
     }
 }
