@@ -65,6 +65,7 @@ fn main() {
                             csr_der: csr,
                             client_cert_der: vec![],
                             client_chain: vec![],
+                            tls_exporter: vec![],
                             registration_authority: false,
                         }))
                         .expect("issue");

@@ -208,6 +208,7 @@ fn fifty_concurrent_bootstraps_of_one_cn_issue_exactly_one_certificate() {
                         csr_der: csr,
                         client_cert_der: vec![],
                         client_chain: vec![],
+                        tls_exporter: vec![],
                         registration_authority: false,
                     }))
                     .unwrap()

@@ -47,6 +47,7 @@ fn every_certificate_a_client_received_survives_kill_9() {
                             csr_der: csrgen::csr(&[(CN, &cn)]),
                             client_cert_der: vec![],
                             client_chain: vec![],
+                            tls_exporter: vec![],
                             registration_authority: false,
                         });
                         match client.call(&req) {

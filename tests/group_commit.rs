@@ -50,6 +50,7 @@ fn concurrent_issuances_share_commits() {
                             csr_der: csr,
                             client_cert_der: vec![],
                             client_chain: vec![],
+                            tls_exporter: vec![],
                             registration_authority: false,
                         }))
                         .unwrap();

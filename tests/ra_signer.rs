@@ -111,6 +111,7 @@ fn ra_issue(
             csr_der: csrgen::csr_for_key(&csrgen::P256Key::generate(), cn),
             client_cert_der: cert.to_vec(),
             client_chain: chain.to_vec(),
+            tls_exporter: vec![],
             registration_authority: true,
         }))
         .expect("signer call")

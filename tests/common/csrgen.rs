@@ -145,3 +145,19 @@ pub fn signed_by_other_key(attrs: &[(ObjectIdentifier, &str)]) -> Vec<u8> {
     let other = P256Key::generate();
     sign(info(subject(attrs), named.spki(), vec![]), &other)
 }
+
+/// A CSR for `key` naming `cn` whose challengePassword attribute (PKCS#9) is `value`, as
+/// EST clients carry channel binding (RFC 7030 §3.5).
+pub fn csr_with_challenge(key: &P256Key, cn: &str, value: &str) -> Vec<u8> {
+    const CHALLENGE_PASSWORD: ObjectIdentifier =
+        ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.7");
+    let mut info = info(subject(&[(CN, cn)]), key.spki(), vec![]);
+    info.attributes
+        .insert(Attribute {
+            oid: CHALLENGE_PASSWORD,
+            values: SetOfVec::try_from(vec![Any::from(Utf8StringRef::new(value).unwrap())])
+                .unwrap(),
+        })
+        .unwrap();
+    sign(info, key)
+}

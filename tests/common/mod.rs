@@ -423,6 +423,7 @@ log:
                 csr_der: csr.to_vec(),
                 client_cert_der: cert.to_vec(),
                 client_chain: vec![],
+                tls_exporter: vec![],
                 registration_authority: false,
             }))
             .expect("signer call")

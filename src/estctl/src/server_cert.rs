@@ -104,6 +104,7 @@ pub fn issue(
         csr_der: csr,
         client_cert_der: Vec::new(),
         client_chain: Vec::new(),
+        tls_exporter: vec![],
         registration_authority: false,
     });
     let (answer, chain) = match SignerClient::connect(&super::operator_socket(&cfg)?) {

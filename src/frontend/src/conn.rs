@@ -109,6 +109,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
+/// RFC 9266 tls-exporter: 32 bytes of the TLS 1.3 exporter with the label
+/// `EXPORTER-Channel-Binding` and no context. Over TLS 1.2 there is none (tls-unique is not
+/// offered, and the exporter is only safe with extended master secret there).
+fn channel_binding(session: &rustls::ServerConnection) -> Option<Vec<u8>> {
+    if session.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    let mut value = vec![0u8; 32];
+    session
+        .export_keying_material(&mut value, b"EXPORTER-Channel-Binding", None)
+        .ok()?;
+    Some(value)
+}
+
 /// Serves one accepted TCP connection until it ends or a limit closes it. The slots are
 /// held for the connection's whole life.
 pub async fn serve(
@@ -132,11 +146,13 @@ pub async fn serve(
             return;
         }
     };
-    let peer_certs = tls.get_ref().1.peer_certificates().unwrap_or(&[]);
+    let session = tls.get_ref().1;
+    let peer_certs = session.peer_certificates().unwrap_or(&[]);
     let conn = ConnInfo {
         peer,
         client_cert: peer_certs.first().map(|c| c.to_vec()),
         client_intermediates: peer_certs.iter().skip(1).map(|c| c.to_vec()).collect(),
+        tls_exporter: channel_binding(session),
     };
     let activity = Arc::new(Activity {
         start: Instant::now(),

@@ -47,6 +47,8 @@ pub struct ConnInfo {
     pub client_cert: Option<Vec<u8>>,
     /// The certificates the client sent after its leaf (intermediates), DER.
     pub client_intermediates: Vec<Vec<u8>>,
+    /// RFC 9266 tls-exporter value of this connection (TLS 1.3 only).
+    pub tls_exporter: Option<Vec<u8>>,
 }
 
 pub struct AppState {
@@ -474,6 +476,7 @@ async fn enroll(
         csr_der: csr,
         client_cert_der,
         client_chain,
+        tls_exporter: conn.tls_exporter.clone().unwrap_or_default(),
         registration_authority: matches!(identity, Identity::RegistrationAuthority { .. }),
     });
     match state.signer.call(id, &issue).await {

@@ -21,6 +21,24 @@ pub struct ParsedCsr {
     pub requested_extensions: Vec<der::asn1::ObjectIdentifier>,
 }
 
+impl ParsedCsr {
+    /// The challengePassword attribute: `None` when absent, `Some(Err(()))` when present
+    /// but not a single string value.
+    pub fn challenge_password(&self) -> Option<Result<String, ()>> {
+        let attr = self
+            .request
+            .info
+            .attributes
+            .iter()
+            .find(|a| a.oid == crate::oid::CHALLENGE_PASSWORD)?;
+        let mut values = attr.values.iter();
+        let (Some(v), None) = (values.next(), values.next()) else {
+            return Some(Err(()));
+        };
+        Some(crate::name::attribute_string(v).ok_or(()))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsrError(pub String);
 

@@ -26,6 +26,8 @@ pub const AT_ORGANIZATION: Oid = Oid::new_unwrap("2.5.4.10");
 pub const AT_ORG_UNIT: Oid = Oid::new_unwrap("2.5.4.11");
 
 pub const EXTENSION_REQUEST: Oid = Oid::new_unwrap("1.2.840.113549.1.9.14");
+/// PKCS#9 challengePassword: where EST puts its channel-binding value (RFC 7030 §3.5).
+pub const CHALLENGE_PASSWORD: Oid = Oid::new_unwrap("1.2.840.113549.1.9.7");
 
 pub const CE_SUBJECT_KEY_ID: Oid = Oid::new_unwrap("2.5.29.14");
 pub const CE_KEY_USAGE: Oid = Oid::new_unwrap("2.5.29.15");

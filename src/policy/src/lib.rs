@@ -20,7 +20,7 @@ pub use profile::{
     Profile, QuotaRule, RsaRule, SanRule, SubjectRule, MAX_ATTRIBUTE_LEN, MAX_BACKDATE_MINUTES,
     MAX_QUOTA_PER_HOUR, MAX_SAN_COUNT, MAX_VALIDITY_DAYS,
 };
-pub use schema::{RekeyRule, SanType, SupersededRule};
+pub use schema::{ChannelBinding, RekeyRule, SanType, SupersededRule};
 
 /// Who is calling the signer: the role of the socket the request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]

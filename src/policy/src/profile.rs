@@ -11,8 +11,8 @@ use hsm_est_pki::{name, oid};
 use crate::denial::{Denial, DenialKind};
 use crate::evaluate::valid_dns_name;
 use crate::schema::{
-    ExtendedKeyUsage, RawKeys, RawProfile, RawQuota, RawSan, RawSubject, RekeyRule, SanType,
-    SupersededRule,
+    ChannelBinding, ExtendedKeyUsage, RawKeys, RawProfile, RawQuota, RawSan, RawSubject, RekeyRule,
+    SanType, SupersededRule,
 };
 use crate::{Caller, Operation};
 
@@ -88,6 +88,7 @@ pub struct Profile {
     pub quota: QuotaRule,
     pub rekey: RekeyRule,
     pub revoke_superseded: SupersededRule,
+    pub channel_binding: ChannelBinding,
 }
 
 /// Issuances per sliding hour a profile allows; `None` is no limit.
@@ -152,6 +153,7 @@ impl Profile {
             quota,
             rekey: raw.rekey,
             revoke_superseded: raw.revoke_superseded,
+            channel_binding: raw.channel_binding,
             subject: subject_rule(p, &raw.subject)?,
             san: raw.san.as_ref().map(|s| san_rule(p, s)).transpose()?,
             name: raw.name,

@@ -43,6 +43,8 @@ pub(crate) struct RawProfile {
     pub rekey: RekeyRule,
     #[serde(default)]
     pub revoke_superseded: SupersededRule,
+    #[serde(default)]
+    pub channel_binding: ChannelBinding,
 }
 
 /// Per-profile issuance quotas over a sliding hour: what a compromised frontend can do
@@ -65,6 +67,19 @@ pub enum RekeyRule {
     Allowed,
     /// A renewal must keep the key of the current certificate.
     SameKeyOnly,
+}
+
+/// Whether a CSR must be bound to the TLS connection it came over (RFC 7030 §3.5 with RFC
+/// 9266 tls-exporter: the challengePassword carries the base64 of the connection's
+/// exporter value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelBinding {
+    /// Not checked; the audit record says so when a CSR carries a binding value.
+    #[default]
+    Ignore,
+    /// Required: TLS 1.3 and the right value, or the request is refused.
+    Required,
 }
 
 /// What happens to a device's previous certificate when a new one replaces it. It is always

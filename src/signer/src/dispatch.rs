@@ -8,7 +8,7 @@ use hsm_est_proto::{
     DeviceInfo, DeviceStatus, ErrorCode, IssueRequest, Request, Response, WireError,
 };
 
-use crate::error::{DeviceRefusal, SignerError};
+use crate::error::{BindingRefusal, DeviceRefusal, SignerError};
 use crate::issuance::IssueInput;
 use crate::ledger::{DeviceRecord, DeviceState};
 use crate::ra::RaRefusal;
@@ -131,6 +131,7 @@ fn issue_input(req: IssueRequest) -> IssueInput {
         csr_der: req.csr_der,
         client_cert_der: req.client_cert_der,
         client_chain: req.client_chain,
+        tls_exporter: req.tls_exporter,
         registration_authority: req.registration_authority,
     }
 }
@@ -179,6 +180,24 @@ impl From<&SignerError> for WireError {
             SignerError::RegistrationAuthority(r) => {
                 let (reason, message) = ra_refusal(*r);
                 (ErrorCode::NotAllowed, reason, message.to_string())
+            }
+            SignerError::ChannelBinding(r) => {
+                let (reason, message) = match r {
+                    BindingRefusal::NotTls13 => (
+                        "binding.tls13",
+                        "channel binding requires TLS 1.3 (tls-exporter, RFC 9266); \
+                         tls-unique is not offered",
+                    ),
+                    BindingRefusal::Missing => (
+                        "binding.missing",
+                        "the CSR's challengePassword must carry the channel binding",
+                    ),
+                    BindingRefusal::Mismatch => (
+                        "binding.mismatch",
+                        "the CSR's channel binding is not this connection's",
+                    ),
+                };
+                (ErrorCode::BadRequest, reason, message.to_string())
             }
             SignerError::DeviceBusy => (
                 ErrorCode::DeviceDuplicate,

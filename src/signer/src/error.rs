@@ -40,6 +40,17 @@ pub enum DeviceRefusal {
     RekeyForbidden,
 }
 
+/// Why a CSR's channel binding (RFC 7030 §3.5, RFC 9266) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingRefusal {
+    /// The connection is TLS 1.2: no tls-exporter, and tls-unique is not offered.
+    NotTls13,
+    /// The CSR has no (readable) challengePassword.
+    Missing,
+    /// The value is not this connection's.
+    Mismatch,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignerError {
     /// The request is not strict DER PKCS#10.
@@ -52,6 +63,8 @@ pub enum SignerError {
     },
     /// A claimed registration authority was not accepted, or acted outside its scope.
     RegistrationAuthority(crate::ra::RaRefusal),
+    /// The profile requires channel binding and the CSR's does not hold.
+    ChannelBinding(BindingRefusal),
     /// Another request for the same device is being decided.
     DeviceBusy,
     /// A device rule refused.
@@ -90,6 +103,7 @@ impl fmt::Display for SignerError {
                 write!(f, "profile {profile} refuses registration authorities")
             }
             SignerError::RegistrationAuthority(r) => write!(f, "registration authority: {r:?}"),
+            SignerError::ChannelBinding(r) => write!(f, "channel binding: {r:?}"),
             SignerError::DeviceBusy => write!(f, "device busy"),
             SignerError::Device(r) => write!(f, "device rule: {r:?}"),
             SignerError::QuotaExceeded(k) => write!(f, "quota exceeded: {k:?}"),

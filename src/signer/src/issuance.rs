@@ -5,16 +5,17 @@
 
 use std::time::{Duration, SystemTime};
 
+use base64ct::Encoding;
 use hsm_est_common::util::{log_safe, now_millis, unix_seconds};
 use hsm_est_pki::cert::{self, LeafExtensions, TbsSpec};
 use hsm_est_pki::csr::{self, ParsedCsr};
 use hsm_est_pki::{name, sha256};
-use hsm_est_policy::{Approved, Operation, Profile, SupersededRule};
+use hsm_est_policy::{Approved, ChannelBinding, Operation, Profile, SupersededRule};
 use hsm_est_proto::WireError;
 
 use crate::audit::{AuditRecord, Issued, Rejected};
 use crate::dispatch::CallContext;
-use crate::error::{unavailable, SignerError};
+use crate::error::{unavailable, BindingRefusal, SignerError};
 use crate::ledger::{
     self, CertificateRecord, DeviceRecord, DeviceState, LedgerWrite, StoredCertificate,
 };
@@ -34,6 +35,8 @@ pub struct IssueInput {
     pub client_cert_der: Vec<u8>,
     /// The certificates the TLS client sent after its own.
     pub client_chain: Vec<Vec<u8>>,
+    /// The client connection's RFC 9266 tls-exporter value; empty over TLS 1.2.
+    pub tls_exporter: Vec<u8>,
     /// The requester says it is a registration authority acting for the device.
     pub registration_authority: bool,
 }
@@ -57,6 +60,8 @@ struct Decision<'a> {
     new_state: Option<DeviceState>,
     /// The device's current certificate, which this one replaces.
     supersedes: Option<Superseded>,
+    /// What became of the CSR's channel binding, for the audit record.
+    channel_binding: Option<&'static str>,
 }
 
 /// The certificate a re-issue replaces, and whether the profile revokes it.
@@ -140,6 +145,9 @@ impl SignerService {
             key: CertifiedKey::of(&parsed)?,
             new_state: None,
             supersedes: None,
+            channel_binding: self
+                .channel_binding(profile, &input, &parsed)
+                .map_err(refuse)?,
         };
         if !profile.track_devices {
             return self.sign_and_record(&decision);
@@ -170,6 +178,34 @@ impl SignerService {
             serial: d.record.current_serial,
         });
         self.sign_and_record(&decision)
+    }
+
+    /// RFC 7030 §3.5 with RFC 9266: under `channel_binding: required` the CSR's
+    /// challengePassword must be the base64 of this connection's TLS 1.3 exporter value, so
+    /// a CSR cannot be replayed over another connection. Under `ignore` a binding value is
+    /// not checked, and the audit record says so. Returns what the audit records.
+    fn channel_binding(
+        &self,
+        profile: &Profile,
+        input: &IssueInput,
+        parsed: &ParsedCsr,
+    ) -> Result<Option<&'static str>, SignerError> {
+        let presented = parsed.challenge_password();
+        if profile.channel_binding == ChannelBinding::Ignore {
+            return Ok(presented.map(|_| "not_checked"));
+        }
+        if input.tls_exporter.is_empty() {
+            return Err(SignerError::ChannelBinding(BindingRefusal::NotTls13));
+        }
+        let Some(Ok(value)) = presented else {
+            return Err(SignerError::ChannelBinding(BindingRefusal::Missing));
+        };
+        let expected = base64ct::Base64::encode_string(&input.tls_exporter);
+        // Not a secret: the client knows its own connection's exporter value.
+        if value.trim() != expected {
+            return Err(SignerError::ChannelBinding(BindingRefusal::Mismatch));
+        }
+        Ok(Some("verified"))
     }
 
     /// The device on record for `cn` with its current certificate, read once. A deleted
@@ -311,6 +347,7 @@ impl SignerService {
             ref key,
             new_state,
             ref supersedes,
+            channel_binding,
         } = *d;
         let cn = &approved.common_name;
         let subject = approved.subject.to_string();
@@ -356,6 +393,7 @@ impl SignerService {
             validity_truncated_to_ca: validity.truncated,
             ignored_csr_extensions: approved.ignored_extensions.clone(),
             supersedes: supersedes.as_ref().map(|s| hex::encode(&s.serial)),
+            channel_binding: channel_binding.map(str::to_string),
         }));
         let mut records = vec![audit];
         let mut writes = vec![LedgerWrite::Issue {

@@ -214,6 +214,7 @@ mod tests {
                 csr_der: csrgen::csr(&[(csrgen::CN, cn)]),
                 client_cert_der: vec![],
                 client_chain: vec![],
+                tls_exporter: vec![],
                 registration_authority: false,
             }),
         )

@@ -24,6 +24,8 @@ pub const MAX_SERIAL_LEN: usize = 20;
 pub const MAX_CHAIN_LEN: usize = 8;
 /// Devices in one page of a device list.
 pub const MAX_DEVICE_PAGE: u32 = 500;
+/// A TLS exporter value (RFC 9266 uses 32 bytes).
+pub const MAX_EXPORTER_LEN: usize = 64;
 /// Error reason identifiers and messages.
 pub const MAX_REASON_LEN: usize = 64;
 pub const MAX_MESSAGE_LEN: usize = 256;
@@ -181,6 +183,7 @@ impl Request {
                 for c in &r.client_chain {
                     w.bytes("client_chain", MAX_DER_LEN, c)?;
                 }
+                w.bytes("tls_exporter", MAX_EXPORTER_LEN, &r.tls_exporter)?;
                 w.u8(u8::from(r.registration_authority));
             }
             Request::DeviceList { offset, limit } => {
@@ -239,6 +242,7 @@ impl Request {
                 csr_der: r.bytes("csr", MAX_DER_LEN)?,
                 client_cert_der: r.bytes("client_cert", MAX_DER_LEN)?,
                 client_chain: client_chain(&mut r)?,
+                tls_exporter: r.bytes("tls_exporter", MAX_EXPORTER_LEN)?,
                 registration_authority: flag(&mut r, "registration_authority")?,
             }),
             msg_type::DEVICE_LIST => {

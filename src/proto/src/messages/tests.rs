@@ -25,6 +25,7 @@ fn requests_round_trip_and_reject_trailing_bytes() {
         csr_der: vec![0x30, 0x00],
         client_cert_der: vec![],
         client_chain: vec![vec![0x30, 0x00]],
+        tls_exporter: vec![],
         registration_authority: false,
     }));
     round_trip_request(Request::DeviceList {
@@ -70,6 +71,7 @@ fn request_decode_rejects_bad_values() {
         csr_der: vec![],
         client_cert_der: vec![],
         client_chain: vec![vec![0x30, 0x00]],
+        tls_exporter: vec![],
         registration_authority: false,
     })
     .encode()

@@ -242,6 +242,9 @@ pub struct IssueRequest {
     /// The certificates the TLS client sent after its own, as sent (at most
     /// `MAX_CHAIN_LEN`): the signer builds a registration authority's path from them.
     pub client_chain: Vec<Vec<u8>>,
+    /// The TLS 1.3 exporter value of the client's connection (RFC 9266 tls-exporter, 32
+    /// bytes); empty over TLS 1.2, which offers no channel binding here.
+    pub tls_exporter: Vec<u8>,
     /// The requester claims to be a registration authority acting on the device's behalf
     /// (RFC 7030 §3.7). The signer verifies the claim itself from `client_cert_der` and
     /// `client_chain` against its own RA configuration.

@@ -131,6 +131,10 @@ pub struct Issued {
     /// The device's previous certificate, which this one supersedes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub supersedes: Option<String>,
+    /// `verified`, or `not_checked` when the CSR carried a binding value the profile
+    /// ignores; absent when there was none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel_binding: Option<String>,
 }
 
 /// An issuance was refused.
