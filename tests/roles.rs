@@ -100,8 +100,9 @@ fn the_frontend_socket_has_no_power_over_devices_or_certificates() {
             actor: "operator:root".into(),
         },
         Request::DeviceList {
-            offset: 0,
+            after: String::new(),
             limit: 10,
+            filter: hsm_est_proto::DeviceFilter::default(),
         },
         Request::DeviceGet {
             cn: "ward-a-pump-001".into(),

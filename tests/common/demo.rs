@@ -11,12 +11,23 @@ use super::{estctl_bin, ok, run};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A port free now and never handed out before in this test process. A demo keeps its
+/// port across a stop and restart; without the memory, a test running in parallel could be
+/// given that port in between and take it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// An HTTP answer as curl saw it.

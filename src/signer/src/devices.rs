@@ -219,14 +219,21 @@ impl SignerService {
         Ok(serial)
     }
 
+    /// A page of devices after `query.after`, and whether more follow.
     pub(crate) fn list_devices(
         &self,
-        offset: u32,
-        limit: u32,
-    ) -> Result<(u32, Vec<DeviceRecord>), SignerError> {
-        self.ledger
-            .list_devices(offset, limit)
-            .map_err(|e| unavailable("device list", e))
+        query: &ledger::DeviceQuery<'_>,
+    ) -> Result<(Vec<DeviceRecord>, bool), SignerError> {
+        let mut page = self
+            .ledger
+            .list_devices(&ledger::DeviceQuery {
+                limit: query.limit + 1,
+                ..query.clone()
+            })
+            .map_err(|e| unavailable("device list", e))?;
+        let more = page.len() > query.limit as usize;
+        page.truncate(query.limit as usize);
+        Ok((page, more))
     }
 
     pub(crate) fn device(&self, cn: &str) -> Result<DeviceRecord, SignerError> {

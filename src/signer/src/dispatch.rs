@@ -10,7 +10,7 @@ use hsm_est_proto::{
 
 use crate::error::{BindingRefusal, DeviceRefusal, SignerError};
 use crate::issuance::IssueInput;
-use crate::ledger::{DeviceRecord, DeviceState};
+use crate::ledger::{DeviceQuery, DeviceRecord, DeviceState};
 use crate::ra::RaRefusal;
 use crate::service::SignerService;
 
@@ -86,11 +86,24 @@ impl SignerService {
                 serial: c.serial,
                 cert_der: c.der,
             }),
-            Request::DeviceList { offset, limit } => {
-                self.list_devices(offset, limit)
-                    .map(|(total, devices)| Response::Devices {
-                        total,
+            Request::DeviceList {
+                after,
+                limit,
+                filter,
+            } => {
+                let now = hsm_est_common::util::unix_seconds(std::time::SystemTime::now());
+                let query = DeviceQuery {
+                    after: &after,
+                    limit,
+                    status: filter.status.map(device_state),
+                    cn_prefix: &filter.cn_prefix,
+                    expiring_before: (filter.expiring_within_days > 0)
+                        .then(|| now + i64::from(filter.expiring_within_days) * 86_400),
+                };
+                self.list_devices(&query)
+                    .map(|(devices, more)| Response::Devices {
                         devices: devices.into_iter().map(device_info).collect(),
+                        more,
                     })
             }
             Request::DeviceGet { cn } => self.device(&cn).map(|d| Response::Device(device_info(d))),
@@ -141,6 +154,15 @@ fn operation(op: hsm_est_proto::Operation) -> Operation {
         hsm_est_proto::Operation::Bootstrap => Operation::Bootstrap,
         hsm_est_proto::Operation::Enroll => Operation::Enroll,
         hsm_est_proto::Operation::Reenroll => Operation::Reenroll,
+    }
+}
+
+fn device_state(s: DeviceStatus) -> DeviceState {
+    match s {
+        DeviceStatus::BootstrapOnly => DeviceState::BootstrapOnly,
+        DeviceStatus::Enrolled => DeviceState::Enrolled,
+        DeviceStatus::Revoked => DeviceState::Revoked,
+        DeviceStatus::Deleted => DeviceState::Deleted,
     }
 }
 

@@ -6,8 +6,8 @@ use crate::codec::{BodyReader, BodyWriter, FrameError};
 mod types;
 
 pub use types::{
-    valid_revocation_reason, DeviceInfo, DeviceStatus, ErrorCode, IssueRequest, Operation,
-    WireError,
+    valid_revocation_reason, DeviceFilter, DeviceInfo, DeviceStatus, ErrorCode, IssueRequest,
+    Operation, WireError,
 };
 
 /// A DER certificate or CSR. Matches the frontend's 16 KiB body cap.
@@ -62,9 +62,12 @@ pub enum Request {
     Ping,
     CaChain,
     Issue(IssueRequest),
+    /// A page of devices in CN order, after the CN `after` (empty: from the start),
+    /// filtered. Paged by key, so every page costs the same however deep it is.
     DeviceList {
-        offset: u32,
+        after: String,
         limit: u32,
+        filter: DeviceFilter,
     },
     DeviceGet {
         cn: String,
@@ -117,9 +120,10 @@ pub enum Response {
         serial: Vec<u8>,
         cert_der: Vec<u8>,
     },
+    /// A page of devices; `more` says whether a page after the last one exists.
     Devices {
-        total: u32,
         devices: Vec<DeviceInfo>,
+        more: bool,
     },
     Device(DeviceInfo),
     Done,
@@ -186,8 +190,16 @@ impl Request {
                 w.bytes("tls_exporter", MAX_EXPORTER_LEN, &r.tls_exporter)?;
                 w.u8(u8::from(r.registration_authority));
             }
-            Request::DeviceList { offset, limit } => {
-                w.u32(*offset).u32(*limit);
+            Request::DeviceList {
+                after,
+                limit,
+                filter,
+            } => {
+                w.string("after", MAX_NAME_LEN, after)?;
+                w.u32(*limit);
+                w.u8(filter.status.map_or(0, DeviceStatus::to_wire));
+                w.string("cn_prefix", MAX_NAME_LEN, &filter.cn_prefix)?;
+                w.u32(filter.expiring_within_days);
             }
             Request::DeviceGet { cn } => {
                 w.string("cn", MAX_NAME_LEN, cn)?;
@@ -246,12 +258,25 @@ impl Request {
                 registration_authority: flag(&mut r, "registration_authority")?,
             }),
             msg_type::DEVICE_LIST => {
-                let offset = r.u32()?;
+                let after = r.string("after", MAX_NAME_LEN)?;
                 let limit = r.u32()?;
                 if limit == 0 || limit > MAX_DEVICE_PAGE {
                     return Err(FrameError::BadValue("limit"));
                 }
-                Request::DeviceList { offset, limit }
+                let status = match r.u8()? {
+                    0 => None,
+                    v => Some(DeviceStatus::from_wire(v)?),
+                };
+                let filter = DeviceFilter {
+                    status,
+                    cn_prefix: r.string("cn_prefix", MAX_NAME_LEN)?,
+                    expiring_within_days: r.u32()?,
+                };
+                Request::DeviceList {
+                    after,
+                    limit,
+                    filter,
+                }
             }
             msg_type::DEVICE_GET => Request::DeviceGet {
                 cn: r.string("cn", MAX_NAME_LEN)?,
@@ -376,14 +401,15 @@ impl Response {
                 w.bytes("serial", MAX_SERIAL_LEN, serial)?;
                 w.bytes("cert", MAX_DER_LEN, cert_der)?;
             }
-            Response::Devices { total, devices } => {
+            Response::Devices { devices, more } => {
                 if devices.len() > MAX_DEVICE_PAGE as usize {
                     return Err(FrameError::BadValue("device count"));
                 }
-                w.u32(*total).u32(devices.len() as u32);
+                w.u32(devices.len() as u32);
                 for d in devices {
                     write_device(&mut w, d)?;
                 }
+                w.u8(u8::from(*more));
             }
             Response::Device(d) => write_device(&mut w, d)?,
             Response::Done => {}
@@ -427,7 +453,6 @@ impl Response {
                 cert_der: r.bytes("cert", MAX_DER_LEN)?,
             },
             msg_type::DEVICES => {
-                let total = r.u32()?;
                 let n = r.u32()?;
                 if n > MAX_DEVICE_PAGE {
                     return Err(FrameError::BadValue("device count"));
@@ -436,7 +461,10 @@ impl Response {
                 for _ in 0..n {
                     devices.push(read_device(&mut r)?);
                 }
-                Response::Devices { total, devices }
+                Response::Devices {
+                    devices,
+                    more: flag(&mut r, "more")?,
+                }
             }
             msg_type::DEVICE => Response::Device(read_device(&mut r)?),
             msg_type::DONE => Response::Done,

@@ -29,8 +29,18 @@ fn requests_round_trip_and_reject_trailing_bytes() {
         registration_authority: false,
     }));
     round_trip_request(Request::DeviceList {
-        offset: 3,
+        after: "ward-a-pump-001".into(),
         limit: 100,
+        filter: DeviceFilter::default(),
+    });
+    round_trip_request(Request::DeviceList {
+        after: String::new(),
+        limit: 1,
+        filter: DeviceFilter {
+            status: Some(DeviceStatus::Revoked),
+            cn_prefix: "icu-".into(),
+            expiring_within_days: 30,
+        },
     });
     round_trip_request(Request::DeviceGet { cn: "a".into() });
     round_trip_request(Request::DeviceDelete {
@@ -82,8 +92,9 @@ fn request_decode_rejects_bad_values() {
         Err(FrameError::BadValue("operation"))
     ));
     let list = Request::DeviceList {
-        offset: 0,
+        after: String::new(),
         limit: MAX_DEVICE_PAGE + 1,
+        filter: DeviceFilter::default(),
     }
     .encode()
     .unwrap();
@@ -124,8 +135,8 @@ fn responses_round_trip() {
             cert_der: vec![2],
         },
         Response::Devices {
-            total: 1,
             devices: vec![dev.clone()],
+            more: true,
         },
         Response::Device(dev),
         Response::Done,

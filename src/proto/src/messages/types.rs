@@ -84,7 +84,7 @@ impl DeviceStatus {
         }
     }
 
-    pub(crate) fn to_wire(self) -> u8 {
+    pub fn to_wire(self) -> u8 {
         match self {
             DeviceStatus::BootstrapOnly => 1,
             DeviceStatus::Enrolled => 2,
@@ -249,6 +249,16 @@ pub struct IssueRequest {
     /// (RFC 7030 §3.7). The signer verifies the claim itself from `client_cert_der` and
     /// `client_chain` against its own RA configuration.
     pub registration_authority: bool,
+}
+
+/// What a device listing keeps; the default keeps everything.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeviceFilter {
+    pub status: Option<DeviceStatus>,
+    /// Devices whose CN starts with this (empty: all).
+    pub cn_prefix: String,
+    /// Devices whose current certificate expires within this many days (0: no filter).
+    pub expiring_within_days: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -44,6 +44,19 @@ impl DeviceState {
     }
 }
 
+/// Which devices a listing wants, and from where.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceQuery<'a> {
+    /// Devices whose CN sorts after this one (empty: from the first).
+    pub after: &'a str,
+    pub limit: u32,
+    pub status: Option<DeviceState>,
+    /// Devices whose CN starts with this (empty: all).
+    pub cn_prefix: &'a str,
+    /// Devices whose current certificate's notAfter is at or before this (seconds).
+    pub expiring_before: Option<i64>,
+}
+
 /// One device as recorded, with the notAfter of its current certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceRecord {
@@ -143,12 +156,9 @@ pub trait Ledger: Send + Sync {
         common_name: &str,
         now: i64,
     ) -> Result<Vec<(Vec<u8>, String)>, LedgerError>;
-    /// A page of devices by CN, and the total number of devices.
-    fn list_devices(
-        &self,
-        offset: u32,
-        limit: u32,
-    ) -> Result<(u32, Vec<DeviceRecord>), LedgerError>;
+    /// Up to `query.limit` devices in CN order after `query.after`, filtered: a page by
+    /// key, so the millionth device costs what the first does.
+    fn list_devices(&self, query: &DeviceQuery<'_>) -> Result<Vec<DeviceRecord>, LedgerError>;
     /// Applies all writes and the new audit head in one transaction (one fsync).
     fn apply(&self, writes: &[LedgerWrite], audit_head: &AuditHead) -> Result<(), LedgerError>;
     fn audit_head(&self) -> Result<Option<AuditHead>, LedgerError>;

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::{
-    AuditHead, CertificateRecord, DeviceRecord, DeviceState, Ledger, LedgerError, LedgerWrite,
-    StoredCertificate,
+    AuditHead, CertificateRecord, DeviceQuery, DeviceRecord, DeviceState, Ledger, LedgerError,
+    LedgerWrite, StoredCertificate,
 };
 
 impl From<rusqlite::Error> for LedgerError {
@@ -72,6 +72,8 @@ const MIGRATIONS: &[&str] = &[
      DROP TABLE devices;
      ALTER TABLE devices_v2 RENAME TO devices;
      ALTER TABLE certificates ADD COLUMN superseded_by BLOB;",
+    // 3: device listings filtered by status page through an index, not the whole table.
+    "CREATE INDEX devices_by_status ON devices (status, common_name);",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -158,6 +160,18 @@ impl SqliteLedger {
         }
         result
     }
+}
+
+/// The least string above every string that starts with `prefix` (None: there is none).
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = char::from_u32(last as u32 + 1) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 const DEVICE_COLUMNS: &str = "d.common_name, d.status, d.first_enrolled_ms, d.last_enrolled_ms, \
@@ -272,22 +286,38 @@ impl Ledger for SqliteLedger {
         })
     }
 
-    fn list_devices(
-        &self,
-        offset: u32,
-        limit: u32,
-    ) -> Result<(u32, Vec<DeviceRecord>), LedgerError> {
+    fn list_devices(&self, q: &DeviceQuery<'_>) -> Result<Vec<DeviceRecord>, LedgerError> {
+        // Only the conditions a query has, so that SQLite walks the primary key (or the
+        // status index) from the cursor and stops after one page.
+        let mut sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices d JOIN certificates c \
+             ON c.serial = d.current_serial WHERE d.common_name > ?"
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![q.after.to_string().into()];
+        if let Some(status) = q.status {
+            sql.push_str(" AND d.status = ?");
+            args.push(status.as_str().to_string().into());
+        }
+        if !q.cn_prefix.is_empty() {
+            sql.push_str(" AND d.common_name >= ?");
+            args.push(q.cn_prefix.to_string().into());
+            if let Some(end) = prefix_end(q.cn_prefix) {
+                sql.push_str(" AND d.common_name < ?");
+                args.push(end.into());
+            }
+        }
+        if let Some(before) = q.expiring_before {
+            sql.push_str(" AND c.not_after <= ?");
+            args.push(before.into());
+        }
+        sql.push_str(" ORDER BY d.common_name LIMIT ?");
+        args.push(i64::from(q.limit).into());
         self.with_reader(|c| {
-            let total: u32 = c.query_row("SELECT COUNT(*) FROM devices", [], |r| r.get(0))?;
-            let sql = format!(
-                "SELECT {DEVICE_COLUMNS} FROM devices d JOIN certificates c \
-                 ON c.serial = d.current_serial ORDER BY d.common_name LIMIT ?1 OFFSET ?2"
-            );
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt
-                .query_map(params![limit, offset], device_from_row)?
+                .query_map(rusqlite::params_from_iter(args.iter()), device_from_row)?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok((total, rows))
+            Ok(rows)
         })
     }
 
@@ -509,7 +539,71 @@ mod tests {
         drop(ledger);
         // Reopening does not re-run migrations.
         let again = SqliteLedger::open(&path).unwrap();
-        assert_eq!(again.list_devices(0, 10).unwrap().0, 1);
+        let all = DeviceQuery {
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(again.list_devices(&all).unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Pages by key with every filter: each page starts where the last ended, filters
+    /// combine, and the walk sees every matching device exactly once.
+    #[test]
+    fn device_pages_by_key_and_filters() {
+        let dir = std::env::temp_dir().join(format!("hsm-est-ledger-page-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ledger = SqliteLedger::open(&dir.join("l.sqlite")).unwrap();
+        let writes: Vec<LedgerWrite> = (0..1200u32)
+            .map(|i| {
+                let ward = if i % 3 == 0 { "icu" } else { "ward" };
+                let mut c = record(0, &format!("{ward}-pump-{i:05}"));
+                c.serial = vec![0x40, (i >> 8) as u8, i as u8];
+                c.not_after = i64::from(i);
+                LedgerWrite::Issue {
+                    certificate: Box::new(c),
+                    device_status: Some(if i % 5 == 0 {
+                        DeviceState::Revoked
+                    } else {
+                        DeviceState::Enrolled
+                    }),
+                    supersedes: None,
+                }
+            })
+            .collect();
+        ledger.apply(&writes, &(1, "aa".into())).unwrap();
+        let walk = |status, prefix: &str, before| {
+            let mut seen = Vec::new();
+            let mut after = String::new();
+            loop {
+                let page = ledger
+                    .list_devices(&DeviceQuery {
+                        after: &after,
+                        limit: 7,
+                        status,
+                        cn_prefix: prefix,
+                        expiring_before: before,
+                    })
+                    .unwrap();
+                let Some(last) = page.last() else {
+                    return seen;
+                };
+                after = last.cn.clone();
+                seen.extend(page.into_iter().map(|d| d.cn));
+            }
+        };
+        let all = walk(None, "", None);
+        assert_eq!(all.len(), 1200);
+        assert!(all.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(walk(None, "icu-", None).len(), 400);
+        assert_eq!(walk(Some(DeviceState::Revoked), "", None).len(), 240);
+        // i % 3 == 0 and i % 5 == 0 and i <= 299: 0, 15, ..., 285.
+        assert_eq!(
+            walk(Some(DeviceState::Revoked), "icu-", Some(299)).len(),
+            20
+        );
+        assert_eq!(prefix_end("ab"), Some("ac".into()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
