@@ -1,5 +1,6 @@
 //! The signer stops: the frontend answers 503 with Retry-After within its deadline (never a
-//! hang or a 500); the signer comes back: service resumes without restarting the frontend.
+//! hang or a 500), and /readyz says not ready; the signer comes back: service and readiness
+//! resume without restarting the frontend. /healthz answers throughout.
 
 mod common;
 
@@ -28,6 +29,8 @@ fn signer_outage_gives_503_and_service_resumes() {
         )
     };
     assert_eq!(enrol(&demo, 1).status, 200);
+    assert_eq!(demo.curl(&[], "/readyz").status, 200);
+    assert_eq!(demo.curl(&[], "/healthz").status, 200);
 
     // The signer dies.
     if let Some(mut c) = signer.0.take() {
@@ -50,10 +53,53 @@ fn signer_outage_gives_503_and_service_resumes() {
     for n in 3..6 {
         assert_eq!(enrol(&demo, n).status, 503);
     }
+    let not_ready = demo.curl(&[], "/readyz");
+    assert_eq!(not_ready.status, 503, "{}", not_ready.text());
+    assert_eq!(demo.curl(&[], "/healthz").status, 200);
 
     // The signer comes back; the same frontend process serves again.
     signer = demo.spawn_ready(&signer_bin(), "signer.yaml", "signer.log");
+    assert_eq!(demo.curl(&[], "/readyz").status, 200);
     assert_eq!(enrol(&demo, 6).status, 200);
     assert_eq!(enrol(&demo, 2).status, 200);
     drop(signer);
+}
+
+/// `/` names the dashboard's address and offers nothing else; there is no admin API on the
+/// EST port.
+#[test]
+fn the_root_page_names_the_dashboard_and_nothing_more() {
+    let mut demo = Demo::start("root-page", "der");
+    demo.stop();
+    demo.edit_frontend(
+        "users_file: users.yaml",
+        "users_file: users.yaml\nadmin_url: https://est-admin.hospital.example:8446/",
+    );
+    let _signer = demo.spawn_ready(&signer_bin(), "signer.yaml", "signer.log");
+    let _frontend = demo.spawn_ready(&frontend_bin(), "frontend.yaml", "frontend.log");
+    let (_, csr) = demo.csr("r", "/CN=root-page-pump-1");
+    let boot = demo.curl(
+        &[
+            "-u",
+            &demo.basic(),
+            "--data-binary",
+            &format!("@{}", csr.display()),
+        ],
+        "bootstrap",
+    );
+    assert_eq!(boot.status, 200);
+    let root = demo.curl(&[], "/");
+    assert_eq!(root.status, 200);
+    assert!(root
+        .text()
+        .contains("https://est-admin.hospital.example:8446/"));
+    assert!(!root.text().contains("root-page-pump-1"));
+    for path in ["/api/devices", "/api/devices/root-page-pump-1"] {
+        assert_eq!(demo.curl(&[], path).status, 404, "{path}");
+        assert_eq!(
+            demo.curl(&["-X", "DELETE", "-u", &demo.basic()], path)
+                .status,
+            404
+        );
+    }
 }

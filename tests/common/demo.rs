@@ -162,7 +162,8 @@ impl Demo {
         false
     }
 
-    /// curl against the appliance (trusting its CA); `args` go before the URL.
+    /// curl against the appliance (trusting its CA); `args` go before the URL. `path` is
+    /// under /.well-known/est/, or absolute when it starts with a slash.
     pub fn curl(&self, args: &[&str], path: &str) -> Answer {
         let n = self.counter.get();
         self.counter.set(n + 1);
@@ -177,7 +178,11 @@ impl Demo {
             .arg(&headers_file)
             .args(["-w", "%{http_code}"])
             .args(args)
-            .arg(self.url(path)));
+            .arg(if path.starts_with('/') {
+                format!("https://127.0.0.1:{}{path}", self.port)
+            } else {
+                self.url(path)
+            }));
         let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
         Answer {
             status: code.parse().unwrap_or_else(|_| {

@@ -41,6 +41,9 @@ struct RawFrontendConfig {
     users_file: String,
     #[serde(default = "default_realm")]
     realm: String,
+    /// Where the admin dashboard is; `/` names it (and offers nothing else).
+    #[serde(default)]
+    admin_url: Option<String>,
     #[serde(default)]
     rate_limit: RawRateLimit,
     #[serde(default)]
@@ -291,6 +294,7 @@ pub struct FrontendConfig {
     pub labels: BTreeMap<String, Route>,
     pub users_file: PathBuf,
     pub realm: String,
+    pub admin_url: Option<String>,
     pub rate_limit: Option<RateLimit>,
     pub login_failures: u32,
     pub login_window: Duration,
@@ -431,6 +435,16 @@ impl FrontendConfig {
             labels,
             users_file: resolve(path, &raw.users_file),
             realm: raw.realm,
+            admin_url: match raw.admin_url {
+                Some(u)
+                    if !u.starts_with("https://")
+                        || u.len() > 256
+                        || u.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+                {
+                    return Err(format!("admin_url: {u:?} is not an https:// URL"))
+                }
+                other => other,
+            },
             rate_limit,
             login_failures: raw.login_limit.failures,
             login_window: seconds("login_limit.window", raw.login_limit.window, 86_400)?,

@@ -304,11 +304,48 @@ fn precheck(state: &AppState, conn: &ConnInfo, req: &Request<Incoming>) -> Optio
     None
 }
 
+/// `/`: what this server is and where the dashboard is. No admin function, no device data.
+fn index(state: &AppState) -> HttpResponse {
+    match &state.config.admin_url {
+        Some(url) => text(
+            StatusCode::OK,
+            &format!(
+                "hsm-est: an EST server (RFC 7030) at /.well-known/est/. The device dashboard \
+                 is at {url}"
+            ),
+        ),
+        None => text(
+            StatusCode::OK,
+            "hsm-est: an EST server (RFC 7030) at /.well-known/est/. There is no dashboard \
+             on this port.",
+        ),
+    }
+}
+
+/// `/readyz`: ready when the signer answers a ping within the deadline.
+async fn ready(state: &AppState, id: u64) -> HttpResponse {
+    match state.signer.call(id, &SignerRequest::Ping).await {
+        Ok(SignerResponse::Pong { .. }) => text(StatusCode::OK, "ready"),
+        Ok(_) | Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the signer does not answer",
+        ),
+    }
+}
+
 async fn route(state: &AppState, conn: &ConnInfo, req: Request<Incoming>, id: u64) -> HttpResponse {
     if let Some(refused) = precheck(state, conn, &req) {
         return refused;
     }
     let path = req.uri().path().to_string();
+    if req.method() == Method::GET {
+        match path.as_str() {
+            "/" => return index(state),
+            "/healthz" => return text(StatusCode::OK, "ok"),
+            "/readyz" => return ready(state, id).await,
+            _ => {}
+        }
+    }
     let Some(rest) = path.strip_prefix(EST_PREFIX) else {
         return text(StatusCode::NOT_FOUND, "Not found.");
     };
