@@ -72,6 +72,18 @@ fn deleting_a_device_revokes_its_certificates_and_keeps_its_history() {
         assert!(c.revoked_at_ms.is_some(), "still valid after delete");
         assert_eq!(c.revocation_reason, Some(5), "cessationOfOperation");
     }
+    // `device show` lists its history: all three certificates, each revoked.
+    let show = ok(&app.estctl_operator(&["device", "show", "--config", &cfg, "ward-b-pump-007"]));
+    for der in &certs {
+        let line = show
+            .lines()
+            .find(|l| l.starts_with(&hex::encode(serial_of(der))))
+            .unwrap_or_else(|| panic!("certificate missing from {show}"));
+        assert!(
+            line.contains("revoked") && line.contains("(reason 5)"),
+            "{line}"
+        );
+    }
     // The device's row stays, as history.
     let d = device(&app, "ward-b-pump-007");
     assert_eq!(d.status, DeviceStatus::Deleted);
@@ -206,6 +218,23 @@ fn a_rekey_revokes_the_certificate_it_supersedes() {
     let old = stored(&app, &boot);
     assert_eq!(old.superseded_by, Some(serial_of(&enrolled)));
     assert_eq!(old.revocation_reason, Some(4), "superseded");
+    // Its history, by key over the admin socket: the bootstrap certificate (revoked,
+    // superseded) and the current one.
+    match app
+        .admin_client()
+        .call(&Request::DeviceCertificates {
+            cn: "ward-d-pump-001".into(),
+            after_serial: vec![],
+            limit: 1,
+        })
+        .unwrap()
+    {
+        Response::Certificates { certificates, more } => {
+            assert_eq!(certificates.len(), 1);
+            assert!(more);
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(stored(&app, &enrolled).revoked_at_ms.is_none());
     assert_eq!(
         device(&app, "ward-d-pump-001").status,

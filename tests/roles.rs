@@ -107,6 +107,11 @@ fn the_frontend_socket_has_no_power_over_devices_or_certificates() {
         Request::DeviceGet {
             cn: "ward-a-pump-001".into(),
         },
+        Request::DeviceCertificates {
+            cn: "ward-a-pump-001".into(),
+            after_serial: vec![],
+            limit: 10,
+        },
         Request::Revoke {
             serial: serial.clone(),
             reason: 1,

@@ -418,7 +418,50 @@ fn device_show(config: &Path, cn: &str) -> Result<(), String> {
         "device", "status", "first enrolled", "last enrolled", "last ip", "serial"
     );
     print_device_row(&d);
-    Ok(())
+    println!();
+    println!(
+        "{:<34} {:<14} {:<9} {:<24} {:<24} {:<36} state",
+        "certificate", "profile", "operation", "issued", "not after", "requester"
+    );
+    let mut after_serial = Vec::new();
+    loop {
+        let Response::Certificates { certificates, more } = call(
+            &mut client,
+            &Request::DeviceCertificates {
+                cn: cn.to_string(),
+                after_serial: after_serial.clone(),
+                limit: hsm_est_proto::messages::MAX_CERTIFICATE_PAGE,
+            },
+        )?
+        else {
+            return Err("unexpected answer from the signer".into());
+        };
+        for c in &certificates {
+            let state = match (c.revoked_at_ms, &c.superseded_by) {
+                (Some(at), _) => format!(
+                    "revoked {} (reason {})",
+                    rfc3339_millis(at),
+                    c.revocation_reason.unwrap_or(0)
+                ),
+                (None, Some(next)) => format!("superseded by {}", hex::encode(next)),
+                (None, None) if c.serial == d.current_serial => "current".to_string(),
+                (None, None) => "valid".to_string(),
+            };
+            println!(
+                "{:<34} {:<14} {:<9} {:<24} {:<24} {:<36} {state}",
+                hex::encode(&c.serial),
+                c.profile,
+                c.operation,
+                rfc3339_millis(c.issued_at_ms),
+                rfc3339_millis(c.not_after * 1000),
+                hsm_est_common::util::log_safe(&c.requester),
+            );
+        }
+        match certificates.last() {
+            Some(last) if more => after_serial = last.serial.clone(),
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// Sends a request answered with the number of certificates it revoked.

@@ -10,6 +10,6 @@ pub mod messages;
 
 pub use codec::{FrameError, FrameHeader, HEADER_LEN, MAGIC, MAX_FRAME_BODY, PROTOCOL_VERSION};
 pub use messages::{
-    DeviceFilter, DeviceInfo, DeviceStatus, ErrorCode, IssueRequest, Operation, Request, Response,
-    WireError,
+    CertificateInfo, DeviceFilter, DeviceInfo, DeviceStatus, ErrorCode, IssueRequest, Operation,
+    Request, Response, WireError,
 };

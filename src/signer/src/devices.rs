@@ -236,6 +236,23 @@ impl SignerService {
         Ok((page, more))
     }
 
+    /// A page of the certificates issued for `cn` after `after_serial`, and whether more
+    /// follow.
+    pub(crate) fn device_certificates(
+        &self,
+        cn: &str,
+        after_serial: &[u8],
+        limit: u32,
+    ) -> Result<(Vec<ledger::StoredCertificate>, bool), SignerError> {
+        let mut page = self
+            .ledger
+            .certificates_for_cn(cn, after_serial, limit + 1)
+            .map_err(|e| unavailable("certificate history", e))?;
+        let more = page.len() > limit as usize;
+        page.truncate(limit as usize);
+        Ok((page, more))
+    }
+
     pub(crate) fn device(&self, cn: &str) -> Result<DeviceRecord, SignerError> {
         self.ledger
             .device(cn)

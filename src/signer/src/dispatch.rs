@@ -49,6 +49,7 @@ pub const PERMITS: &[(Caller, &[u8])] = &[
             msg_type::DEVICE_DELETE,
             msg_type::DEVICE_ALLOW,
             msg_type::DEVICE_REVOKE,
+            msg_type::DEVICE_CERTIFICATES,
             msg_type::REVOKE,
         ],
     ),
@@ -62,6 +63,7 @@ pub const PERMITS: &[(Caller, &[u8])] = &[
             msg_type::DEVICE_DELETE,
             msg_type::DEVICE_ALLOW,
             msg_type::DEVICE_REVOKE,
+            msg_type::DEVICE_CERTIFICATES,
             msg_type::REVOKE,
         ],
     ),
@@ -117,6 +119,16 @@ impl SignerService {
             Request::DeviceAllow { cn, actor } => {
                 self.allow_device(ctx, &cn, &actor).map(|()| Response::Done)
             }
+            Request::DeviceCertificates {
+                cn,
+                after_serial,
+                limit,
+            } => self
+                .device_certificates(&cn, &after_serial, limit)
+                .map(|(page, more)| Response::Certificates {
+                    certificates: page.into_iter().map(certificate_info).collect(),
+                    more,
+                }),
             Request::DeviceRevoke { cn, reason, actor } => self
                 .revoke_device(ctx, &cn, reason, &actor)
                 .map(|count| Response::Revoked { count }),
@@ -154,6 +166,21 @@ fn operation(op: hsm_est_proto::Operation) -> Operation {
         hsm_est_proto::Operation::Bootstrap => Operation::Bootstrap,
         hsm_est_proto::Operation::Enroll => Operation::Enroll,
         hsm_est_proto::Operation::Reenroll => Operation::Reenroll,
+    }
+}
+
+fn certificate_info(c: crate::ledger::StoredCertificate) -> hsm_est_proto::CertificateInfo {
+    hsm_est_proto::CertificateInfo {
+        serial: c.record.serial,
+        not_before: c.record.not_before,
+        not_after: c.record.not_after,
+        issued_at_ms: c.record.issued_at_ms,
+        profile: c.record.profile,
+        operation: c.record.operation,
+        requester: c.record.requester,
+        revoked_at_ms: c.revoked_at_ms,
+        revocation_reason: c.revocation_reason,
+        superseded_by: c.superseded_by,
     }
 }
 

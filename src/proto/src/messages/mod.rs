@@ -6,8 +6,8 @@ use crate::codec::{BodyReader, BodyWriter, FrameError};
 mod types;
 
 pub use types::{
-    valid_revocation_reason, DeviceFilter, DeviceInfo, DeviceStatus, ErrorCode, IssueRequest,
-    Operation, WireError,
+    valid_revocation_reason, CertificateInfo, DeviceFilter, DeviceInfo, DeviceStatus, ErrorCode,
+    IssueRequest, Operation, WireError,
 };
 
 /// A DER certificate or CSR. Matches the frontend's 16 KiB body cap.
@@ -26,6 +26,8 @@ pub const MAX_CHAIN_LEN: usize = 8;
 pub const MAX_DEVICE_PAGE: u32 = 500;
 /// A TLS exporter value (RFC 9266 uses 32 bytes).
 pub const MAX_EXPORTER_LEN: usize = 64;
+/// Certificates in one page of a device's history (each ≤ 1.5 KiB on the wire).
+pub const MAX_CERTIFICATE_PAGE: u32 = 100;
 /// Error reason identifiers and messages.
 pub const MAX_REASON_LEN: usize = 64;
 pub const MAX_MESSAGE_LEN: usize = 256;
@@ -45,6 +47,7 @@ pub mod msg_type {
     pub const CSR_ATTRS: u8 = 0x08;
     pub const DEVICE_ALLOW: u8 = 0x09;
     pub const DEVICE_REVOKE: u8 = 0x0a;
+    pub const DEVICE_CERTIFICATES: u8 = 0x0b;
 
     pub const PONG: u8 = 0x81;
     pub const CA_CHAIN_OK: u8 = 0x82;
@@ -54,6 +57,7 @@ pub mod msg_type {
     pub const DONE: u8 = 0x86;
     pub const CSR_ATTRS_OK: u8 = 0x87;
     pub const REVOKED: u8 = 0x88;
+    pub const CERTIFICATES: u8 = 0x89;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -89,6 +93,13 @@ pub enum Request {
         cn: String,
         reason: u8,
         actor: String,
+    },
+    /// A page of the certificates issued for a CN, by serial after `after_serial` (empty:
+    /// from the first).
+    DeviceCertificates {
+        cn: String,
+        after_serial: Vec<u8>,
+        limit: u32,
     },
     /// Revokes one certificate; when it is a device's current certificate, all of that
     /// device's unexpired certificates.
@@ -127,6 +138,11 @@ pub enum Response {
     },
     Device(DeviceInfo),
     Done,
+    /// A page of a device's certificate history; `more`: a page follows.
+    Certificates {
+        certificates: Vec<CertificateInfo>,
+        more: bool,
+    },
     /// How many certificates a delete or revocation revoked.
     Revoked {
         count: u32,
@@ -149,6 +165,7 @@ impl Request {
             Request::DeviceDelete { .. } => msg_type::DEVICE_DELETE,
             Request::DeviceAllow { .. } => msg_type::DEVICE_ALLOW,
             Request::DeviceRevoke { .. } => msg_type::DEVICE_REVOKE,
+            Request::DeviceCertificates { .. } => msg_type::DEVICE_CERTIFICATES,
             Request::Revoke { .. } => msg_type::REVOKE,
             Request::CsrAttrs { .. } => msg_type::CSR_ATTRS,
         }
@@ -164,6 +181,7 @@ impl Request {
             Request::DeviceDelete { .. } => "device_delete",
             Request::DeviceAllow { .. } => "device_allow",
             Request::DeviceRevoke { .. } => "device_revoke",
+            Request::DeviceCertificates { .. } => "device_certificates",
             Request::Revoke { .. } => "revoke",
             Request::CsrAttrs { .. } => "csr_attrs",
         }
@@ -221,6 +239,15 @@ impl Request {
                 w.string("cn", MAX_NAME_LEN, cn)?;
                 w.u8(*reason);
                 w.string("actor", MAX_IDENTITY_LEN, actor)?;
+            }
+            Request::DeviceCertificates {
+                cn,
+                after_serial,
+                limit,
+            } => {
+                w.string("cn", MAX_NAME_LEN, cn)?;
+                w.bytes("after_serial", MAX_SERIAL_LEN, after_serial)?;
+                w.u32(*limit);
             }
             Request::Revoke {
                 serial,
@@ -295,6 +322,19 @@ impl Request {
                 reason: reason(&mut r)?,
                 actor: r.string("actor", MAX_IDENTITY_LEN)?,
             },
+            msg_type::DEVICE_CERTIFICATES => {
+                let cn = r.string("cn", MAX_NAME_LEN)?;
+                let after_serial = r.bytes("after_serial", MAX_SERIAL_LEN)?;
+                let limit = r.u32()?;
+                if limit == 0 || limit > MAX_CERTIFICATE_PAGE {
+                    return Err(FrameError::BadValue("limit"));
+                }
+                Request::DeviceCertificates {
+                    cn,
+                    after_serial,
+                    limit,
+                }
+            }
             msg_type::REVOKE => Request::Revoke {
                 serial: r.bytes("serial", MAX_SERIAL_LEN)?,
                 reason: reason(&mut r)?,
@@ -338,6 +378,45 @@ fn reason(r: &mut BodyReader<'_>) -> Result<u8, FrameError> {
     Ok(reason)
 }
 
+fn write_certificate(w: &mut BodyWriter, c: &CertificateInfo) -> Result<(), FrameError> {
+    w.bytes("serial", MAX_SERIAL_LEN, &c.serial)?;
+    w.i64(c.not_before).i64(c.not_after).i64(c.issued_at_ms);
+    w.string("profile", MAX_NAME_LEN, &c.profile)?;
+    w.string("operation", MAX_NAME_LEN, &c.operation)?;
+    w.string("requester", MAX_IDENTITY_LEN, &c.requester)?;
+    w.i64(c.revoked_at_ms.unwrap_or(-1));
+    w.u8(c.revocation_reason.unwrap_or(0xff));
+    w.bytes(
+        "superseded_by",
+        MAX_SERIAL_LEN,
+        c.superseded_by.as_deref().unwrap_or(&[]),
+    )?;
+    Ok(())
+}
+
+fn read_certificate(r: &mut BodyReader<'_>) -> Result<CertificateInfo, FrameError> {
+    let serial = r.bytes("serial", MAX_SERIAL_LEN)?;
+    let (not_before, not_after, issued_at_ms) = (r.i64()?, r.i64()?, r.i64()?);
+    let profile = r.string("profile", MAX_NAME_LEN)?;
+    let operation = r.string("operation", MAX_NAME_LEN)?;
+    let requester = r.string("requester", MAX_IDENTITY_LEN)?;
+    let revoked_at_ms = Some(r.i64()?).filter(|t| *t >= 0);
+    let revocation_reason = Some(r.u8()?).filter(|v| *v != 0xff);
+    let superseded_by = Some(r.bytes("superseded_by", MAX_SERIAL_LEN)?).filter(|s| !s.is_empty());
+    Ok(CertificateInfo {
+        serial,
+        not_before,
+        not_after,
+        issued_at_ms,
+        profile,
+        operation,
+        requester,
+        revoked_at_ms,
+        revocation_reason,
+        superseded_by,
+    })
+}
+
 fn write_device(w: &mut BodyWriter, d: &DeviceInfo) -> Result<(), FrameError> {
     w.string("cn", MAX_NAME_LEN, &d.cn)?;
     w.u8(d.status.to_wire());
@@ -370,6 +449,7 @@ impl Response {
             Response::Device(_) => msg_type::DEVICE,
             Response::Done => msg_type::DONE,
             Response::Revoked { .. } => msg_type::REVOKED,
+            Response::Certificates { .. } => msg_type::CERTIFICATES,
             Response::CsrAttrs { .. } => msg_type::CSR_ATTRS_OK,
             Response::Error(_) => msg_type::ERROR,
         }
@@ -415,6 +495,16 @@ impl Response {
             Response::Done => {}
             Response::Revoked { count } => {
                 w.u32(*count);
+            }
+            Response::Certificates { certificates, more } => {
+                if certificates.len() > MAX_CERTIFICATE_PAGE as usize {
+                    return Err(FrameError::BadValue("certificate count"));
+                }
+                w.u32(certificates.len() as u32);
+                for c in certificates {
+                    write_certificate(&mut w, c)?;
+                }
+                w.u8(u8::from(*more));
             }
             Response::CsrAttrs { der } => {
                 w.bytes("csr_attrs", MAX_CSR_ATTRS_LEN, der)?;
@@ -469,6 +559,20 @@ impl Response {
             msg_type::DEVICE => Response::Device(read_device(&mut r)?),
             msg_type::DONE => Response::Done,
             msg_type::REVOKED => Response::Revoked { count: r.u32()? },
+            msg_type::CERTIFICATES => {
+                let n = r.u32()?;
+                if n > MAX_CERTIFICATE_PAGE {
+                    return Err(FrameError::BadValue("certificate count"));
+                }
+                let mut certificates = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    certificates.push(read_certificate(&mut r)?);
+                }
+                Response::Certificates {
+                    certificates,
+                    more: flag(&mut r, "more")?,
+                }
+            }
             msg_type::CSR_ATTRS_OK => Response::CsrAttrs {
                 der: r.bytes("csr_attrs", MAX_CSR_ATTRS_LEN)?,
             },

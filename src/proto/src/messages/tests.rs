@@ -48,6 +48,11 @@ fn requests_round_trip_and_reject_trailing_bytes() {
         keep_certificates: true,
         actor: "uid:0".into(),
     });
+    round_trip_request(Request::DeviceCertificates {
+        cn: "a".into(),
+        after_serial: vec![0x40, 1],
+        limit: MAX_CERTIFICATE_PAGE,
+    });
     round_trip_request(Request::DeviceAllow {
         cn: "a".into(),
         actor: "uid:0".into(),
@@ -141,6 +146,35 @@ fn responses_round_trip() {
         Response::Device(dev),
         Response::Done,
         Response::Revoked { count: 3 },
+        Response::Certificates {
+            certificates: vec![
+                CertificateInfo {
+                    serial: vec![0x40; 16],
+                    not_before: 1,
+                    not_after: 2,
+                    issued_at_ms: 3,
+                    profile: "iqe-pump".into(),
+                    operation: "enroll".into(),
+                    requester: "basic:iqe-gateway".into(),
+                    revoked_at_ms: Some(4),
+                    revocation_reason: Some(5),
+                    superseded_by: Some(vec![0x41; 16]),
+                },
+                CertificateInfo {
+                    serial: vec![0x41; 16],
+                    not_before: 1,
+                    not_after: 2,
+                    issued_at_ms: 3,
+                    profile: "iqe-pump".into(),
+                    operation: "reenroll".into(),
+                    requester: "cert:ab".into(),
+                    revoked_at_ms: None,
+                    revocation_reason: None,
+                    superseded_by: None,
+                },
+            ],
+            more: false,
+        },
         Response::CsrAttrs { der: vec![0x30, 0] },
         Response::Error(WireError::new(ErrorCode::KeyRejected, "key.rsa_size", "no")),
     ] {

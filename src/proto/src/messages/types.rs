@@ -251,6 +251,22 @@ pub struct IssueRequest {
     pub registration_authority: bool,
 }
 
+/// One certificate of a device's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    pub serial: Vec<u8>,
+    /// Seconds since the epoch.
+    pub not_before: i64,
+    pub not_after: i64,
+    pub issued_at_ms: i64,
+    pub profile: String,
+    pub operation: String,
+    pub requester: String,
+    pub revoked_at_ms: Option<i64>,
+    pub revocation_reason: Option<u8>,
+    pub superseded_by: Option<Vec<u8>>,
+}
+
 /// What a device listing keeps; the default keeps everything.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DeviceFilter {

@@ -146,6 +146,14 @@ pub trait Ledger: Send + Sync {
     fn device(&self, common_name: &str) -> Result<Option<DeviceRecord>, LedgerError>;
     fn certificate(&self, serial: &[u8]) -> Result<Option<StoredCertificate>, LedgerError>;
     fn serial_exists(&self, serial: &[u8]) -> Result<bool, LedgerError>;
+    /// Up to `limit` certificates issued for `common_name` with serials above
+    /// `after_serial` (empty: from the first), in serial order: a device's history, by key.
+    fn certificates_for_cn(
+        &self,
+        common_name: &str,
+        after_serial: &[u8],
+        limit: u32,
+    ) -> Result<Vec<StoredCertificate>, LedgerError>;
     /// Up to `limit` certificate serials greater than `after`, in order: a page by key, so
     /// that walking a million certificates costs the same per page as walking ten.
     fn serials_after(&self, after: Option<&[u8]>, limit: u32) -> Result<Vec<Vec<u8>>, LedgerError>;

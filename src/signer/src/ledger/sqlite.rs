@@ -174,6 +174,34 @@ fn prefix_end(prefix: &str) -> Option<String> {
     None
 }
 
+const CERTIFICATE_COLUMNS: &str = "serial, subject, common_name, sans, spki_sha256, \
+     not_before, not_after, profile, operation, requester, client_ip, issued_at_ms, der, \
+     revoked_at_ms, revocation_reason, superseded_by";
+
+fn certificate_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCertificate> {
+    let sans: String = r.get(3)?;
+    Ok(StoredCertificate {
+        record: CertificateRecord {
+            serial: r.get(0)?,
+            subject: r.get(1)?,
+            common_name: r.get(2)?,
+            sans: serde_json::from_str(&sans).unwrap_or_default(),
+            spki_sha256: r.get(4)?,
+            not_before: r.get(5)?,
+            not_after: r.get(6)?,
+            profile: r.get(7)?,
+            operation: r.get(8)?,
+            requester: r.get(9)?,
+            client_ip: r.get(10)?,
+            issued_at_ms: r.get(11)?,
+            der: r.get(12)?,
+        },
+        revoked_at_ms: r.get(13)?,
+        revocation_reason: r.get(14)?,
+        superseded_by: r.get(15)?,
+    })
+}
+
 const DEVICE_COLUMNS: &str = "d.common_name, d.status, d.first_enrolled_ms, d.last_enrolled_ms, \
      d.last_ip, d.current_serial, c.not_after";
 
@@ -211,38 +239,32 @@ impl Ledger for SqliteLedger {
 
     fn certificate(&self, serial: &[u8]) -> Result<Option<StoredCertificate>, LedgerError> {
         self.with_reader(|c| {
-            let row = c
-                .prepare_cached(
-                    "SELECT serial, subject, common_name, sans, spki_sha256, not_before, \
-                     not_after, profile, operation, requester, client_ip, issued_at_ms, der, \
-                     revoked_at_ms, revocation_reason, superseded_by FROM certificates \
-                     WHERE serial = ?1",
+            let sql = format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE serial = ?1");
+            Ok(c.prepare_cached(&sql)?
+                .query_row([serial], certificate_from_row)
+                .optional()?)
+        })
+    }
+
+    fn certificates_for_cn(
+        &self,
+        common_name: &str,
+        after_serial: &[u8],
+        limit: u32,
+    ) -> Result<Vec<StoredCertificate>, LedgerError> {
+        self.with_reader(|c| {
+            let sql = format!(
+                "SELECT {CERTIFICATE_COLUMNS} FROM certificates \
+                 WHERE common_name = ?1 AND serial > ?2 ORDER BY serial LIMIT ?3"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(
+                    params![common_name, after_serial, limit],
+                    certificate_from_row,
                 )?
-                .query_row([serial], |r| {
-                    let sans: String = r.get(3)?;
-                    Ok(StoredCertificate {
-                        record: CertificateRecord {
-                            serial: r.get(0)?,
-                            subject: r.get(1)?,
-                            common_name: r.get(2)?,
-                            sans: serde_json::from_str(&sans).unwrap_or_default(),
-                            spki_sha256: r.get(4)?,
-                            not_before: r.get(5)?,
-                            not_after: r.get(6)?,
-                            profile: r.get(7)?,
-                            operation: r.get(8)?,
-                            requester: r.get(9)?,
-                            client_ip: r.get(10)?,
-                            issued_at_ms: r.get(11)?,
-                            der: r.get(12)?,
-                        },
-                        revoked_at_ms: r.get(13)?,
-                        revocation_reason: r.get(14)?,
-                        superseded_by: r.get(15)?,
-                    })
-                })
-                .optional()?;
-            Ok(row)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
         })
     }
 
