@@ -22,4 +22,7 @@ git -C "$checkout" init -q
 git -C "$checkout" add -A
 git -C "$checkout" -c user.name=hsm-est-ci -c user.email=ci@hsm-est.invalid \
   commit -q -m "advisory database snapshot from $db"
+# cargo-deny reads the metadata of every target platform offline: fetch the crates that
+# only other platforms use (redox_syscall and the like) first.
+cargo fetch --locked
 cargo deny --offline check advisories bans licenses sources

@@ -120,6 +120,7 @@ async fn basic_login(
         crate::limits::user_key(user, ip),
     ];
     let locked = |wait| {
+        state.metrics.limited("logins");
         tracing::warn!(
             "login refused: too many failures for {} from {ip}",
             log_safe(user)
@@ -139,6 +140,7 @@ async fn basic_login(
         return Ok(Identity::User(entry));
     }
     let busy = || {
+        state.metrics.limited("busy");
         with_retry_after(
             text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -163,6 +165,7 @@ async fn basic_login(
         }
         Verdict::Invalid => {
             drop(reservation);
+            state.metrics.auth_failure();
             tracing::warn!("login failed for user {} from {ip}", log_safe(user));
             Err(unauthorized(realm, "The credentials are not valid."))
         }

@@ -45,6 +45,8 @@ struct RawFrontendConfig {
     #[serde(default)]
     admin_url: Option<String>,
     #[serde(default)]
+    metrics: Option<RawMetrics>,
+    #[serde(default)]
     rate_limit: RawRateLimit,
     #[serde(default)]
     login_limit: RawLoginLimit,
@@ -215,6 +217,13 @@ fn default_rate_window() -> u64 {
     3600
 }
 
+/// The metrics listener: plain HTTP, `GET /metrics` only, at a local address.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: SocketAddr,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLoginLimit {
@@ -295,6 +304,8 @@ pub struct FrontendConfig {
     pub users_file: PathBuf,
     pub realm: String,
     pub admin_url: Option<String>,
+    /// Where `GET /metrics` is served (plain HTTP); `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
     pub rate_limit: Option<RateLimit>,
     pub login_failures: u32,
     pub login_window: Duration,
@@ -360,6 +371,13 @@ impl FrontendConfig {
         let raw: RawFrontendConfig = yaml_serde::from_str(text).map_err(|e| e.to_string())?;
         let s = raw.server;
         let (listen, allowed_networks) = listen_addresses(&s)?;
+        let metrics_listen = match raw.metrics {
+            Some(m) if listen.iter().any(|a| a.port() == m.listen.port()) => {
+                return Err("metrics.listen: must use another port than the EST listener".into())
+            }
+            Some(m) => Some(m.listen),
+            None => None,
+        };
         let global: ResponseFormat = raw
             .response_format
             .parse()
@@ -434,6 +452,7 @@ impl FrontendConfig {
             default_route,
             labels,
             users_file: resolve(path, &raw.users_file),
+            metrics_listen,
             realm: raw.realm,
             admin_url: match raw.admin_url {
                 Some(u)

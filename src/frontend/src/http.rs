@@ -64,6 +64,7 @@ pub struct AppState {
     pub logins: PerAddress,
     /// Connections held per source address, over all listeners.
     pub connections: PerAddress,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Who is a registration authority (`ra_trust_anchors` only); `None` when none is.
     pub ra_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     ca_cache: Mutex<Option<(Instant, Vec<Vec<u8>>)>>,
@@ -91,6 +92,7 @@ impl AppState {
         AppState {
             argon2_slots: tokio::sync::Semaphore::new(cores),
             logins,
+            metrics: Arc::default(),
             connections: PerAddress::new(
                 u32::try_from(config.max_connections_per_address).unwrap_or(u32::MAX),
             ),
@@ -272,6 +274,7 @@ pub async fn handle(state: Arc<AppState>, conn: ConnInfo, req: Request<Incoming>
 fn precheck(state: &AppState, conn: &ConnInfo, req: &Request<Incoming>) -> Option<HttpResponse> {
     if let Some(rate) = &state.rate {
         if let Err(wait) = rate.check(conn.peer.ip()) {
+            state.metrics.limited("requests");
             return Some(with_retry_after(
                 text(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -400,7 +403,11 @@ async fn route(state: &AppState, conn: &ConnInfo, req: Request<Incoming>, id: u6
         EstOp::FullCmc => text(StatusCode::NOT_IMPLEMENTED, "Full CMC is not supported."),
         EstOp::Bootstrap | EstOp::SimpleEnroll | EstOp::SimpleReenroll => {
             let label = label.unwrap_or("default");
-            enroll(state, conn, route_cfg, label, op, &parts, &body, id).await
+            let started = Instant::now();
+            let r = enroll(state, conn, route_cfg, label, op, &parts, &body, id).await;
+            state.metrics.enrolment(label, op.name(), r.status());
+            state.metrics.latency(op.name(), started.elapsed());
+            r
         }
     }
 }

@@ -11,6 +11,7 @@ mod conn;
 pub mod est;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod signer_client;
 pub mod tls;
 pub mod users;
@@ -47,6 +48,9 @@ pub fn run(config: FrontendConfig) -> Result<(), String> {
         }
         let ra_verifier = tls::ra_verifier(&config)?;
         let state = Arc::new(AppState::new(config, users, ra_verifier));
+        if let Some(addr) = state.config.metrics_listen {
+            metrics::serve(addr, Arc::clone(&state.metrics)).await?;
+        }
         let slots = Arc::new(Semaphore::new(state.config.max_connections));
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
         for listener in listeners {
