@@ -261,3 +261,54 @@ fn a_bootstrap_retry_with_the_same_key_gets_the_same_certificate() {
     );
     assert_eq!(app.ledger_certificate_count(), 2);
 }
+
+/// The overview's counts from the signer: devices by status, certificates issued in the
+/// last day and expiring within 30 days, refusals by reason; `estctl stats` prints them.
+#[test]
+fn stats_count_devices_certificates_and_refusals() {
+    let mut app = Appliance::create("stats", "ec-p256");
+    app.start();
+    for cn in ["stats-pump-1", "stats-pump-2", "stats-pump-3"] {
+        issued(app.issue(
+            Operation::Bootstrap,
+            "iqe-bootstrap",
+            &csrgen::csr(&[(CN, cn)]),
+            &[],
+        ));
+    }
+    // test-quota issues 30-day certificates: expiring within 30 days.
+    issued(app.issue(
+        Operation::Bootstrap,
+        "test-quota",
+        &csrgen::csr(&[(CN, "stats-pump-4")]),
+        &[],
+    ));
+    for _ in 0..2 {
+        refused(app.issue(
+            Operation::Bootstrap,
+            "iqe-bootstrap",
+            &csrgen::csr(&[(CN, "stats-pump-1")]),
+            &[],
+        ));
+    }
+    let stats = match app.admin_client().call(&Request::Stats).unwrap() {
+        Response::Stats(s) => s,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        stats.devices_by_status,
+        vec![("bootstrap_only".to_string(), 4)]
+    );
+    assert_eq!(stats.issued_last_24h, 4);
+    assert_eq!(stats.expiring_within_30_days, 1);
+    assert_eq!(
+        stats.refusals_by_reason,
+        vec![("device.exists".to_string(), 2)]
+    );
+    assert!(stats.decisions >= 6 && stats.commits >= 1);
+    let out = ok(&app.estctl_operator(&["stats", "--config", app.config_arg()]));
+    assert!(
+        out.contains("bootstrap_only") && out.contains("device.exists"),
+        "{out}"
+    );
+}

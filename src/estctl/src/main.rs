@@ -116,6 +116,12 @@ enum Command {
         #[arg(long, default_value = "ec-p256")]
         key_type: String,
     },
+    /// The signer's counts: devices by status, certificates issued in the last 24 hours and
+    /// expiring within 30 days, refusals by reason since start, commits, CA expiry.
+    Stats {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Ask the signer whether it is up.
     Ping {
         #[arg(long, conflicts_with = "socket")]
@@ -234,6 +240,7 @@ fn main() -> ExitCode {
             command: AuditCommand::Verify { config },
         } => audit_verify(&config),
         Command::CheckConfig { config, frontend } => check_config(&config, frontend.as_deref()),
+        Command::Stats { config } => stats(&config),
         Command::ServerCert {
             command:
                 ServerCertCommand::Issue {
@@ -665,6 +672,35 @@ fn check_config(config: &Path, frontend: Option<&Path>) -> Result<(), String> {
             roles.join(" and ")
         );
     }
+    Ok(())
+}
+
+fn stats(config: &Path) -> Result<(), String> {
+    let mut client = connect(config)?;
+    let Response::Stats(s) = call(&mut client, &Request::Stats)? else {
+        return Err("unexpected answer from the signer".into());
+    };
+    println!("devices by status:");
+    for (status, n) in &s.devices_by_status {
+        println!("  {status:<16} {n}");
+    }
+    println!(
+        "certificates issued in the last 24 hours: {}",
+        s.issued_last_24h
+    );
+    println!(
+        "certificates expiring within 30 days (not revoked): {}",
+        s.expiring_within_30_days
+    );
+    println!("refusals since the signer started:");
+    for (reason, n) in &s.refusals_by_reason {
+        println!("  {reason:<32} {n}");
+    }
+    println!("decisions {} in {} commits", s.decisions, s.commits);
+    println!(
+        "CA certificate expires {}",
+        rfc3339_millis(s.ca_not_after * 1000)
+    );
     Ok(())
 }
 

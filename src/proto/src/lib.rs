@@ -11,5 +11,5 @@ pub mod messages;
 pub use codec::{FrameError, FrameHeader, HEADER_LEN, MAGIC, MAX_FRAME_BODY, PROTOCOL_VERSION};
 pub use messages::{
     CertificateInfo, DeviceFilter, DeviceInfo, DeviceStatus, ErrorCode, IssueRequest, Operation,
-    Request, Response, WireError,
+    Request, Response, Stats, WireError,
 };

@@ -50,6 +50,7 @@ pub const PERMITS: &[(Caller, &[u8])] = &[
             msg_type::DEVICE_ALLOW,
             msg_type::DEVICE_REVOKE,
             msg_type::DEVICE_CERTIFICATES,
+            msg_type::STATS,
             msg_type::REVOKE,
         ],
     ),
@@ -64,6 +65,7 @@ pub const PERMITS: &[(Caller, &[u8])] = &[
             msg_type::DEVICE_ALLOW,
             msg_type::DEVICE_REVOKE,
             msg_type::DEVICE_CERTIFICATES,
+            msg_type::STATS,
             msg_type::REVOKE,
         ],
     ),
@@ -81,6 +83,7 @@ impl SignerService {
     pub fn handle(&self, ctx: CallContext, request: Request) -> Response {
         let result = match request {
             Request::Ping => Ok(self.pong()),
+            Request::Stats => self.stats().map(Response::Stats),
             Request::CaChain => Ok(Response::CaChain {
                 certs: self.ca.chain.clone(),
             }),

@@ -463,6 +463,7 @@ impl SignerService {
         err: SignerError,
     ) -> SignerError {
         let wire = WireError::from(&err);
+        self.count_refusal(&wire.reason);
         let record = AuditRecord::Rejected(Box::new(Rejected {
             reason: wire.reason.clone(),
             code: wire.code.to_wire(),

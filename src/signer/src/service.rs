@@ -8,7 +8,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use hsm_est_pki::cert::CaSigner;
 use hsm_est_policy::Policy;
-use hsm_est_proto::Response;
+use hsm_est_proto::{Response, Stats};
 
 use crate::ca::CaChain;
 use crate::devices::Claims;
@@ -37,6 +37,8 @@ pub struct SignerService {
     pub(crate) quotas: Quotas,
     /// The registration authorities this signer accepts; `None`: none.
     pub(crate) registration_authorities: Option<RaTrust>,
+    /// Refusals since start, per stable wire reason (a closed set, capped all the same).
+    pub(crate) refusals: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     rng: SystemRandom,
 }
 
@@ -64,6 +66,7 @@ impl SignerService {
             claims: Claims::default(),
             quotas: Quotas::default(),
             registration_authorities: None,
+            refusals: std::sync::Mutex::default(),
             rng: SystemRandom::new(),
         }
     }
@@ -81,6 +84,43 @@ impl SignerService {
             ca_subject: self.ca.subject.to_string(),
             commits,
             decisions,
+        }
+    }
+
+    /// Counts for the overview and for metrics: the ledger's (from its indexes), the
+    /// refusals since start, the journal's, and the CA's notAfter.
+    pub(crate) fn stats(&self) -> Result<Stats, SignerError> {
+        let now_ms = hsm_est_common::util::now_millis();
+        let now = now_ms / 1000;
+        let counts = self
+            .ledger
+            .counts(now_ms - 86_400_000, now, now + 30 * 86_400)
+            .map_err(|e| unavailable("stats", e))?;
+        let (commits, decisions) = self.journal.stats();
+        let refusals_by_reason = self
+            .refusals
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        Ok(Stats {
+            devices_by_status: counts.devices_by_status,
+            issued_last_24h: counts.issued_since,
+            expiring_within_30_days: counts.expiring,
+            refusals_by_reason,
+            commits,
+            decisions,
+            ca_not_after: hsm_est_common::util::unix_seconds(self.ca.not_after),
+        })
+    }
+
+    /// Counts a refusal under its stable reason.
+    pub(crate) fn count_refusal(&self, reason: &str) {
+        if let Ok(mut m) = self.refusals.lock() {
+            if let Some(n) = m.get_mut(reason) {
+                *n += 1;
+            } else if m.len() < hsm_est_proto::messages::MAX_STATS_ENTRIES {
+                m.insert(reason.to_string(), 1);
+            }
         }
     }
 

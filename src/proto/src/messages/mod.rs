@@ -7,7 +7,7 @@ mod types;
 
 pub use types::{
     valid_revocation_reason, CertificateInfo, DeviceFilter, DeviceInfo, DeviceStatus, ErrorCode,
-    IssueRequest, Operation, WireError,
+    IssueRequest, Operation, Stats, WireError,
 };
 
 /// A DER certificate or CSR. Matches the frontend's 16 KiB body cap.
@@ -48,6 +48,7 @@ pub mod msg_type {
     pub const DEVICE_ALLOW: u8 = 0x09;
     pub const DEVICE_REVOKE: u8 = 0x0a;
     pub const DEVICE_CERTIFICATES: u8 = 0x0b;
+    pub const STATS: u8 = 0x0c;
 
     pub const PONG: u8 = 0x81;
     pub const CA_CHAIN_OK: u8 = 0x82;
@@ -58,6 +59,7 @@ pub mod msg_type {
     pub const CSR_ATTRS_OK: u8 = 0x87;
     pub const REVOKED: u8 = 0x88;
     pub const CERTIFICATES: u8 = 0x89;
+    pub const STATS_OK: u8 = 0x8a;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -94,6 +96,8 @@ pub enum Request {
         reason: u8,
         actor: String,
     },
+    /// Counts for the overview and for metrics.
+    Stats,
     /// A page of the certificates issued for a CN, by serial after `after_serial` (empty:
     /// from the first).
     DeviceCertificates {
@@ -138,6 +142,7 @@ pub enum Response {
     },
     Device(DeviceInfo),
     Done,
+    Stats(Stats),
     /// A page of a device's certificate history; `more`: a page follows.
     Certificates {
         certificates: Vec<CertificateInfo>,
@@ -166,6 +171,7 @@ impl Request {
             Request::DeviceAllow { .. } => msg_type::DEVICE_ALLOW,
             Request::DeviceRevoke { .. } => msg_type::DEVICE_REVOKE,
             Request::DeviceCertificates { .. } => msg_type::DEVICE_CERTIFICATES,
+            Request::Stats => msg_type::STATS,
             Request::Revoke { .. } => msg_type::REVOKE,
             Request::CsrAttrs { .. } => msg_type::CSR_ATTRS,
         }
@@ -182,6 +188,7 @@ impl Request {
             Request::DeviceAllow { .. } => "device_allow",
             Request::DeviceRevoke { .. } => "device_revoke",
             Request::DeviceCertificates { .. } => "device_certificates",
+            Request::Stats => "stats",
             Request::Revoke { .. } => "revoke",
             Request::CsrAttrs { .. } => "csr_attrs",
         }
@@ -190,7 +197,7 @@ impl Request {
     pub fn encode(&self) -> Result<Vec<u8>, FrameError> {
         let mut w = BodyWriter::new();
         match self {
-            Request::Ping | Request::CaChain => {}
+            Request::Ping | Request::CaChain | Request::Stats => {}
             Request::Issue(r) => {
                 w.u8(r.operation.to_wire());
                 w.string("profile", MAX_NAME_LEN, &r.profile)?;
@@ -273,6 +280,7 @@ impl Request {
             },
             msg_type::PING => Request::Ping,
             msg_type::CA_CHAIN => Request::CaChain,
+            msg_type::STATS => Request::Stats,
             msg_type::ISSUE => Request::Issue(IssueRequest {
                 operation: Operation::from_wire(r.u8()?)?,
                 profile: r.string("profile", MAX_NAME_LEN)?,
@@ -378,6 +386,54 @@ fn reason(r: &mut BodyReader<'_>) -> Result<u8, FrameError> {
     Ok(reason)
 }
 
+/// Counted things in a statistics answer (by status, by reason).
+pub const MAX_STATS_ENTRIES: usize = 64;
+
+fn write_counts(w: &mut BodyWriter, counts: &[(String, u64)]) -> Result<(), FrameError> {
+    if counts.len() > MAX_STATS_ENTRIES {
+        return Err(FrameError::BadValue("stats entries"));
+    }
+    w.u16(counts.len() as u16);
+    for (k, v) in counts {
+        w.string("stats key", MAX_REASON_LEN, k)?;
+        w.u64(*v);
+    }
+    Ok(())
+}
+
+fn read_counts(r: &mut BodyReader<'_>) -> Result<Vec<(String, u64)>, FrameError> {
+    let n = r.u16()? as usize;
+    if n > MAX_STATS_ENTRIES {
+        return Err(FrameError::BadValue("stats entries"));
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push((r.string("stats key", MAX_REASON_LEN)?, r.u64()?));
+    }
+    Ok(out)
+}
+
+fn write_stats(w: &mut BodyWriter, s: &Stats) -> Result<(), FrameError> {
+    write_counts(w, &s.devices_by_status)?;
+    w.u64(s.issued_last_24h).u64(s.expiring_within_30_days);
+    write_counts(w, &s.refusals_by_reason)?;
+    w.u64(s.commits).u64(s.decisions);
+    w.i64(s.ca_not_after);
+    Ok(())
+}
+
+fn read_stats(r: &mut BodyReader<'_>) -> Result<Stats, FrameError> {
+    Ok(Stats {
+        devices_by_status: read_counts(r)?,
+        issued_last_24h: r.u64()?,
+        expiring_within_30_days: r.u64()?,
+        refusals_by_reason: read_counts(r)?,
+        commits: r.u64()?,
+        decisions: r.u64()?,
+        ca_not_after: r.i64()?,
+    })
+}
+
 fn write_certificate(w: &mut BodyWriter, c: &CertificateInfo) -> Result<(), FrameError> {
     w.bytes("serial", MAX_SERIAL_LEN, &c.serial)?;
     w.i64(c.not_before).i64(c.not_after).i64(c.issued_at_ms);
@@ -450,6 +506,7 @@ impl Response {
             Response::Done => msg_type::DONE,
             Response::Revoked { .. } => msg_type::REVOKED,
             Response::Certificates { .. } => msg_type::CERTIFICATES,
+            Response::Stats(_) => msg_type::STATS_OK,
             Response::CsrAttrs { .. } => msg_type::CSR_ATTRS_OK,
             Response::Error(_) => msg_type::ERROR,
         }
@@ -496,6 +553,7 @@ impl Response {
             Response::Revoked { count } => {
                 w.u32(*count);
             }
+            Response::Stats(st) => write_stats(&mut w, st)?,
             Response::Certificates { certificates, more } => {
                 if certificates.len() > MAX_CERTIFICATE_PAGE as usize {
                     return Err(FrameError::BadValue("certificate count"));
@@ -559,6 +617,7 @@ impl Response {
             msg_type::DEVICE => Response::Device(read_device(&mut r)?),
             msg_type::DONE => Response::Done,
             msg_type::REVOKED => Response::Revoked { count: r.u32()? },
+            msg_type::STATS_OK => Response::Stats(read_stats(&mut r)?),
             msg_type::CERTIFICATES => {
                 let n = r.u32()?;
                 if n > MAX_CERTIFICATE_PAGE {

@@ -53,6 +53,7 @@ fn requests_round_trip_and_reject_trailing_bytes() {
         after_serial: vec![0x40, 1],
         limit: MAX_CERTIFICATE_PAGE,
     });
+    round_trip_request(Request::Stats);
     round_trip_request(Request::DeviceAllow {
         cn: "a".into(),
         actor: "uid:0".into(),
@@ -146,6 +147,15 @@ fn responses_round_trip() {
         Response::Device(dev),
         Response::Done,
         Response::Revoked { count: 3 },
+        Response::Stats(Stats {
+            devices_by_status: vec![("enrolled".into(), 7), ("revoked".into(), 1)],
+            issued_last_24h: 9,
+            expiring_within_30_days: 2,
+            refusals_by_reason: vec![("device.exists".into(), 4)],
+            commits: 5,
+            decisions: 12,
+            ca_not_after: 1_900_000_000,
+        }),
         Response::Certificates {
             certificates: vec![
                 CertificateInfo {

@@ -251,6 +251,22 @@ pub struct IssueRequest {
     pub registration_authority: bool,
 }
 
+/// The signer's counts for an overview page and for metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Devices per status name (`bootstrap_only`, `enrolled`, `revoked`, `deleted`).
+    pub devices_by_status: Vec<(String, u64)>,
+    pub issued_last_24h: u64,
+    /// Unrevoked certificates whose notAfter is within the next 30 days.
+    pub expiring_within_30_days: u64,
+    /// Refusals since the signer started, per stable reason.
+    pub refusals_by_reason: Vec<(String, u64)>,
+    pub commits: u64,
+    pub decisions: u64,
+    /// The CA certificate's notAfter, seconds since the epoch.
+    pub ca_not_after: i64,
+}
+
 /// One certificate of a device's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateInfo {

@@ -44,6 +44,14 @@ impl DeviceState {
     }
 }
 
+/// What [`Ledger::counts`] answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerCounts {
+    pub devices_by_status: Vec<(String, u64)>,
+    pub issued_since: u64,
+    pub expiring: u64,
+}
+
 /// Which devices a listing wants, and from where.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceQuery<'a> {
@@ -164,6 +172,15 @@ pub trait Ledger: Send + Sync {
         common_name: &str,
         now: i64,
     ) -> Result<Vec<(Vec<u8>, String)>, LedgerError>;
+    /// Devices per status, certificates issued since `issued_since_ms`, and unrevoked
+    /// certificates whose notAfter falls in `[now, expiring_before]` (seconds): the
+    /// overview's counts, each answered from an index.
+    fn counts(
+        &self,
+        issued_since_ms: i64,
+        now: i64,
+        expiring_before: i64,
+    ) -> Result<LedgerCounts, LedgerError>;
     /// Up to `query.limit` devices in CN order after `query.after`, filtered: a page by
     /// key, so the millionth device costs what the first does.
     fn list_devices(&self, query: &DeviceQuery<'_>) -> Result<Vec<DeviceRecord>, LedgerError>;

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::{
-    AuditHead, CertificateRecord, DeviceQuery, DeviceRecord, DeviceState, Ledger, LedgerError,
-    LedgerWrite, StoredCertificate,
+    AuditHead, CertificateRecord, DeviceQuery, DeviceRecord, DeviceState, Ledger, LedgerCounts,
+    LedgerError, LedgerWrite, StoredCertificate,
 };
 
 impl From<rusqlite::Error> for LedgerError {
@@ -74,6 +74,9 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE certificates ADD COLUMN superseded_by BLOB;",
     // 3: device listings filtered by status page through an index, not the whole table.
     "CREATE INDEX devices_by_status ON devices (status, common_name);",
+    // 4: the overview's counts (issued today, expiring soon) from indexes, not table scans.
+    "CREATE INDEX certificates_by_issue ON certificates (issued_at_ms);
+     CREATE INDEX certificates_by_expiry ON certificates (not_after);",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -305,6 +308,37 @@ impl Ledger for SqliteLedger {
                 .query_map(params![common_name, now], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
+        })
+    }
+
+    fn counts(
+        &self,
+        issued_since_ms: i64,
+        now: i64,
+        expiring_before: i64,
+    ) -> Result<LedgerCounts, LedgerError> {
+        self.with_reader(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT status, COUNT(*) FROM devices GROUP BY status")?;
+            let devices_by_status = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let issued_since: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM certificates WHERE issued_at_ms >= ?1")?
+                .query_row([issued_since_ms], |r| r.get(0))?;
+            let expiring: i64 = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM certificates WHERE not_after >= ?1 \
+                     AND not_after <= ?2 AND status = 'valid'",
+                )?
+                .query_row([now, expiring_before], |r| r.get(0))?;
+            Ok(LedgerCounts {
+                devices_by_status,
+                issued_since: issued_since as u64,
+                expiring: expiring as u64,
+            })
         })
     }
 
