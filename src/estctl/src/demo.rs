@@ -266,11 +266,29 @@ fn spawn_ready(dir: &Path, program: &str, config: &Path, log: &Path) -> Result<C
     }
 }
 
+/// How long a child has to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// SIGTERM, then SIGKILL if the child has not stopped within `STOP_GRACE`: the demo
+/// never waits forever on a child.
 fn stop(child: &mut Child) {
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         Signal::SIGTERM,
     );
+    let deadline = std::time::Instant::now() + STOP_GRACE;
+    while std::time::Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "child {} did not stop within {} s; killed",
+        child.id(),
+        STOP_GRACE.as_secs()
+    );
+    let _ = child.kill();
     let _ = child.wait();
 }
 

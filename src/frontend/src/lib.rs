@@ -61,12 +61,16 @@ pub fn run(config: FrontendConfig) -> Result<(), String> {
                 acceptor.clone(),
             ));
         }
+        // Listen for the stop signals before saying ready: a SIGTERM that arrives while a
+        // listener is being set up is lost (tokio only reports signals that arrive after
+        // the listener exists), and a supervisor may send one right after `ready`.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         println!("ready");
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| e.to_string())?;
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received, stopping"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, stopping"),
+            _ = int.recv() => tracing::info!("SIGINT received, stopping"),
         }
         Ok(())
     })
