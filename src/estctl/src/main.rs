@@ -116,6 +116,13 @@ enum Command {
         #[arg(long, default_value = "ec-p256")]
         key_type: String,
     },
+    /// Unrevoked certificates that expire soon, soonest first (for renewal alerts).
+    Expiring {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        within_days: u32,
+    },
     /// The signer's counts: devices by status, certificates issued in the last 24 hours and
     /// expiring within 30 days, refusals by reason since start, commits, CA expiry.
     Stats {
@@ -241,6 +248,10 @@ fn main() -> ExitCode {
         } => audit_verify(&config),
         Command::CheckConfig { config, frontend } => check_config(&config, frontend.as_deref()),
         Command::Stats { config } => stats(&config),
+        Command::Expiring {
+            config,
+            within_days,
+        } => expiring(&config, within_days),
         Command::ServerCert {
             command:
                 ServerCertCommand::Issue {
@@ -673,6 +684,50 @@ fn check_config(config: &Path, frontend: Option<&Path>) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+fn expiring(config: &Path, within_days: u32) -> Result<(), String> {
+    let mut client = connect(config)?;
+    let (mut after_not_after, mut after_serial) = (-1i64, Vec::new());
+    let mut count = 0u64;
+    println!(
+        "{:<24} {:<32} {:<34} profile",
+        "not after", "device", "certificate"
+    );
+    loop {
+        let Response::Certificates { certificates, more } = call(
+            &mut client,
+            &Request::ExpiringCertificates {
+                within_days,
+                after_not_after,
+                after_serial: after_serial.clone(),
+                limit: hsm_est_proto::messages::MAX_CERTIFICATE_PAGE,
+            },
+        )?
+        else {
+            return Err("unexpected answer from the signer".into());
+        };
+        for c in &certificates {
+            println!(
+                "{:<24} {:<32} {:<34} {}",
+                rfc3339_millis(c.not_after * 1000),
+                hsm_est_common::util::log_safe(&c.common_name),
+                hex::encode(&c.serial),
+                c.profile
+            );
+        }
+        count += certificates.len() as u64;
+        match certificates.last() {
+            Some(last) if more => {
+                after_not_after = last.not_after;
+                after_serial = last.serial.clone();
+            }
+            _ => {
+                println!("{count} certificate(s) expire within {within_days} days");
+                return Ok(());
+            }
+        }
+    }
 }
 
 fn stats(config: &Path) -> Result<(), String> {

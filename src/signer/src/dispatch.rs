@@ -51,6 +51,7 @@ pub const PERMITS: &[(Caller, &[u8])] = &[
             msg_type::DEVICE_REVOKE,
             msg_type::DEVICE_CERTIFICATES,
             msg_type::STATS,
+            msg_type::EXPIRING_CERTIFICATES,
             msg_type::REVOKE,
         ],
     ),
@@ -66,6 +67,7 @@ pub const PERMITS: &[(Caller, &[u8])] = &[
             msg_type::DEVICE_REVOKE,
             msg_type::DEVICE_CERTIFICATES,
             msg_type::STATS,
+            msg_type::EXPIRING_CERTIFICATES,
             msg_type::REVOKE,
         ],
     ),
@@ -84,6 +86,19 @@ impl SignerService {
         let result = match request {
             Request::Ping => Ok(self.pong()),
             Request::Stats => self.stats().map(Response::Stats),
+            Request::ExpiringCertificates {
+                within_days,
+                after_not_after,
+                after_serial,
+                limit,
+            } => {
+                let after = (after_not_after >= 0).then_some((after_not_after, &after_serial[..]));
+                self.expiring_certificates(within_days, after, limit)
+                    .map(|(page, more)| Response::Certificates {
+                        certificates: page.into_iter().map(certificate_info).collect(),
+                        more,
+                    })
+            }
             Request::CaChain => Ok(Response::CaChain {
                 certs: self.ca.chain.clone(),
             }),
@@ -175,6 +190,7 @@ fn operation(op: hsm_est_proto::Operation) -> Operation {
 fn certificate_info(c: crate::ledger::StoredCertificate) -> hsm_est_proto::CertificateInfo {
     hsm_est_proto::CertificateInfo {
         serial: c.record.serial,
+        common_name: c.record.common_name,
         not_before: c.record.not_before,
         not_after: c.record.not_after,
         issued_at_ms: c.record.issued_at_ms,

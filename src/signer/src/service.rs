@@ -113,6 +113,25 @@ impl SignerService {
         })
     }
 
+    /// A page of unrevoked certificates expiring within `within_days`, soonest first, and
+    /// whether more follow.
+    pub(crate) fn expiring_certificates(
+        &self,
+        within_days: u32,
+        after: Option<(i64, &[u8])>,
+        limit: u32,
+    ) -> Result<(Vec<crate::ledger::StoredCertificate>, bool), SignerError> {
+        let now = hsm_est_common::util::unix_seconds(std::time::SystemTime::now());
+        let before = now + i64::from(within_days) * 86_400;
+        let mut page = self
+            .ledger
+            .expiring_certificates(now, before, after, limit + 1)
+            .map_err(|e| unavailable("expiring certificates", e))?;
+        let more = page.len() > limit as usize;
+        page.truncate(limit as usize);
+        Ok((page, more))
+    }
+
     /// Counts a refusal under its stable reason.
     pub(crate) fn count_refusal(&self, reason: &str) {
         if let Ok(mut m) = self.refusals.lock() {

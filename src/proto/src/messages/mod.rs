@@ -49,6 +49,7 @@ pub mod msg_type {
     pub const DEVICE_REVOKE: u8 = 0x0a;
     pub const DEVICE_CERTIFICATES: u8 = 0x0b;
     pub const STATS: u8 = 0x0c;
+    pub const EXPIRING_CERTIFICATES: u8 = 0x0d;
 
     pub const PONG: u8 = 0x81;
     pub const CA_CHAIN_OK: u8 = 0x82;
@@ -98,6 +99,14 @@ pub enum Request {
     },
     /// Counts for the overview and for metrics.
     Stats,
+    /// Unrevoked certificates whose notAfter is within `within_days` from now, by
+    /// (notAfter, serial) after the given cursor (`after_not_after` -1: from the first).
+    ExpiringCertificates {
+        within_days: u32,
+        after_not_after: i64,
+        after_serial: Vec<u8>,
+        limit: u32,
+    },
     /// A page of the certificates issued for a CN, by serial after `after_serial` (empty:
     /// from the first).
     DeviceCertificates {
@@ -172,6 +181,7 @@ impl Request {
             Request::DeviceRevoke { .. } => msg_type::DEVICE_REVOKE,
             Request::DeviceCertificates { .. } => msg_type::DEVICE_CERTIFICATES,
             Request::Stats => msg_type::STATS,
+            Request::ExpiringCertificates { .. } => msg_type::EXPIRING_CERTIFICATES,
             Request::Revoke { .. } => msg_type::REVOKE,
             Request::CsrAttrs { .. } => msg_type::CSR_ATTRS,
         }
@@ -189,6 +199,7 @@ impl Request {
             Request::DeviceRevoke { .. } => "device_revoke",
             Request::DeviceCertificates { .. } => "device_certificates",
             Request::Stats => "stats",
+            Request::ExpiringCertificates { .. } => "expiring_certificates",
             Request::Revoke { .. } => "revoke",
             Request::CsrAttrs { .. } => "csr_attrs",
         }
@@ -246,6 +257,16 @@ impl Request {
                 w.string("cn", MAX_NAME_LEN, cn)?;
                 w.u8(*reason);
                 w.string("actor", MAX_IDENTITY_LEN, actor)?;
+            }
+            Request::ExpiringCertificates {
+                within_days,
+                after_not_after,
+                after_serial,
+                limit,
+            } => {
+                w.u32(*within_days).i64(*after_not_after);
+                w.bytes("after_serial", MAX_SERIAL_LEN, after_serial)?;
+                w.u32(*limit);
             }
             Request::DeviceCertificates {
                 cn,
@@ -330,6 +351,21 @@ impl Request {
                 reason: reason(&mut r)?,
                 actor: r.string("actor", MAX_IDENTITY_LEN)?,
             },
+            msg_type::EXPIRING_CERTIFICATES => {
+                let within_days = r.u32()?;
+                let after_not_after = r.i64()?;
+                let after_serial = r.bytes("after_serial", MAX_SERIAL_LEN)?;
+                let limit = r.u32()?;
+                if limit == 0 || limit > MAX_CERTIFICATE_PAGE || within_days > 3650 {
+                    return Err(FrameError::BadValue("limit"));
+                }
+                Request::ExpiringCertificates {
+                    within_days,
+                    after_not_after,
+                    after_serial,
+                    limit,
+                }
+            }
             msg_type::DEVICE_CERTIFICATES => {
                 let cn = r.string("cn", MAX_NAME_LEN)?;
                 let after_serial = r.bytes("after_serial", MAX_SERIAL_LEN)?;
@@ -436,6 +472,7 @@ fn read_stats(r: &mut BodyReader<'_>) -> Result<Stats, FrameError> {
 
 fn write_certificate(w: &mut BodyWriter, c: &CertificateInfo) -> Result<(), FrameError> {
     w.bytes("serial", MAX_SERIAL_LEN, &c.serial)?;
+    w.string("common_name", MAX_NAME_LEN, &c.common_name)?;
     w.i64(c.not_before).i64(c.not_after).i64(c.issued_at_ms);
     w.string("profile", MAX_NAME_LEN, &c.profile)?;
     w.string("operation", MAX_NAME_LEN, &c.operation)?;
@@ -452,6 +489,7 @@ fn write_certificate(w: &mut BodyWriter, c: &CertificateInfo) -> Result<(), Fram
 
 fn read_certificate(r: &mut BodyReader<'_>) -> Result<CertificateInfo, FrameError> {
     let serial = r.bytes("serial", MAX_SERIAL_LEN)?;
+    let common_name = r.string("common_name", MAX_NAME_LEN)?;
     let (not_before, not_after, issued_at_ms) = (r.i64()?, r.i64()?, r.i64()?);
     let profile = r.string("profile", MAX_NAME_LEN)?;
     let operation = r.string("operation", MAX_NAME_LEN)?;
@@ -461,6 +499,7 @@ fn read_certificate(r: &mut BodyReader<'_>) -> Result<CertificateInfo, FrameErro
     let superseded_by = Some(r.bytes("superseded_by", MAX_SERIAL_LEN)?).filter(|s| !s.is_empty());
     Ok(CertificateInfo {
         serial,
+        common_name,
         not_before,
         not_after,
         issued_at_ms,

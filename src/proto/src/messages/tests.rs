@@ -54,6 +54,12 @@ fn requests_round_trip_and_reject_trailing_bytes() {
         limit: MAX_CERTIFICATE_PAGE,
     });
     round_trip_request(Request::Stats);
+    round_trip_request(Request::ExpiringCertificates {
+        within_days: 30,
+        after_not_after: 1_900_000_000,
+        after_serial: vec![0x40, 1],
+        limit: 100,
+    });
     round_trip_request(Request::DeviceAllow {
         cn: "a".into(),
         actor: "uid:0".into(),
@@ -160,6 +166,7 @@ fn responses_round_trip() {
             certificates: vec![
                 CertificateInfo {
                     serial: vec![0x40; 16],
+                    common_name: "ward-a-pump-001".into(),
                     not_before: 1,
                     not_after: 2,
                     issued_at_ms: 3,
@@ -172,6 +179,7 @@ fn responses_round_trip() {
                 },
                 CertificateInfo {
                     serial: vec![0x41; 16],
+                    common_name: "ward-a-pump-001".into(),
                     not_before: 1,
                     not_after: 2,
                     issued_at_ms: 3,

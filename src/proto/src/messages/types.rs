@@ -271,6 +271,7 @@ pub struct Stats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateInfo {
     pub serial: Vec<u8>,
+    pub common_name: String,
     /// Seconds since the epoch.
     pub not_before: i64,
     pub not_after: i64,

@@ -172,6 +172,15 @@ pub trait Ledger: Send + Sync {
         common_name: &str,
         now: i64,
     ) -> Result<Vec<(Vec<u8>, String)>, LedgerError>;
+    /// Up to `limit` unrevoked certificates with `now <= notAfter <= before` (seconds), in
+    /// (notAfter, serial) order after the cursor `after` (`None`: from the first).
+    fn expiring_certificates(
+        &self,
+        now: i64,
+        before: i64,
+        after: Option<(i64, &[u8])>,
+        limit: u32,
+    ) -> Result<Vec<StoredCertificate>, LedgerError>;
     /// Devices per status, certificates issued since `issued_since_ms`, and unrevoked
     /// certificates whose notAfter falls in `[now, expiring_before]` (seconds): the
     /// overview's counts, each answered from an index.

@@ -311,6 +311,35 @@ impl Ledger for SqliteLedger {
         })
     }
 
+    fn expiring_certificates(
+        &self,
+        now: i64,
+        before: i64,
+        after: Option<(i64, &[u8])>,
+        limit: u32,
+    ) -> Result<Vec<StoredCertificate>, LedgerError> {
+        // The cursor as a row value: everything after (notAfter, serial), over the
+        // certificates_by_expiry index from the cursor's notAfter on.
+        let (from, serial) = after.unwrap_or((now, &[]));
+        let (from, serial) = if from < now {
+            (now, &[][..])
+        } else {
+            (from, serial)
+        };
+        self.with_reader(|c| {
+            let sql = format!(
+                "SELECT {CERTIFICATE_COLUMNS} FROM certificates \
+                 WHERE not_after >= ?1 AND not_after <= ?2 AND status = 'valid' \
+                 AND (not_after, serial) > (?1, ?3) ORDER BY not_after, serial LIMIT ?4"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(params![from, before, serial, limit], certificate_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
     fn counts(
         &self,
         issued_since_ms: i64,
