@@ -139,9 +139,15 @@ impl FailureLimiter {
         let Ok(mut swept) = self.failures.lock() else {
             return Ok(());
         };
-        let Some(q) = swept.map.get_mut(key) else {
-            return Ok(());
-        };
+        match swept.map.get_mut(key) {
+            Some(q) => self.expire_and_test(q, now),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops a key's failures older than the window; `Err(seconds to wait)` when the rest
+    /// reach the limit.
+    fn expire_and_test(&self, q: &mut VecDeque<Instant>, now: Instant) -> Result<(), u64> {
         while q
             .front()
             .is_some_and(|t| now.duration_since(*t) >= self.window)
@@ -173,20 +179,7 @@ impl FailureLimiter {
         let map = &mut swept.map;
         for key in keys {
             if let Some(q) = map.get_mut(key) {
-                while q
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= self.window)
-                {
-                    q.pop_front();
-                }
-                if q.len() as u32 >= self.max {
-                    let oldest = q.front().copied().unwrap_or(now);
-                    return Err(self
-                        .window
-                        .saturating_sub(now.duration_since(oldest))
-                        .as_secs()
-                        .max(1));
-                }
+                self.expire_and_test(q, now)?;
             }
         }
         for key in keys {

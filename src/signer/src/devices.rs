@@ -224,16 +224,14 @@ impl SignerService {
         &self,
         query: &ledger::DeviceQuery<'_>,
     ) -> Result<(Vec<DeviceRecord>, bool), SignerError> {
-        let mut page = self
+        let rows = self
             .ledger
             .list_devices(&ledger::DeviceQuery {
                 limit: query.limit + 1,
                 ..query.clone()
             })
             .map_err(|e| unavailable("device list", e))?;
-        let more = page.len() > query.limit as usize;
-        page.truncate(query.limit as usize);
-        Ok((page, more))
+        Ok(page(rows, query.limit))
     }
 
     /// A page of the certificates issued for `cn` after `after_serial`, and whether more
@@ -244,13 +242,11 @@ impl SignerService {
         after_serial: &[u8],
         limit: u32,
     ) -> Result<(Vec<ledger::StoredCertificate>, bool), SignerError> {
-        let mut page = self
+        let rows = self
             .ledger
             .certificates_for_cn(cn, after_serial, limit + 1)
             .map_err(|e| unavailable("certificate history", e))?;
-        let more = page.len() > limit as usize;
-        page.truncate(limit as usize);
-        Ok((page, more))
+        Ok(page(rows, limit))
     }
 
     pub(crate) fn device(&self, cn: &str) -> Result<DeviceRecord, SignerError> {
@@ -259,6 +255,14 @@ impl SignerService {
             .map_err(|e| unavailable("device get", e))?
             .ok_or(SignerError::DeviceNotFound)
     }
+}
+
+/// A page from rows fetched with one more than `limit`: the first `limit`, and whether
+/// the extra one (a next page) was there.
+pub(crate) fn page<T>(mut rows: Vec<T>, limit: u32) -> (Vec<T>, bool) {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    (rows, more)
 }
 
 /// RFC 7030 §4.2.2: a renewal keeps the subject and SANs of the current certificate,

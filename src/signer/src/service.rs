@@ -123,13 +123,11 @@ impl SignerService {
     ) -> Result<(Vec<crate::ledger::StoredCertificate>, bool), SignerError> {
         let now = hsm_est_common::util::unix_seconds(std::time::SystemTime::now());
         let before = now + i64::from(within_days) * 86_400;
-        let mut page = self
+        let rows = self
             .ledger
             .expiring_certificates(now, before, after, limit + 1)
             .map_err(|e| unavailable("expiring certificates", e))?;
-        let more = page.len() > limit as usize;
-        page.truncate(limit as usize);
-        Ok((page, more))
+        Ok(crate::devices::page(rows, limit))
     }
 
     /// Counts a refusal under its stable reason.
