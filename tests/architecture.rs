@@ -33,6 +33,17 @@ const RULES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "hsm-est-web",
+        &[
+            "cryptoki",
+            "cryptoki-sys",
+            "rusqlite",
+            "libsqlite3-sys",
+            "hsm-est-signer",
+            "hsm-est-policy",
+        ],
+    ),
+    (
         "hsm-est-proto",
         &["tokio", "hyper", "cryptoki", "rusqlite", "rustls"],
     ),

@@ -13,7 +13,7 @@ use crate::http::{
     ca_chain, text, unauthorized, unavailable, with_retry_after, AppState, ConnInfo, EstOp,
     HttpResponse,
 };
-use crate::users::Verdict;
+use hsm_est_web::login::LoginRefusal;
 
 /// Who the client is.
 pub(crate) enum Identity {
@@ -92,82 +92,58 @@ fn is_registration_authority(state: &AppState, conn: &ConnInfo, cert: &[u8]) -> 
         .is_ok()
 }
 
-/// User names longer than this get 400 before any work (and are never logged in full).
-const MAX_NAME_BYTES: usize = 128;
-
-/// HTTP Basic, with bounded work: the name's length, then the failure limits, then the
-/// verification cache, then one of the per-address and global verification slots, then a
-/// failure reserved *before* Argon2 runs (given back if the password was right).
+/// HTTP Basic, with the bounded work of [`hsm_est_web::login`]; each refusal becomes its
+/// answer here, with its metric and log line.
 async fn basic_login(
     state: &AppState,
     conn: &ConnInfo,
     user: &str,
     password: &str,
 ) -> Result<Identity, HttpResponse> {
-    let realm = &state.config.realm;
     let ip = conn.peer.ip();
-    if user.len() > MAX_NAME_BYTES {
-        let shown: String = user.chars().take(32).collect();
-        tracing::warn!(
-            "login refused: a user name of {} bytes ({}…) from {ip}",
-            user.len(),
-            log_safe(&shown)
-        );
-        return Err(text(StatusCode::BAD_REQUEST, "The user name is too long."));
-    }
-    let keys = [
-        format!("ip:{}", crate::limits::canonical(ip)),
-        crate::limits::user_key(user, ip),
-    ];
-    let locked = |wait| {
-        state.metrics.limited("logins");
-        tracing::warn!(
-            "login refused: too many failures for {} from {ip}",
-            log_safe(user)
-        );
-        with_retry_after(
-            text(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many failed logins. Try again later.",
-            ),
-            wait,
-        )
-    };
-    for key in &keys {
-        state.failures.check(key).map_err(locked)?;
-    }
-    if let Some(entry) = state.users.cached(user, password) {
-        return Ok(Identity::User(entry));
-    }
-    let busy = || {
-        state.metrics.limited("busy");
-        with_retry_after(
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Too many logins in progress. Try again shortly.",
-            ),
-            1,
-        )
-    };
-    let Some(_address_slot) = state.logins.try_enter(ip) else {
-        return Err(busy());
-    };
-    let Ok(_slot) = state.argon2_slots.try_acquire() else {
-        tracing::warn!("login from {ip} turned away: every password verification slot is busy");
-        return Err(busy());
-    };
-    let reservation = state.failures.reserve(&keys).map_err(locked)?;
-    let verdict = tokio::task::block_in_place(|| state.users.verify(user, password));
-    match verdict {
-        Verdict::Valid(entry) => {
-            reservation.succeeded();
-            Ok(Identity::User(entry))
+    match state.logins.login(user, password, ip).await {
+        Ok(entry) => Ok(Identity::User(entry)),
+        Err(LoginRefusal::NameTooLong) => {
+            let shown: String = user.chars().take(32).collect();
+            tracing::warn!(
+                "login refused: a user name of {} bytes ({}…) from {ip}",
+                user.len(),
+                log_safe(&shown)
+            );
+            Err(text(StatusCode::BAD_REQUEST, "The user name is too long."))
         }
-        Verdict::Invalid => {
-            drop(reservation);
+        Err(LoginRefusal::Locked(wait)) => {
+            state.metrics.limited("logins");
+            tracing::warn!(
+                "login refused: too many failures for {} from {ip}",
+                log_safe(user)
+            );
+            Err(with_retry_after(
+                text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many failed logins. Try again later.",
+                ),
+                wait,
+            ))
+        }
+        Err(LoginRefusal::Busy) => {
+            state.metrics.limited("busy");
+            tracing::warn!("login from {ip} turned away: every password verification slot is busy");
+            Err(with_retry_after(
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Too many logins in progress. Try again shortly.",
+                ),
+                1,
+            ))
+        }
+        Err(LoginRefusal::Invalid) => {
             state.metrics.auth_failure();
             tracing::warn!("login failed for user {} from {ip}", log_safe(user));
-            Err(unauthorized(realm, "The credentials are not valid."))
+            Err(unauthorized(
+                &state.config.realm,
+                "The credentials are not valid.",
+            ))
         }
     }
 }

@@ -25,9 +25,9 @@ use super::auth::{authenticate, Identity};
 use super::body::read_body;
 use super::config::{FrontendConfig, Route};
 use super::est::{self, ResponseFormat, CT_CERTS_ONLY, CT_CSRATTRS, CT_PKCS7};
-use super::limits::{FailureLimiter, PerAddress, RateLimiter};
+use super::limits::{PerAddress, RateLimiter};
 use super::signer_client::SignerPool;
-use super::users::Verifier;
+use hsm_est_web::login::Logins;
 
 pub const EST_PREFIX: &str = "/.well-known/est/";
 /// What a client is told to wait when the signer is unavailable.
@@ -54,14 +54,9 @@ pub struct ConnInfo {
 pub struct AppState {
     pub config: FrontendConfig,
     pub signer: SignerPool,
-    pub users: Verifier,
+    /// The users file and the bounds on checking it (failures, Argon2 slots).
+    pub logins: Logins,
     pub rate: Option<RateLimiter>,
-    pub failures: FailureLimiter,
-    /// Password verifications (Argon2, 19 MiB each) running at once, all addresses
-    /// together: at most one per core. Full means 503 at once, never a queue.
-    pub argon2_slots: tokio::sync::Semaphore,
-    /// Password verifications running at once per source address.
-    pub logins: PerAddress,
     /// Connections held per source address, over all listeners.
     pub connections: PerAddress,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -74,7 +69,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(
         config: FrontendConfig,
-        users: Verifier,
+        logins: Logins,
         ra_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     ) -> Self {
         let signer = SignerPool::new(
@@ -86,11 +81,7 @@ impl AppState {
             .rate_limit
             .as_ref()
             .map(|r| RateLimiter::new(r.requests, r.window));
-        let failures = FailureLimiter::new(config.login_failures, config.login_window);
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let logins = PerAddress::new(config.concurrent_logins_per_address);
         AppState {
-            argon2_slots: tokio::sync::Semaphore::new(cores),
             logins,
             metrics: Arc::default(),
             connections: PerAddress::new(
@@ -98,9 +89,7 @@ impl AppState {
             ),
             config,
             signer,
-            users,
             rate,
-            failures,
             ra_verifier,
             ca_cache: Mutex::new(None),
             next_request: AtomicU64::new(first_request_id()),

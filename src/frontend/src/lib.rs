@@ -10,11 +10,9 @@ pub mod config;
 mod conn;
 pub mod est;
 pub mod http;
-pub mod limits;
 pub mod metrics;
-pub mod signer_client;
 pub mod tls;
-pub mod users;
+pub use hsm_est_web::{limits, signer_client, users};
 
 use std::sync::Arc;
 
@@ -28,7 +26,12 @@ use http::AppState;
 /// accept connections.
 pub fn run(config: FrontendConfig) -> Result<(), String> {
     let tls_config = tls::server_config(&config)?;
-    let users = users::Verifier::new(&config.users_file)?;
+    let users = hsm_est_web::login::Logins::new(
+        users::Verifier::new(&config.users_file)?,
+        config.login_failures,
+        config.login_window,
+        config.concurrent_logins_per_address,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("est-frontend")

@@ -4,26 +4,13 @@
 //! their leaf, like libest, are verified) plus the configured RA trust anchors. Passing
 //! the handshake grants nothing by itself: `auth` decides what a certificate is.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use hsm_est_web::tls::{certs, private_key, roots};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::ServerConfig;
 
 use super::config::FrontendConfig;
-
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate", path.display()));
-    }
-    Ok(certs)
-}
 
 /// The verifier that decides who is a registration authority: a chain to one of the
 /// configured `ra_trust_anchors` and to nothing else. The handshake accepts every anchor
@@ -36,14 +23,12 @@ pub fn ra_verifier(
     if config.ra_trust_anchors.is_empty() {
         return Ok(None);
     }
-    let mut roots = RootCertStore::empty();
-    for anchor in &config.ra_trust_anchors {
-        for c in certs(anchor)? {
-            roots
-                .add(c)
-                .map_err(|e| format!("{}: {e}", anchor.display()))?;
-        }
-    }
+    let anchors: Vec<&std::path::Path> = config
+        .ra_trust_anchors
+        .iter()
+        .map(|p| p.as_path())
+        .collect();
+    let roots = roots(&anchors)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
@@ -54,27 +39,16 @@ pub fn ra_verifier(
 pub fn server_config(config: &FrontendConfig) -> Result<Arc<ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certs(&config.cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(&config.key_file)
-        .map_err(|e| format!("{}: {e}", config.key_file.display()))?;
+    let key = private_key(&config.key_file)?;
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS: {e}"))?;
     let builder = match &config.client_ca_file {
         None => builder.with_no_client_auth(),
         Some(ca_file) => {
-            let mut roots = RootCertStore::empty();
-            for c in certs(ca_file)? {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("{}: {e}", ca_file.display()))?;
-            }
-            for anchor in &config.ra_trust_anchors {
-                for c in certs(anchor)? {
-                    roots
-                        .add(c)
-                        .map_err(|e| format!("{}: {e}", anchor.display()))?;
-                }
-            }
+            let mut files = vec![ca_file.as_path()];
+            files.extend(config.ra_trust_anchors.iter().map(|p| p.as_path()));
+            let roots = roots(&files)?;
             // Clients without a certificate get through the handshake and must then use
             // HTTP Basic; the handler enforces that.
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)

@@ -1,5 +1,6 @@
-//! HTTP Basic users: the users file managed by `estctl add-user|list-users|delete-user`, and
-//! the verifier the frontend uses. Argon2id hashes; an unknown user costs the same work as a
+//! Account files: the EST users file (`estctl add-user|list-users|delete-user`) and the
+//! admins file (`estctl add-admin|list-admins|delete-admin|add-admin-token`), in the same
+//! format, and the verifier each process uses on its own file. Argon2id hashes; an unknown user costs the same work as a
 //! wrong password; successful verifications are cached briefly under a keyed hash so that a
 //! gateway sending thousands of enrolments with one credential does not pay Argon2 each
 //! time; the cache is dropped whenever the users file changes.
@@ -51,6 +52,47 @@ pub struct UserEntry {
 pub struct UsersFile {
     #[serde(default)]
     pub users: Vec<UserEntry>,
+    /// API tokens (admins file only): random secrets of which only the SHA-256 is kept, so
+    /// checking one needs no Argon2. A token works while its user exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<TokenEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// Short public identifier, to list and delete the token.
+    pub id: String,
+    pub user: String,
+    /// Hex SHA-256 of the secret.
+    pub sha256: String,
+    /// Seconds since the epoch.
+    pub created: i64,
+}
+
+/// Prefix of every API token, so that a leaked one is recognisable in a scan.
+pub const TOKEN_PREFIX: &str = "hsmest_";
+
+/// A new API token for `user`: the secret to show once, and the entry to store.
+pub fn new_token(user: &str, created: i64) -> Result<(String, TokenEntry), String> {
+    let mut id = [0u8; 4];
+    let mut secret = [0u8; 32];
+    let rng = SystemRandom::new();
+    rng.fill(&mut id).map_err(|_| "no randomness".to_string())?;
+    rng.fill(&mut secret)
+        .map_err(|_| "no randomness".to_string())?;
+    let id = hex::encode(id);
+    let token = format!("{TOKEN_PREFIX}{id}_{}", hex::encode(secret));
+    let entry = TokenEntry {
+        id,
+        user: user.to_string(),
+        sha256: hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            token.as_bytes(),
+        )),
+        created,
+    };
+    Ok((token, entry))
 }
 
 pub fn valid_user_name(name: &str) -> bool {
@@ -95,6 +137,12 @@ pub fn load(path: &Path) -> Result<UsersFile, String> {
                 PasswordHash::new(&u.hash)
                     .map_err(|_| format!("{}: user {}: bad hash", path.display(), u.name))?;
             }
+            for t in &file.tokens {
+                let ok = t.sha256.len() == 64 && hex::decode(&t.sha256).is_ok();
+                if !ok {
+                    return Err(format!("{}: token {}: bad sha256", path.display(), t.id));
+                }
+            }
             Ok(file)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UsersFile::default()),
@@ -135,7 +183,7 @@ pub fn save(path: &Path, file: &UsersFile) -> Result<(), String> {
         .set_permissions(std::fs::Permissions::from_mode(USERS_FILE_MODE))
         .and_then(|_| {
             f.write_all(
-                b"# hsm-est users (HTTP Basic). Manage with estctl add-user / delete-user.\n",
+                b"# hsm-est accounts (Argon2id). Manage with estctl; do not edit hashes by hand.\n",
             )
         })
         .and_then(|_| f.write_all(text.as_bytes()))
@@ -149,6 +197,16 @@ pub fn save(path: &Path, file: &UsersFile) -> Result<(), String> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+fn token_map(file: &UsersFile) -> HashMap<[u8; 32], String> {
+    file.tokens
+        .iter()
+        .filter_map(|t| {
+            let bytes: [u8; 32] = hex::decode(&t.sha256).ok()?.try_into().ok()?;
+            Some((bytes, t.user.clone()))
+        })
+        .collect()
 }
 
 /// Mode of the users file: the frontend's group reads it, nobody else.
@@ -181,6 +239,8 @@ fn stamp(path: &Path) -> Option<Stamp> {
 struct State {
     stamp: Option<Stamp>,
     users: HashMap<String, UserEntry>,
+    /// SHA-256 of each API token's secret, to its user.
+    tokens: HashMap<[u8; 32], String>,
     cache: HashMap<[u8; 32], (String, Instant)>,
 }
 
@@ -200,6 +260,7 @@ impl Verifier {
             path: path.to_path_buf(),
             state: Mutex::new(State {
                 stamp: stamp(path),
+                tokens: token_map(&file),
                 users: file
                     .users
                     .into_iter()
@@ -220,6 +281,7 @@ impl Verifier {
         }
         match load(&self.path) {
             Ok(file) => {
+                state.tokens = token_map(&file);
                 state.users = file
                     .users
                     .into_iter()
@@ -231,6 +293,19 @@ impl Verifier {
             }
             Err(e) => tracing::error!("users file not reloaded, keeping the old one: {e}"),
         }
+    }
+
+    /// The user an API token belongs to, if it is one of the file's and the user exists.
+    /// Tokens are 256-bit random secrets: one SHA-256, no Argon2, is enough.
+    pub fn verify_token(&self, token: &str) -> Option<UserEntry> {
+        if token.len() > 200 || !token.starts_with(TOKEN_PREFIX) {
+            return None;
+        }
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut state = self.state.lock().ok()?;
+        self.refresh(&mut state);
+        let user = state.tokens.get(digest.as_ref())?;
+        state.users.get(user).cloned()
     }
 
     /// The HMAC under this process's random key that the verification cache is keyed by.
