@@ -1,6 +1,7 @@
 //! `estctl demo`: a complete local appliance for a first try and for black-box tests. A
 //! private SoftHSM token, the CA, a TLS certificate for localhost, the user `demo`, the
-//! configs; then est-signer and est-frontend as child processes until Ctrl-C or SIGTERM.
+//! admin `admin`, the configs; then est-signer, est-frontend and est-admin as child
+//! processes until Ctrl-C or SIGTERM.
 //! Everything is reused when DIR already holds it, so devices survive a restart.
 
 use std::io::{BufRead, BufReader};
@@ -16,11 +17,12 @@ use nix::sys::signal::{SigSet, Signal};
 use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::SecretString;
 
-use hsm_est_frontend::users;
+use hsm_est_web::users;
 
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const TOKEN_LABEL: &str = "hsm-est-demo";
 const DEMO_USER: &str = "demo";
+const DEMO_ADMIN: &str = "admin";
 /// How long each child may take to say `ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -43,6 +45,7 @@ const PROFILES: &[(&str, &str)] = &[
 pub struct DemoArgs {
     pub dir: PathBuf,
     pub port: u16,
+    pub admin_port: u16,
     pub response_format: String,
     pub key_type: String,
 }
@@ -151,6 +154,11 @@ sockets:
     mode: \"0600\"
     users: [{uid}]
     max_connections: 16
+  admin:
+    path: {admin}
+    mode: \"0600\"
+    users: [{uid}]
+    max_connections: 16
 policy:
   dir: policy
 ledger:
@@ -163,11 +171,31 @@ log:
 ",
         frontend = dir.join("frontend.sock").display(),
         operator = dir.join("operator.sock").display(),
+        admin = dir.join("admin.sock").display(),
         uid = nix::unistd::getuid()
     )
 }
 
-fn frontend_yaml(dir: &Path, port: u16, format: &str) -> String {
+fn admin_yaml(dir: &Path, port: u16) -> String {
+    format!(
+        "# Demo est-admin, written by `estctl demo`. See config/admin.yaml for every option.
+server:
+  listen: [\"127.0.0.1:{port}\"]
+tls:
+  cert_file: server.pem
+  key_file: server.key
+signer:
+  socket: {}
+admins_file: admins.yaml
+log:
+  target: stderr
+  level: info
+",
+        dir.join("admin.sock").display(),
+    )
+}
+
+fn frontend_yaml(dir: &Path, port: u16, admin_port: u16, format: &str) -> String {
     let route = |fmt: &str| {
         format!(
             "    profiles: {{ bootstrap: iqe-bootstrap, enroll: iqe-pump, reenroll: iqe-pump }}
@@ -194,6 +222,7 @@ labels:
 {}  rfc:
 {}  compact:
 {}users_file: users.yaml
+admin_url: https://127.0.0.1:{admin_port}/
 rate_limit: {{ enabled: false, requests: 100, window: 3600 }}
 log:
   target: stderr
@@ -303,9 +332,11 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| e.to_string())?;
 
-    let (signer_cfg, frontend_cfg) = write_configs(&dir, args.port, format)?;
+    let (signer_cfg, frontend_cfg, admin_cfg) =
+        write_configs(&dir, args.port, args.admin_port, format)?;
     create_ca_and_tls(&dir, &signer_cfg, &args.key_type)?;
     create_demo_user(&dir)?;
+    create_demo_admin(&dir)?;
 
     let mut signer = spawn_ready(&dir, "est-signer", &signer_cfg, &dir.join("signer.log"))?;
     let mut frontend = match spawn_ready(
@@ -320,6 +351,14 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
             return Err(e);
         }
     };
+    let mut admin = match spawn_ready(&dir, "est-admin", &admin_cfg, &dir.join("admin.log")) {
+        Ok(a) => a,
+        Err(e) => {
+            stop(&mut frontend);
+            stop(&mut signer);
+            return Err(e);
+        }
+    };
     // Block the stop signals before saying ready (a SIGTERM right after `ready:` must stop
     // us cleanly, not kill us with the default action), and only after the children
     // started: a spawned process inherits the signal mask, and theirs must stay clear.
@@ -327,27 +366,39 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
     let signals = match block_stop_signals() {
         Ok(s) => s,
         Err(e) => {
+            stop(&mut admin);
             stop(&mut frontend);
             stop(&mut signer);
             return Err(e);
         }
     };
-    print_instructions(&dir, args.port, format);
+    print_instructions(&dir, args.port, args.admin_port, format);
     println!("ready: https://127.0.0.1:{}", args.port);
-    let result = supervise(&dir, &signals, &mut signer, &mut frontend);
+    let result = supervise(
+        &dir,
+        &signals,
+        &mut [
+            (&mut signer, "est-signer", "signer.log"),
+            (&mut frontend, "est-frontend", "frontend.log"),
+            (&mut admin, "est-admin", "admin.log"),
+        ],
+    );
     println!("stopping");
+    stop(&mut admin);
     stop(&mut frontend);
     stop(&mut signer);
     result
 }
 
 /// The token (first run only), the profiles, and both configs, rewritten every run so that
-/// a changed port or framing takes effect. Returns the signer's and the frontend's config.
+/// a changed port or framing takes effect. Returns the signer's, the frontend's and
+/// est-admin's config.
 fn write_configs(
     dir: &Path,
     port: u16,
+    admin_port: u16,
     format: hsm_est_frontend::est::ResponseFormat,
-) -> Result<(PathBuf, PathBuf), String> {
+) -> Result<(PathBuf, PathBuf, PathBuf), String> {
     if !dir.join("token/softhsm2.conf").exists() {
         println!(
             "creating a SoftHSM token in {}",
@@ -364,13 +415,15 @@ fn write_configs(
     }
     let signer_cfg = dir.join("signer.yaml");
     let frontend_cfg = dir.join("frontend.yaml");
+    let admin_cfg = dir.join("admin.yaml");
     write_file(&signer_cfg, &signer_yaml(dir), 0o644)?;
     write_file(
         &frontend_cfg,
-        &frontend_yaml(dir, port, format.as_str()),
+        &frontend_yaml(dir, port, admin_port, format.as_str()),
         0o644,
     )?;
-    Ok((signer_cfg, frontend_cfg))
+    write_file(&admin_cfg, &admin_yaml(dir, admin_port), 0o644)?;
+    Ok((signer_cfg, frontend_cfg, admin_cfg))
 }
 
 /// The CA (through `estctl ca init`) and the TLS certificate for localhost, first run only.
@@ -419,22 +472,38 @@ fn create_ca_and_tls(dir: &Path, signer_cfg: &Path, key_type: &str) -> Result<()
 
 /// The user `demo` with a random password in `demo-password` (mode 0600), first run only.
 fn create_demo_user(dir: &Path) -> Result<(), String> {
-    let password_file = dir.join("demo-password");
+    create_account(
+        &dir.join("users.yaml"),
+        DEMO_USER,
+        &dir.join("demo-password"),
+    )
+}
+
+/// The admin `admin` of est-admin, password in `admin-password` (mode 0600), first run
+/// only. A file of its own: the EST user cannot log in to the dashboard, nor this admin
+/// enrol.
+fn create_demo_admin(dir: &Path) -> Result<(), String> {
+    create_account(
+        &dir.join("admins.yaml"),
+        DEMO_ADMIN,
+        &dir.join("admin-password"),
+    )
+}
+
+fn create_account(accounts: &Path, name: &str, password_file: &Path) -> Result<(), String> {
     if !password_file.exists() {
         let password = random_secret(24)?;
-        let users_file = dir.join("users.yaml");
-        let mut file = users::load(&users_file)?;
-        file.users.retain(|u| u.name != DEMO_USER);
+        let mut file = users::load(accounts)?;
+        file.users.retain(|u| u.name != name);
         file.users.push(users::UserEntry {
-            name: DEMO_USER.into(),
+            name: name.into(),
             hash: users::hash_password(&password)?,
             labels: vec![],
             operations: vec![],
         });
-        users::save(&users_file, &file)?;
-        write_file(&password_file, &password, 0o600)?;
+        users::save(accounts, &file)?;
+        write_file(password_file, &password, 0o600)?;
     }
-
     Ok(())
 }
 
@@ -451,40 +520,39 @@ fn block_stop_signals() -> Result<SigSet, String> {
 fn supervise(
     dir: &Path,
     signals: &SigSet,
-    signer: &mut Child,
-    frontend: &mut Child,
+    children: &mut [(&mut Child, &str, &str)],
 ) -> Result<(), String> {
     loop {
         match signals.wait() {
             Ok(Signal::SIGCHLD) => {
-                if matches!(signer.try_wait(), Ok(Some(_))) {
-                    break Err(format!(
-                        "est-signer stopped; see {}",
-                        dir.join("signer.log").display()
-                    ));
-                }
-                if matches!(frontend.try_wait(), Ok(Some(_))) {
-                    break Err(format!(
-                        "est-frontend stopped; see {}",
-                        dir.join("frontend.log").display()
-                    ));
+                for (child, name, log) in children.iter_mut() {
+                    if matches!(child.try_wait(), Ok(Some(_))) {
+                        return Err(format!("{name} stopped; see {}", dir.join(*log).display()));
+                    }
                 }
             }
-            _ => break Ok(()),
+            _ => return Ok(()),
         }
     }
 }
 
-fn print_instructions(dir: &Path, port: u16, format: hsm_est_frontend::est::ResponseFormat) {
+fn print_instructions(
+    dir: &Path,
+    port: u16,
+    admin_port: u16,
+    format: hsm_est_frontend::est::ResponseFormat,
+) {
     let d = dir.display();
     let url = format!("https://127.0.0.1:{port}/.well-known/est");
     println!(
         "
 hsm-est demo in {d}
   CA certificate:  {d}/ca.pem
-  user:            {DEMO_USER}, password in {d}/demo-password
+  dashboard:       https://127.0.0.1:{admin_port}/ (admin API under /api)
+  admin:           {DEMO_ADMIN}, password in {d}/admin-password
+  EST user:        {DEMO_USER}, password in {d}/demo-password
   routes:          {url}/ ({}), {url}/iqe/ (der), {url}/rfc/ (base64), {url}/compact/ (base64-single-line)
-  logs:            {d}/signer.log, {d}/frontend.log
+  logs:            {d}/signer.log, {d}/frontend.log, {d}/admin.log
 
 The IQE guide's tests (DER mode, label iqe):
   curl --cacert {d}/ca.pem {url}/iqe/cacerts -o cacerts.p7b
@@ -498,6 +566,7 @@ The IQE guide's tests (DER mode, label iqe):
   openssl x509 -in test-pump-cert.pem -text -noout
 Devices:
   estctl device list --config {d}/signer.yaml
+  curl --cacert {d}/ca.pem -u {DEMO_ADMIN}:$(cat {d}/admin-password) https://127.0.0.1:{admin_port}/api/devices
 ",
         format.as_str()
     );

@@ -105,12 +105,59 @@ enum Command {
         users: Option<PathBuf>,
         name: String,
     },
+    /// Add an admin of the dashboard and admin API (a file apart from the EST users).
+    AddAdmin {
+        /// admin.yaml (its admins_file is used).
+        #[arg(long, required_unless_present = "admins")]
+        config: Option<PathBuf>,
+        /// The admins file itself.
+        #[arg(long)]
+        admins: Option<PathBuf>,
+        /// Read the password from standard input instead of the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+        name: String,
+    },
+    /// List the admins and the ids of their API tokens.
+    ListAdmins {
+        #[arg(long, required_unless_present = "admins")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        admins: Option<PathBuf>,
+    },
+    /// Delete an admin and their API tokens.
+    DeleteAdmin {
+        #[arg(long, required_unless_present = "admins")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        admins: Option<PathBuf>,
+        name: String,
+    },
+    /// Make an API token for an admin; it is printed once.
+    AddAdminToken {
+        #[arg(long, required_unless_present = "admins")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        admins: Option<PathBuf>,
+        name: String,
+    },
+    /// Delete an API token by its id (see list-admins).
+    DeleteAdminToken {
+        #[arg(long, required_unless_present = "admins")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        admins: Option<PathBuf>,
+        id: String,
+    },
     /// A complete local appliance on a SoftHSM token, for a first try and for tests.
     Demo {
         #[arg(long)]
         dir: PathBuf,
         #[arg(long, default_value_t = 8445)]
         port: u16,
+        /// est-admin's port (dashboard and admin API), on 127.0.0.1.
+        #[arg(long, default_value_t = 8446)]
+        admin_port: u16,
         #[arg(long, default_value = "base64")]
         response_format: String,
         #[arg(long, default_value = "ec-p256")]
@@ -282,14 +329,43 @@ fn main() -> ExitCode {
             name,
         } => users::users_path(config.as_deref(), file.as_deref())
             .and_then(|p| users::delete_user(&p, &name)),
+        Command::AddAdmin {
+            config,
+            admins,
+            password_stdin,
+            name,
+        } => users::admins_path(config.as_deref(), admins.as_deref())
+            .and_then(|p| users::add_admin(&p, &name, password_stdin)),
+        Command::ListAdmins { config, admins } => {
+            users::admins_path(config.as_deref(), admins.as_deref())
+                .and_then(|p| users::list_admins(&p))
+        }
+        Command::DeleteAdmin {
+            config,
+            admins,
+            name,
+        } => users::admins_path(config.as_deref(), admins.as_deref())
+            .and_then(|p| users::delete_admin(&p, &name)),
+        Command::AddAdminToken {
+            config,
+            admins,
+            name,
+        } => users::admins_path(config.as_deref(), admins.as_deref())
+            .and_then(|p| users::add_admin_token(&p, &name)),
+        Command::DeleteAdminToken { config, admins, id } => {
+            users::admins_path(config.as_deref(), admins.as_deref())
+                .and_then(|p| users::delete_admin_token(&p, &id))
+        }
         Command::Demo {
             dir,
             port,
+            admin_port,
             response_format,
             key_type,
         } => demo::run(demo::DemoArgs {
             dir,
             port,
+            admin_port,
             response_format,
             key_type,
         }),

@@ -22,11 +22,11 @@ use hsm_est_proto::{
 };
 
 use super::auth::{authenticate, Identity};
-use super::body::read_body;
 use super::config::{FrontendConfig, Route};
 use super::est::{self, ResponseFormat, CT_CERTS_ONLY, CT_CSRATTRS, CT_PKCS7};
 use super::limits::{PerAddress, RateLimiter};
 use super::signer_client::SignerPool;
+use hsm_est_web::body::{read_body, BodyError};
 use hsm_est_web::login::Logins;
 
 pub const EST_PREFIX: &str = "/.well-known/est/";
@@ -92,22 +92,9 @@ impl AppState {
             rate,
             ra_verifier,
             ca_cache: Mutex::new(None),
-            next_request: AtomicU64::new(first_request_id()),
+            next_request: AtomicU64::new(hsm_est_web::first_request_id()),
         }
     }
-}
-
-/// Request ids start at a random point, so that ids stay unique across restarts of this
-/// process and do not meet the small ids `estctl` uses on the signer socket.
-fn first_request_id() -> u64 {
-    use ring::rand::SecureRandom;
-    let mut seed = [0u8; 4];
-    // Without randomness the ids merely start at 2^32: still distinct from estctl's.
-    let high = match ring::rand::SystemRandom::new().fill(&mut seed) {
-        Ok(()) => u64::from(u32::from_be_bytes(seed) | 1),
-        Err(_) => 1,
-    };
-    high << 32
 }
 
 pub(crate) fn text(status: StatusCode, message: &str) -> HttpResponse {
@@ -118,6 +105,31 @@ pub(crate) fn text(status: StatusCode, message: &str) -> HttpResponse {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+/// The answer to a body that could not be read.
+fn body_error(e: BodyError) -> HttpResponse {
+    match e {
+        BodyError::TooLarge { close } => {
+            let mut r = text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "The request body is too large.",
+            );
+            if close {
+                r.headers_mut()
+                    .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            r
+        }
+        BodyError::Timeout => text(
+            StatusCode::REQUEST_TIMEOUT,
+            "The request body did not arrive in time.",
+        ),
+        BodyError::Broken => text(
+            StatusCode::BAD_REQUEST,
+            "The request body could not be read.",
+        ),
+    }
 }
 
 pub(crate) fn with_retry_after(mut r: HttpResponse, seconds: u64) -> HttpResponse {
@@ -378,9 +390,9 @@ async fn route(state: &AppState, conn: &ConnInfo, req: Request<Incoming>, id: u6
     // Every POST body is read (bounded in size and time) before anything is answered, so
     // that no answer races a body still being sent: HTTP/2 clients such as curl report a
     // stream error instead of an early 401 or 501.
-    let (parts, body) = match read_body(state, req).await {
+    let (parts, body) = match read_body(req, est::MAX_BODY, state.config.body_timeout).await {
         Ok(pb) => pb,
-        Err(r) => return r,
+        Err(e) => return body_error(e),
     };
     match op {
         EstOp::CaCerts | EstOp::CsrAttrs => text(StatusCode::NOT_FOUND, "Not found."),

@@ -5,14 +5,13 @@
 #![forbid(unsafe_code)]
 
 mod auth;
-mod body;
 pub mod config;
 mod conn;
 pub mod est;
 pub mod http;
 pub mod metrics;
 pub mod tls;
-pub use hsm_est_web::{limits, signer_client, users};
+pub use hsm_est_web::{body, limits, signer_client, users};
 
 use std::sync::Arc;
 

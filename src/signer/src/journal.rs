@@ -44,6 +44,9 @@ struct Job {
 struct Counters {
     commits: AtomicU64,
     decisions: AtomicU64,
+    /// Jobs sent and not yet taken into a batch.
+    queued: AtomicU64,
+    max_batch: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -76,6 +79,14 @@ impl Journal {
         )
     }
 
+    /// (decisions waiting now, largest batch since start).
+    pub fn queue(&self) -> (u64, u64) {
+        (
+            self.counters.queued.load(Ordering::Relaxed),
+            self.counters.max_batch.load(Ordering::Relaxed),
+        )
+    }
+
     /// Records events and ledger writes durably; returns once both are on disk.
     pub fn record(
         &self,
@@ -83,13 +94,16 @@ impl Journal {
         writes: Vec<LedgerWrite>,
     ) -> Result<(), JournalError> {
         let (reply, wait) = mpsc::sync_channel(1);
-        self.tx
-            .send(Job {
-                events,
-                writes,
-                reply,
-            })
-            .map_err(|_| JournalError::Stopped)?;
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = self.tx.send(Job {
+            events,
+            writes,
+            reply,
+        });
+        if sent.is_err() {
+            self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(JournalError::Stopped);
+        }
         wait.recv().map_err(|_| JournalError::Stopped)?
     }
 }
@@ -108,6 +122,12 @@ fn commit_loop(
                 Err(_) => break,
             }
         }
+        counters
+            .queued
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        counters
+            .max_batch
+            .fetch_max(batch.len() as u64, Ordering::Relaxed);
         let events: Vec<AuditRecord> = batch.iter().flat_map(|j| j.events.clone()).collect();
         let result = match audit.append(&events) {
             Err(e) => Err(JournalError::Audit(e.to_string())),

@@ -97,6 +97,8 @@ impl SignerService {
             .counts(now_ms - 86_400_000, now, now + 30 * 86_400)
             .map_err(|e| unavailable("stats", e))?;
         let (commits, decisions) = self.journal.stats();
+        let (queue_depth, max_batch) = self.journal.queue();
+        let (token_signs, token_sign_micros) = crate::token::sign_counters();
         let refusals_by_reason = self
             .refusals
             .lock()
@@ -110,6 +112,10 @@ impl SignerService {
             commits,
             decisions,
             ca_not_after: hsm_est_common::util::unix_seconds(self.ca.not_after),
+            queue_depth,
+            max_batch,
+            token_signs,
+            token_sign_micros,
         })
     }
 

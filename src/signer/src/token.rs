@@ -522,6 +522,16 @@ struct EcdsaSigValue<'a> {
     s: UintRef<'a>,
 }
 
+/// Signatures the token made since start, and their total time: for the metrics.
+static SIGNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static SIGN_MICROS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// (signatures, total microseconds) of the CA key's signing calls since start.
+pub fn sign_counters() -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (SIGNS.load(Relaxed), SIGN_MICROS.load(Relaxed))
+}
+
 /// A CA signer bound to one session (one worker thread).
 pub struct SessionSigner<'a> {
     pub session: &'a Session,
@@ -535,6 +545,17 @@ impl CaSigner for SessionSigner<'_> {
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let start = std::time::Instant::now();
+        let signature = self.sign_untimed(message);
+        SIGNS.fetch_add(1, Relaxed);
+        SIGN_MICROS.fetch_add(start.elapsed().as_micros() as u64, Relaxed);
+        signature
+    }
+}
+
+impl SessionSigner<'_> {
+    fn sign_untimed(&self, message: &[u8]) -> Result<Vec<u8>, String> {
         match self.algorithm {
             // SoftHSM has no hash-and-sign ECDSA mechanism: hash here, sign raw, and DER-encode
             // the r‖s the token returns.

@@ -4,8 +4,22 @@
 //! links the token or the ledger (`tests/architecture.rs` checks it from the crate graph).
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod limits;
 pub mod login;
 pub mod signer_client;
 pub mod tls;
 pub mod users;
+
+/// Request ids start at a random point, so that ids stay unique across restarts of this
+/// process and do not meet the small ids `estctl` uses on the signer socket.
+pub fn first_request_id() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut seed = [0u8; 4];
+    // Without randomness the ids merely start at 2^32: still distinct from estctl's.
+    let high = match ring::rand::SystemRandom::new().fill(&mut seed) {
+        Ok(()) => u64::from(u32::from_be_bytes(seed) | 1),
+        Err(_) => 1,
+    };
+    high << 32
+}

@@ -308,6 +308,15 @@ impl Verifier {
         state.users.get(user).cloned()
     }
 
+    /// Whether `name` is in the file now (the file is reloaded if it changed).
+    pub fn contains(&self, name: &str) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        self.refresh(&mut state);
+        state.users.contains_key(name)
+    }
+
     /// The HMAC under this process's random key that the verification cache is keyed by.
     fn cache_tag(&self, user: &str, password: &str) -> [u8; 32] {
         let mut mac_input = Zeroizing::new(Vec::with_capacity(user.len() + password.len() + 1));

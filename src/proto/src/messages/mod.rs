@@ -455,6 +455,8 @@ fn write_stats(w: &mut BodyWriter, s: &Stats) -> Result<(), FrameError> {
     write_counts(w, &s.refusals_by_reason)?;
     w.u64(s.commits).u64(s.decisions);
     w.i64(s.ca_not_after);
+    w.u64(s.queue_depth).u64(s.max_batch);
+    w.u64(s.token_signs).u64(s.token_sign_micros);
     Ok(())
 }
 
@@ -467,6 +469,10 @@ fn read_stats(r: &mut BodyReader<'_>) -> Result<Stats, FrameError> {
         commits: r.u64()?,
         decisions: r.u64()?,
         ca_not_after: r.i64()?,
+        queue_depth: r.u64()?,
+        max_batch: r.u64()?,
+        token_signs: r.u64()?,
+        token_sign_micros: r.u64()?,
     })
 }
 

@@ -161,6 +161,10 @@ fn responses_round_trip() {
             commits: 5,
             decisions: 12,
             ca_not_after: 1_900_000_000,
+            queue_depth: 3,
+            max_batch: 17,
+            token_signs: 40,
+            token_sign_micros: 1_800,
         }),
         Response::Certificates {
             certificates: vec![

@@ -265,6 +265,13 @@ pub struct Stats {
     pub decisions: u64,
     /// The CA certificate's notAfter, seconds since the epoch.
     pub ca_not_after: i64,
+    /// Decisions waiting for the commit thread right now.
+    pub queue_depth: u64,
+    /// The largest group commit since start, in decisions.
+    pub max_batch: u64,
+    /// Signatures made by the token since start, and their total time in microseconds.
+    pub token_signs: u64,
+    pub token_sign_micros: u64,
 }
 
 /// One certificate of a device's history.
