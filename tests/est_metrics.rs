@@ -10,39 +10,6 @@ use std::process::Command;
 use common::demo::*;
 use common::{ok, run, signer_bin};
 
-/// One line of the text format: `name{labels} value`, a comment, or the end marker.
-fn valid_line(line: &str) -> bool {
-    if line.starts_with("# HELP ") || line.starts_with("# TYPE ") || line.starts_with("# UNIT ") {
-        return true;
-    }
-    if line == "# EOF" {
-        return true;
-    }
-    let (series, value) = match line.rsplit_once(' ') {
-        Some(p) => p,
-        None => return false,
-    };
-    let name_end = series.find('{').unwrap_or(series.len());
-    let name = &series[..name_end];
-    let name_ok = !name.is_empty()
-        && name.chars().enumerate().all(|(i, c)| {
-            c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
-        });
-    let labels_ok = name_end == series.len()
-        || (series.ends_with('}')
-            && series[name_end + 1..series.len() - 1].split(',').all(|kv| {
-                kv.split_once('=')
-                    .is_some_and(|(_, v)| v.starts_with('"') && v.ends_with('"'))
-            }));
-    let value_ok = value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value);
-    name_ok && labels_ok && value_ok
-}
-
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[test]
 fn enrolments_are_counted_and_the_output_parses() {
     let mut demo = Demo::start("metrics", "base64");
@@ -87,7 +54,10 @@ fn enrolments_are_counted_and_the_output_parses() {
     ])));
     assert!(text.ends_with("# EOF\n"), "{text}");
     for line in text.lines() {
-        assert!(valid_line(line), "not Prometheus text: {line:?}\n{text}");
+        assert!(
+            valid_metrics_line(line),
+            "not Prometheus text: {line:?}\n{text}"
+        );
     }
     let enrolled = "hsm_est_frontend_enrolments_total{label=\"default\",operation=\"bootstrap\",result=\"200\"}";
     assert_eq!(sample(&text, enrolled), Some(N as f64), "{text}");

@@ -56,6 +56,8 @@ impl Answer {
 pub struct Demo {
     pub dir: PathBuf,
     pub port: u16,
+    /// est-admin's port (dashboard and admin API).
+    pub admin_port: u16,
     child: Option<Child>,
     counter: std::cell::Cell<u32>,
 }
@@ -68,6 +70,7 @@ impl Demo {
         let mut demo = Demo {
             dir,
             port: free_port(),
+            admin_port: free_port(),
             child: None,
             counter: std::cell::Cell::new(0),
         };
@@ -84,6 +87,8 @@ impl Demo {
             .args([
                 "--port",
                 &self.port.to_string(),
+                "--admin-port",
+                &self.admin_port.to_string(),
                 "--response-format",
                 format,
             ])
@@ -105,10 +110,11 @@ impl Demo {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
             panic!(
-                "estctl demo did not become ready: {}\nsigner: {}\nfrontend: {}",
+                "estctl demo did not become ready: {}\nsigner: {}\nfrontend: {}\nadmin: {}",
                 String::from_utf8_lossy(&out.stderr),
                 std::fs::read_to_string(self.dir.join("signer.log")).unwrap_or_default(),
-                std::fs::read_to_string(self.dir.join("frontend.log")).unwrap_or_default()
+                std::fs::read_to_string(self.dir.join("frontend.log")).unwrap_or_default(),
+                std::fs::read_to_string(self.dir.join("admin.log")).unwrap_or_default()
             );
         }
         self.child = Some(child);
@@ -165,6 +171,36 @@ impl Demo {
     /// curl against the appliance (trusting its CA); `args` go before the URL. `path` is
     /// under /.well-known/est/, or absolute when it starts with a slash.
     pub fn curl(&self, args: &[&str], path: &str) -> Answer {
+        let url = if path.starts_with('/') {
+            format!("https://127.0.0.1:{}{path}", self.port)
+        } else {
+            self.url(path)
+        };
+        self.curl_url(args, &url)
+    }
+
+    /// curl against est-admin (dashboard and admin API); `path` is absolute.
+    pub fn admin_curl(&self, args: &[&str], path: &str) -> Answer {
+        self.curl_url(args, &self.admin_url(path))
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// `admin:PASSWORD` of the demo's admin.
+    pub fn admin_basic(&self) -> String {
+        format!(
+            "admin:{}",
+            std::fs::read_to_string(self.path("admin-password")).unwrap()
+        )
+    }
+
+    pub fn admin_log(&self) -> String {
+        std::fs::read_to_string(self.path("admin.log")).unwrap_or_default()
+    }
+
+    fn curl_url(&self, args: &[&str], url: &str) -> Answer {
         let n = self.counter.get();
         self.counter.set(n + 1);
         let body_file = self.path(&format!("curl-{n}.body"));
@@ -178,11 +214,7 @@ impl Demo {
             .arg(&headers_file)
             .args(["-w", "%{http_code}"])
             .args(args)
-            .arg(if path.starts_with('/') {
-                format!("https://127.0.0.1:{}{path}", self.port)
-            } else {
-                self.url(path)
-            }));
+            .arg(url));
         let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
         Answer {
             status: code.parse().unwrap_or_else(|_| {
@@ -319,4 +351,37 @@ pub fn base64_to_der_file(answer: &Answer) -> PathBuf {
     let out = answer.body_file.with_extension("der");
     std::fs::write(&out, der).unwrap();
     out
+}
+
+/// One line of the text format: `name{labels} value`, a comment, or the end marker.
+pub fn valid_metrics_line(line: &str) -> bool {
+    if line.starts_with("# HELP ") || line.starts_with("# TYPE ") || line.starts_with("# UNIT ") {
+        return true;
+    }
+    if line == "# EOF" {
+        return true;
+    }
+    let (series, value) = match line.rsplit_once(' ') {
+        Some(p) => p,
+        None => return false,
+    };
+    let name_end = series.find('{').unwrap_or(series.len());
+    let name = &series[..name_end];
+    let name_ok = !name.is_empty()
+        && name.chars().enumerate().all(|(i, c)| {
+            c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+        });
+    let labels_ok = name_end == series.len()
+        || (series.ends_with('}')
+            && series[name_end + 1..series.len() - 1].split(',').all(|kv| {
+                kv.split_once('=')
+                    .is_some_and(|(_, v)| v.starts_with('"') && v.ends_with('"'))
+            }));
+    let value_ok = value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value);
+    name_ok && labels_ok && value_ok
+}
+
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

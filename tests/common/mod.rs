@@ -37,7 +37,12 @@ pub fn signer_bin() -> PathBuf {
 }
 
 /// The packages whose binaries the end-to-end tests run.
-const BINARY_PACKAGES: &[&str] = &["estctl", "hsm-est-signer", "hsm-est-frontend"];
+const BINARY_PACKAGES: &[&str] = &[
+    "estctl",
+    "hsm-est-signer",
+    "hsm-est-frontend",
+    "hsm-est-admin",
+];
 
 /// A binary of another workspace crate, built fresh for this test run. Cargo gives
 /// `CARGO_BIN_EXE_*` only for the tested package's own binaries, and each binary lives in

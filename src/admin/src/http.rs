@@ -233,6 +233,8 @@ pub struct Req {
     pub segments: Vec<String>,
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
+    /// The authority the client addressed: HTTP/2's `:authority`, or HTTP/1.1's Host.
+    pub authority: String,
     pub body: Bytes,
     pub conn: Conn,
 }
@@ -302,8 +304,21 @@ async fn prepare(req: Request<Incoming>, id: u64, conn: Conn) -> Result<Req, Fai
     let (parts, body) = read_body(req, MAX_BODY, BODY_DEADLINE)
         .await
         .map_err(Failure::Body)?;
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
     Ok(Req {
         id,
+        authority,
         method: parts.method,
         segments,
         query,
@@ -441,13 +456,8 @@ pub fn same_origin(req: &Req) -> Result<(), Failure> {
         }
     }
     if let Some(origin) = req.headers.get(hyper::header::ORIGIN) {
-        let host = req
-            .headers
-            .get(HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
         let origin = origin.to_str().unwrap_or("");
-        if host.is_empty() || origin != format!("https://{host}") {
+        if req.authority.is_empty() || origin != format!("https://{}", req.authority) {
             return Err(refused);
         }
     }
