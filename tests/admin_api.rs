@@ -299,9 +299,9 @@ fn dashboard_refuses_forged_forms_escapes_values_and_sends_csp() {
         "/login",
     );
     assert_eq!(forged_login.status, 403, "{}", forged_login.text());
-    assert!(forged_login
+    assert!(!forged_login
         .header("set-cookie")
-        .map_or(true, |c| !c.contains("__Host-hsmest=")));
+        .is_some_and(|c| c.contains("__Host-hsmest=")));
 
     let b = Browser::login(&demo, "csrf");
     let cookie = std::fs::read_to_string(&b.jar).unwrap();
