@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite and the demo need on a fresh Debian machine, and nothing
-# when it is already there: softhsm2, openssl, curl, file, systemd-analyze and strongSwan's
-# pki (Debian), pkilint (a Python venv), cargo-audit and cargo-deny. Prints the venv's bin directory on the last line of its output.
+# when it is already there: softhsm2, openssl, curl, file, systemd-analyze, strongSwan's
+# pki and chromium (Debian), pkilint (a Python venv), cargo-audit and cargo-deny. Prints the venv's bin directory on the last line of its output.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${HSM_EST_VENV:-$here/target/pkilint-venv}
@@ -17,6 +17,8 @@ command -v file >/dev/null || need_apt+=(file)
 command -v pki >/dev/null || need_apt+=(strongswan-pki)
 [ -e /usr/lib/ipsec/plugins/libstrongswan-curl.so ] || need_apt+=(libstrongswan-extra-plugins)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
+# The dashboard test drives est-admin in a real browser (headless, over DevTools).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian)" >&2
   sudo_cmd=""

@@ -3,6 +3,7 @@
 //! killed by handle on drop. Shared by the integration test files.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod csrgen;
 pub mod demo;
 pub mod rawtls;

@@ -38,7 +38,13 @@ pub fn path_of(cn: &str) -> String {
 pub async fn handle(state: &State, req: &Req) -> HttpResponse {
     let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     match (&req.method, &segs[..]) {
-        (&Method::GET, ["login"]) => login_page(None, StatusCode::OK),
+        (&Method::GET, ["login"]) => login_page(
+            session::cookie(&req.headers, session::LOGIN_COOKIE),
+            None,
+            StatusCode::OK,
+        ),
+        // Browsers ask for it on their own; it must not touch the login cookie.
+        (&Method::GET, ["favicon.ico"]) => pages::failure(&Failure::NotFound),
         (&Method::POST, ["login"]) => login(state, req).await,
         _ => {
             let session = session_of(state, req).filter(|(sid, s)| {
@@ -68,8 +74,12 @@ pub async fn handle(state: &State, req: &Req) -> HttpResponse {
     }
 }
 
-fn login_page(error: Option<&str>, status: StatusCode) -> HttpResponse {
-    let Some(token) = random_token() else {
+/// The login form. Its token is the login cookie's value when the browser already holds a
+/// well-formed one (another tab, a request the browser made on its own), so that loading
+/// the form twice does not invalidate the first copy; otherwise a new one.
+fn login_page(existing: Option<&str>, error: Option<&str>, status: StatusCode) -> HttpResponse {
+    let reuse = existing.filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()));
+    let Some(token) = reuse.map(str::to_string).or_else(random_token) else {
         return pages::failure(&Failure::Unavailable);
     };
     let mut r = pages::login(&token, error, status);
@@ -98,6 +108,7 @@ async fn login(state: &State, req: &Req) -> HttpResponse {
     let cookie = session::cookie(&req.headers, session::LOGIN_COOKIE).unwrap_or("");
     if cookie.is_empty() || !same_secret(cookie, field("login_token")) {
         return login_page(
+            None,
             Some("The login form expired. Please try again."),
             StatusCode::FORBIDDEN,
         );
@@ -130,7 +141,7 @@ async fn login(state: &State, req: &Req) -> HttpResponse {
             r
         }
         Err(f) => {
-            let mut r = login_page(Some(&f.message()), f.status());
+            let mut r = login_page(Some(cookie), Some(&f.message()), f.status());
             f.decorate(&mut r);
             r
         }

@@ -201,14 +201,16 @@ pub fn redirect(to: &str) -> HttpResponse {
     r
 }
 
-/// The headers every answer carries.
+/// The headers every answer carries. The referrer policy is `same-origin`, not
+/// `no-referrer`: under `no-referrer` browsers send `Origin: null` on form posts, which
+/// the cross-site check could not tell from a forged one.
 fn secure(mut r: HttpResponse) -> HttpResponse {
     let h = r.headers_mut();
     let fixed: [(&str, &str); 7] = [
         ("content-security-policy", CSP),
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
+        ("referrer-policy", "same-origin"),
         ("cache-control", "no-store"),
         ("strict-transport-security", "max-age=31536000"),
         ("cross-origin-opener-policy", "same-origin"),
