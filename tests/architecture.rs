@@ -1,7 +1,8 @@
 //! The privilege separation, read from the crate graph: `cargo metadata` resolves what each
 //! binary's package links (normal dependencies, transitively), and no process may link what
-//! belongs to another trust domain. The network-facing frontend never links the token
-//! (cryptoki) or the ledger (SQLite); the key-holding signer never links the HTTP/TLS stack.
+//! belongs to another trust domain. The network-facing frontend and est-admin never link the
+//! token (cryptoki) or the ledger (SQLite), nor each other; the key-holding signer never
+//! links the HTTP/TLS stack.
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
@@ -19,6 +20,20 @@ const RULES: &[(&str, &[&str])] = &[
             "libsqlite3-sys",
             "hsm-est-signer",
             "hsm-est-policy",
+            "hsm-est-admin",
+        ],
+    ),
+    (
+        // The dashboard and admin API: the admin role on the signer socket, nothing more.
+        "hsm-est-admin",
+        &[
+            "cryptoki",
+            "cryptoki-sys",
+            "rusqlite",
+            "libsqlite3-sys",
+            "hsm-est-signer",
+            "hsm-est-policy",
+            "hsm-est-frontend",
         ],
     ),
     (
@@ -29,7 +44,10 @@ const RULES: &[(&str, &[&str])] = &[
             "h2",
             "rustls",
             "tokio-rustls",
+            "maud",
             "hsm-est-frontend",
+            "hsm-est-admin",
+            "hsm-est-web",
         ],
     ),
     (
@@ -163,6 +181,8 @@ fn no_process_links_another_trust_domains_crates() {
     assert!(signer.contains("cryptoki") && signer.contains("rusqlite"));
     let frontend = graph.linked_by("hsm-est-frontend");
     assert!(frontend.contains("rustls") && frontend.contains("hyper"));
+    let admin = graph.linked_by("hsm-est-admin");
+    assert!(admin.contains("rustls") && admin.contains("maud") && admin.contains("hsm-est-proto"));
 }
 
 /// A workspace graph in `cargo metadata`'s shape, with `edges` as (from, to, kind).

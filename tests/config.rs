@@ -15,6 +15,8 @@ fn repo(p: &str) -> std::path::PathBuf {
 /// The shipped configs name the production users; map them to ids that exist here.
 fn localise(text: &str) -> String {
     text.replace("[est-frontend]", "[65534]")
+        .replace("[est-admin]", "[65533]")
+        .replace("group: hsm-est-admin", "group: 0")
         .replace("group: hsm-est", "group: 0")
         .replace("[root]", "[0]")
 }
@@ -72,6 +74,55 @@ fn shipped_signer_configs_parse_and_reject_unknown_keys_everywhere() {
                 .unwrap_or_else(|| panic!("{file}: unknown key in {table} accepted"));
             assert!(err.contains("bogus_key"), "{file} {table}: {err}");
         }
+    }
+}
+
+#[test]
+fn shipped_admin_config_parses_and_rejects_unknown_keys_and_bad_values() {
+    use hsm_est_admin::config::AdminConfig;
+    let path = repo("config/admin.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config = AdminConfig::parse(&path, &text).unwrap();
+    // A management address, not every interface.
+    assert!(
+        config.listen.iter().all(|a| a.ip().is_loopback()),
+        "{:?}",
+        config.listen
+    );
+    let variants = with_unknown_key_in_each_table(&text);
+    assert!(variants.len() >= 6, "only {} tables", variants.len());
+    for (table, bad) in variants {
+        let err = AdminConfig::parse(&path, &bad)
+            .err()
+            .unwrap_or_else(|| panic!("unknown key in {table} accepted"));
+        assert!(err.contains("bogus_key"), "{table}: {err}");
+    }
+    for (from, to, key) in [
+        (
+            "idle_timeout_seconds: 900",
+            "idle_timeout_seconds: 5",
+            "session.idle_timeout_seconds",
+        ),
+        (
+            "max_age_seconds: 28800",
+            "max_age_seconds: 600",
+            "session.max_age_seconds",
+        ),
+        ("failures: 5", "failures: 0", "login_limit.failures"),
+        (
+            "listen: [\"127.0.0.1:8446\"]",
+            "listen: [\"localhost\"]",
+            "server.listen",
+        ),
+        (
+            "allowed_networks: []",
+            "allowed_networks: [10.0.0.0/40]",
+            "server.allowed_networks",
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let err = AdminConfig::parse(&path, &text.replacen(from, to, 1)).unwrap_err();
+        assert!(err.contains(key), "{to}: {err}");
     }
 }
 

@@ -38,8 +38,17 @@ fn frontend_unit_is_hardened() {
 }
 
 #[test]
-fn both_units_bound_memory_and_tasks() {
-    for unit in ["est-signer.service", "est-frontend.service"] {
+fn admin_unit_is_hardened() {
+    exposure("est-admin.service", 10);
+}
+
+#[test]
+fn every_unit_bounds_memory_and_tasks() {
+    for unit in [
+        "est-signer.service",
+        "est-frontend.service",
+        "est-admin.service",
+    ] {
         let text = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("systemd")
@@ -76,8 +85,12 @@ fn each_process_runs_under_its_own_uid_and_the_frontend_has_only_its_socket() {
         unit_user("est-signer.service"),
         unit_user("est-frontend.service"),
     );
+    let admin = unit_user("est-admin.service");
     assert_ne!(signer, frontend);
+    assert_ne!(admin, frontend);
+    assert_ne!(admin, signer);
     assert_ne!(frontend, "root");
+    assert_ne!(admin, "root");
     // The shipped signer config admits that user on the frontend socket only.
     let config =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/signer.yaml"))
@@ -90,4 +103,13 @@ fn each_process_runs_under_its_own_uid_and_the_frontend_has_only_its_socket() {
         .find(|l| l.trim_start().starts_with("users:"))
         .expect("operator users");
     assert!(!operator_users.contains(&frontend), "{operator_users}");
+    // The admin socket admits est-admin only, under a group the frontend is not in.
+    let admin_socket = &sockets[sockets.find("  admin:").expect("admin socket")..];
+    let admin_users = admin_socket
+        .lines()
+        .find(|l| l.trim_start().starts_with("users:"))
+        .expect("admin users");
+    assert_eq!(admin_users.trim(), format!("users: [{admin}]"));
+    assert!(admin_socket.contains("group: hsm-est-admin"));
+    assert!(!operator_users.contains(&admin), "{operator_users}");
 }
