@@ -38,66 +38,6 @@ fn device_status(demo: &Demo, cn: &str) -> String {
     json(&a)["status"].as_str().unwrap().to_string()
 }
 
-/// A logged-in browser session: curl's cookie jar after the login form was posted.
-struct Browser<'a> {
-    demo: &'a Demo,
-    jar: String,
-}
-
-impl<'a> Browser<'a> {
-    fn login(demo: &'a Demo, name: &str) -> Browser<'a> {
-        let jar = demo.path(&format!("{name}.jar")).display().to_string();
-        let b = Browser { demo, jar };
-        let form = b.get("/login");
-        assert_eq!(form.status, 200);
-        let token = field(&form.text(), "login_token");
-        let password = std::fs::read_to_string(demo.path("admin-password")).unwrap();
-        let r = b.post(
-            "/login",
-            &[
-                ("user", "admin"),
-                ("password", &password),
-                ("login_token", &token),
-            ],
-            &[],
-        );
-        assert_eq!(r.status, 303, "{}", r.text());
-        assert_eq!(r.header("location").as_deref(), Some("/"));
-        b
-    }
-
-    fn get(&self, path: &str) -> Answer {
-        self.demo
-            .admin_curl(&["-b", &self.jar, "-c", &self.jar], path)
-    }
-
-    fn post(&self, path: &str, form: &[(&str, &str)], extra: &[&str]) -> Answer {
-        let mut args: Vec<String> =
-            vec!["-b".into(), self.jar.clone(), "-c".into(), self.jar.clone()];
-        for (k, v) in form {
-            args.push("--data-urlencode".into());
-            args.push(format!("{k}={v}"));
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.demo.admin_curl(&args, path)
-    }
-
-    fn csrf(&self) -> String {
-        field(&self.get("/devices").text(), "csrf")
-    }
-}
-
-/// The value of the hidden form field `name` in a page.
-fn field(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} in {html}"))
-        + marker.len();
-    html[start..].split('"').next().unwrap().to_string()
-}
-
 #[test]
 fn admin_api_deletes_with_credentials_only_and_audits_the_admin() {
     let demo = Demo::start("admin-api", "base64");
@@ -303,14 +243,14 @@ fn dashboard_refuses_forged_forms_escapes_values_and_sends_csp() {
         .header("set-cookie")
         .is_some_and(|c| c.contains("__Host-hsmest=")));
 
-    let b = Browser::login(&demo, "csrf");
+    let b = AdminSession::login(&demo, "csrf");
     let cookie = std::fs::read_to_string(&b.jar).unwrap();
     assert!(cookie.contains("__Host-hsmest"), "{cookie}");
     let csrf = b.csrf();
     assert_eq!(csrf.len(), 64);
 
     // The session cookie's attributes.
-    let again = Browser::login(&demo, "csrf-2");
+    let again = AdminSession::login(&demo, "csrf-2");
     let form = again.get("/login");
     let token = field(&form.text(), "login_token");
     let r = again.post(

@@ -9,57 +9,8 @@ use std::time::Instant;
 
 use common::*;
 use hsm_est_proto::{DeviceFilter, DeviceStatus, Request, Response};
-use hsm_est_signer::ledger::{CertificateRecord, DeviceState, Ledger, LedgerWrite};
 
 const DEVICES: u32 = 100_000;
-
-fn preload(app: &Appliance) {
-    let ledger = app.ledger();
-    let head = ledger
-        .audit_head()
-        .unwrap()
-        .expect("the signer started once");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    for chunk in (0..DEVICES).collect::<Vec<_>>().chunks(20_000) {
-        let writes: Vec<LedgerWrite> = chunk
-            .iter()
-            .map(|&i| {
-                let cn = format!("ward-{}-pump-{i:06}", (b'a' + (i % 26) as u8) as char);
-                let mut serial = vec![0x41];
-                serial.extend_from_slice(&i.to_be_bytes());
-                LedgerWrite::Issue {
-                    certificate: Box::new(CertificateRecord {
-                        serial,
-                        subject: format!("CN={cn}"),
-                        common_name: cn,
-                        sans: vec![],
-                        spki_sha256: vec![0; 32],
-                        not_before: 0,
-                        // A tenth expire within the week, the rest in a year.
-                        not_after: now + if i % 10 == 0 { 3 } else { 365 } * 86_400,
-                        profile: "iqe-pump".into(),
-                        operation: "enroll".into(),
-                        requester: "basic:preload".into(),
-                        client_ip: "192.0.2.1".into(),
-                        issued_at_ms: 0,
-                        der: vec![0x30, 0x00],
-                    }),
-                    device_status: Some(if i % 100 == 0 {
-                        DeviceState::Revoked
-                    } else {
-                        DeviceState::Enrolled
-                    }),
-                    supersedes: None,
-                }
-            })
-            .collect();
-        // The audit head stays where the signer left it: these rows bypass the audit log.
-        ledger.apply(&writes, &head).unwrap();
-    }
-}
 
 fn page(app: &Appliance, after: &str, filter: DeviceFilter) -> (Vec<String>, bool, f64) {
     let start = Instant::now();
@@ -86,7 +37,7 @@ fn a_hundred_thousand_devices_list_by_key() {
     app.start();
     app.stop();
     let load = Instant::now();
-    preload(&app);
+    preload_devices(&app.ledger(), DEVICES);
     eprintln!(
         "preloaded {DEVICES} devices in {:.1} s",
         load.elapsed().as_secs_f64()

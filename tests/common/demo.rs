@@ -385,3 +385,64 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// A logged-in dashboard session of the demo's admin: curl's cookie jar after the login
+/// form was posted.
+pub struct AdminSession<'a> {
+    demo: &'a Demo,
+    pub jar: String,
+}
+
+impl<'a> AdminSession<'a> {
+    pub fn login(demo: &'a Demo, name: &str) -> AdminSession<'a> {
+        let jar = demo.path(&format!("{name}.jar")).display().to_string();
+        let b = AdminSession { demo, jar };
+        let form = b.get("/login");
+        assert_eq!(form.status, 200);
+        let token = field(&form.text(), "login_token");
+        let password = std::fs::read_to_string(demo.path("admin-password")).unwrap();
+        let r = b.post(
+            "/login",
+            &[
+                ("user", "admin"),
+                ("password", &password),
+                ("login_token", &token),
+            ],
+            &[],
+        );
+        assert_eq!(r.status, 303, "{}", r.text());
+        assert_eq!(r.header("location").as_deref(), Some("/"));
+        b
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        self.demo
+            .admin_curl(&["-b", &self.jar, "-c", &self.jar], path)
+    }
+
+    pub fn post(&self, path: &str, form: &[(&str, &str)], extra: &[&str]) -> Answer {
+        let mut args: Vec<String> =
+            vec!["-b".into(), self.jar.clone(), "-c".into(), self.jar.clone()];
+        for (k, v) in form {
+            args.push("--data-urlencode".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.demo.admin_curl(&args, path)
+    }
+
+    pub fn csrf(&self) -> String {
+        field(&self.get("/devices").text(), "csrf")
+    }
+}
+
+/// The value of the hidden form field `name` in a page.
+pub fn field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_string()
+}
