@@ -73,7 +73,10 @@ fn dashboard_and_api_answer_over_a_hundred_thousand_devices() {
     assert!(deep.contains("ward-m-pump-050010"), "{deep}");
     report("dashboard device list, a page after 50,000 devices", ms);
     let (search, ms) = timed(&demo, &cookie, "/devices?q=ward-q-pump-0999");
-    assert!(search.contains("ward-q-pump-099908") && search.contains("ward-q-pump-099986"), "{search}");
+    assert!(
+        search.contains("ward-q-pump-099908") && search.contains("ward-q-pump-099986"),
+        "{search}"
+    );
     report("dashboard search by CN prefix", ms);
     let (filtered, ms) = timed(
         &demo,
