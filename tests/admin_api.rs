@@ -13,7 +13,9 @@
 mod common;
 
 use common::demo::*;
-use common::{ok, signer_bin};
+use std::process::Command;
+
+use common::{ok, run, signer_bin};
 
 fn bootstrap(demo: &Demo, name: &str, cn: &str) -> Answer {
     let (_, csr) = demo.csr(name, &format!("/CN={cn}"));
@@ -431,4 +433,64 @@ fn admin_metrics_parse_and_count_and_readyz_follows_the_signer() {
     assert_eq!(json(&api)["error"]["code"], "signer.unavailable");
     let _signer = demo.spawn_ready(&signer_bin(), "signer.yaml", "signer.log");
     assert_eq!(demo.admin_curl(&[], "/readyz").status, 200);
+}
+
+#[test]
+fn an_admin_client_certificate_can_be_required() {
+    let mut demo = Demo::start("admin-mtls", "base64");
+    demo.stop();
+    // The hospital's admin CA and one admin's certificate, made by openssl.
+    let sh = |script: &str| {
+        ok(&run(Command::new("bash")
+            .args(["-ec", script])
+            .current_dir(&demo.dir)))
+    };
+    sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+          -keyout admin-ca.key -out admin-clients.pem -subj '/CN=Admin CA' -days 30 \
+          -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+          -keyout alice.key -out alice.csr -subj '/CN=alice' 2>/dev/null
+        printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n' > alice.ext
+        openssl x509 -req -in alice.csr -CA admin-clients.pem -CAkey admin-ca.key \
+          -CAcreateserial -days 30 -extfile alice.ext -out alice.pem 2>/dev/null
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+          -keyout mallory.key -out mallory.pem -subj '/CN=mallory' -days 30 2>/dev/null");
+    demo.edit(
+        "admin.yaml",
+        "  key_file: server.key\n",
+        "  key_file: server.key\n  client_ca_file: admin-clients.pem\n",
+    );
+    let _signer = demo.spawn_ready(&signer_bin(), "signer.yaml", "signer.log");
+    let admin_bin = signer_bin().with_file_name("est-admin");
+    let _admin = demo.spawn_ready(&admin_bin, "admin.yaml", "admin.log");
+    let basic = demo.admin_basic();
+    let (alice, alice_key) = (demo.path("alice.pem"), demo.path("alice.key"));
+    let (mallory, mallory_key) = (demo.path("mallory.pem"), demo.path("mallory.key"));
+    // Without a certificate, or with one from elsewhere, the handshake fails: no HTTP at
+    // all (curl reports status 000), the password never looked at.
+    let none = demo.admin_curl(&["-u", &basic], "/api/stats");
+    assert_eq!(none.status, 0, "{}", none.text());
+    let stranger = demo.admin_curl(
+        &[
+            "-u",
+            &basic,
+            "--cert",
+            mallory.to_str().unwrap(),
+            "--key",
+            mallory_key.to_str().unwrap(),
+        ],
+        "/api/stats",
+    );
+    assert_eq!(stranger.status, 0);
+    // With the admin's certificate: the password is still required.
+    let cert = [
+        "--cert",
+        alice.to_str().unwrap(),
+        "--key",
+        alice_key.to_str().unwrap(),
+    ];
+    let mut with_password = cert.to_vec();
+    with_password.extend(["-u", basic.as_str()]);
+    assert_eq!(demo.admin_curl(&cert, "/api/stats").status, 401);
+    assert_eq!(demo.admin_curl(&with_password, "/api/stats").status, 200);
 }

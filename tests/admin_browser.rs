@@ -1,7 +1,7 @@
 //! The dashboard in a real browser: Debian's chromium, headless, against the real appliance
 //! (signer, frontend and est-admin as separate processes, a private SoftHSM token). Log in,
 //! see a device that was just bootstrapped with its status and serial, revoke it, delete
-//! another, log out; every step by clicking the page's own links and buttons, so the
+//! another, fit a phone's screen, log out; every step by clicking the page's own links and buttons, so the
 //! browser sends its real cookies and Origin headers through the CSRF checks.
 //! Screenshots are saved in target/tmp/screenshots/dashboard; the CN is checked in the
 //! rendered text of the page (the DOM), not in the HTML source.
@@ -117,11 +117,32 @@ fn dashboard_in_a_real_browser() {
         nix::unistd::getuid()
     )));
 
+    // On a phone-sized screen the pages fit the width: wide tables scroll inside their box,
+    // the page itself does not.
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        serde_json::json!({"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}),
+    );
+    for page in ["/", "/devices", "/devices/browser-pump-001"] {
+        b.navigate(&format!("{base}{page}"));
+        let fits = b.eval("document.documentElement.scrollWidth <= window.innerWidth");
+        assert_eq!(
+            fits,
+            serde_json::json!(true),
+            "{page} is wider than a phone"
+        );
+    }
+    b.screenshot("07-phone-device");
+    b.call(
+        "Emulation.clearDeviceMetricsOverride",
+        serde_json::json!({}),
+    );
+
     // Log out: back to the login form, and the dashboard is closed again.
     b.click("header form.logout button");
     assert!(b.url().ends_with("/login"), "{}", b.url());
     b.navigate(&format!("{base}/devices"));
     assert!(b.url().ends_with("/login"), "{}", b.url());
-    b.screenshot("07-logged-out");
+    b.screenshot("08-logged-out");
     eprintln!("screenshots in {}", b.shots.display());
 }

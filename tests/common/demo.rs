@@ -308,9 +308,14 @@ impl Demo {
 
     /// Rewrites one line of the frontend config (exact match).
     pub fn edit_frontend(&self, from: &str, to: &str) {
-        let path = self.path("frontend.yaml");
+        self.edit("frontend.yaml", from, to);
+    }
+
+    /// Rewrites the first occurrence of `from` in one of the demo's files.
+    pub fn edit(&self, file: &str, from: &str, to: &str) {
+        let path = self.path(file);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains(from), "{from:?} not in frontend.yaml");
+        assert!(text.contains(from), "{from:?} not in {file}");
         std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
     }
 }
