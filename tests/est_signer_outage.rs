@@ -71,9 +71,10 @@ fn signer_outage_gives_503_and_service_resumes() {
 fn the_root_page_names_the_dashboard_and_nothing_more() {
     let mut demo = Demo::start("root-page", "der");
     demo.stop();
+    // The demo names its own est-admin; name a production-like one instead.
     demo.edit_frontend(
-        "users_file: users.yaml",
-        "users_file: users.yaml\nadmin_url: https://est-admin.hospital.example:8446/",
+        &format!("admin_url: https://127.0.0.1:{}/", demo.admin_port),
+        "admin_url: https://est-admin.hospital.example:8446/",
     );
     let _signer = demo.spawn_ready(&signer_bin(), "signer.yaml", "signer.log");
     let _frontend = demo.spawn_ready(&frontend_bin(), "frontend.yaml", "frontend.log");
