@@ -494,3 +494,45 @@ fn an_admin_client_certificate_can_be_required() {
     assert_eq!(demo.admin_curl(&cert, "/api/stats").status, 401);
     assert_eq!(demo.admin_curl(&with_password, "/api/stats").status, 200);
 }
+
+#[test]
+fn check_config_keeps_admins_apart_from_est_users() {
+    let demo = Demo::start("admin-check", "base64");
+    let check = |admin: &str| {
+        demo.estctl(&[
+            "check-config",
+            "--config",
+            demo.path("signer.yaml").to_str().unwrap(),
+            "--frontend",
+            demo.path("frontend.yaml").to_str().unwrap(),
+            "--admin",
+            demo.path(admin).to_str().unwrap(),
+        ])
+    };
+    let good = ok(&check("admin.yaml"));
+    assert!(
+        good.contains("admin.yaml: ok (1 admin(s), listening on 127.0.0.1:"),
+        "{good}"
+    );
+    let text = std::fs::read_to_string(demo.path("admin.yaml")).unwrap();
+    std::fs::write(
+        demo.path("admin-shared.yaml"),
+        text.replace("admins_file: admins.yaml", "admins_file: users.yaml"),
+    )
+    .unwrap();
+    let shared = check("admin-shared.yaml");
+    assert!(!shared.status.success());
+    assert!(
+        String::from_utf8_lossy(&shared.stderr).contains("must be separate files"),
+        "{}",
+        String::from_utf8_lossy(&shared.stderr)
+    );
+    std::fs::write(
+        demo.path("admin-socket.yaml"),
+        text.replace("admin.sock", "frontend.sock"),
+    )
+    .unwrap();
+    let wrong = check("admin-socket.yaml");
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("the signer's admin socket is"));
+}

@@ -65,6 +65,10 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         frontend: Option<PathBuf>,
+        /// admin.yaml (est-admin): parsed, its admins file read, its socket and files
+        /// checked against the signer's and the frontend's.
+        #[arg(long)]
+        admin: Option<PathBuf>,
     },
     /// The frontend's TLS certificate.
     ServerCert {
@@ -293,7 +297,11 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { config },
         } => audit_verify(&config),
-        Command::CheckConfig { config, frontend } => check_config(&config, frontend.as_deref()),
+        Command::CheckConfig {
+            config,
+            frontend,
+            admin,
+        } => check_config(&config, frontend.as_deref(), admin.as_deref()),
         Command::Stats { config } => stats(&config),
         Command::Expiring {
             config,
@@ -378,6 +386,55 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// est-admin's config against the signer's: its socket is the signer's admin socket, its
+/// admins file is readable and is not the EST users file (admins must never be EST users).
+fn check_admin_config(
+    signer: &Path,
+    admin: &Path,
+    users_file: Option<&Path>,
+) -> Result<(), String> {
+    let ac = hsm_est_admin::config::AdminConfig::load(admin)?;
+    let admins = hsm_est_web::users::load(&ac.admins_file)?;
+    if users_file.is_some_and(|u| u == ac.admins_file) {
+        return Err(format!(
+            "{}: admins_file is the frontend's users_file; admins and EST users must be \
+             separate files",
+            admin.display()
+        ));
+    }
+    let cfg = load(signer)?;
+    let socket = cfg
+        .sockets
+        .iter()
+        .find(|s| s.role == hsm_est_policy::Caller::Admin)
+        .ok_or_else(|| format!("{}: no admin socket (sockets.admin)", signer.display()))?;
+    if socket.path != ac.signer_socket {
+        return Err(format!(
+            "{}: signer.socket is {}, but the signer's admin socket is {}",
+            admin.display(),
+            ac.signer_socket.display(),
+            socket.path.display()
+        ));
+    }
+    println!(
+        "{}: ok ({} admin(s), listening on {})",
+        admin.display(),
+        admins.users.len(),
+        ac.listen
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if admins.users.is_empty() {
+        println!(
+            "note: no admin yet (estctl add-admin --config {})",
+            admin.display()
+        );
+    }
+    Ok(())
 }
 
 /// Writes `text` to `path` with permissions `mode` (also on a file that existed), fsynced.
@@ -698,7 +755,18 @@ fn audit_verify(config: &Path) -> Result<(), String> {
     }
 }
 
-fn check_config(config: &Path, frontend: Option<&Path>) -> Result<(), String> {
+fn check_config(
+    config: &Path,
+    frontend: Option<&Path>,
+    admin: Option<&Path>,
+) -> Result<(), String> {
+    let users_file = match frontend {
+        Some(f) => Some(hsm_est_frontend::config::FrontendConfig::load(f)?.users_file),
+        None => None,
+    };
+    if let Some(a) = admin {
+        check_admin_config(config, a, users_file.as_deref())?;
+    }
     if let Some(f) = frontend {
         let fc = hsm_est_frontend::config::FrontendConfig::load(f)?;
         hsm_est_frontend::users::load(&fc.users_file)?;
