@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod ca;
+mod crl;
 mod demo;
 mod server_cert;
 mod users;
@@ -69,6 +70,11 @@ enum Command {
         /// checked against the signer's and the frontend's.
         #[arg(long)]
         admin: Option<PathBuf>,
+    },
+    /// Certificate revocation lists, signed in the token.
+    Crl {
+        #[command(subcommand)]
+        command: CrlCommand,
     },
     /// The frontend's TLS certificate.
     ServerCert {
@@ -190,6 +196,25 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum CrlCommand {
+    /// Have the signer sign the next CRL now (it also writes its crl.file); print it and
+    /// optionally write it (DER, or PEM for a name ending in .pem).
+    Generate {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show the current CRL: the signer's crl.file, or --file.
+    Show {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ServerCertCommand {
     /// Have the CA issue a TLS server certificate (profile tls-server); writes a new P-256
     /// key (0600) and the certificate with its intermediates.
@@ -303,6 +328,12 @@ fn main() -> ExitCode {
             admin,
         } => check_config(&config, frontend.as_deref(), admin.as_deref()),
         Command::Stats { config } => stats(&config),
+        Command::Crl {
+            command: CrlCommand::Generate { config, out },
+        } => crl::generate(&config, out.as_deref()),
+        Command::Crl {
+            command: CrlCommand::Show { config, file },
+        } => crl::show(&config, file.as_deref()),
         Command::Expiring {
             config,
             within_days,
@@ -463,16 +494,16 @@ pub(crate) fn write_file(
         .map_err(err)
 }
 
-fn load(config: &Path) -> Result<SignerConfig, String> {
+pub(crate) fn load(config: &Path) -> Result<SignerConfig, String> {
     SignerConfig::load(config)
 }
 
-fn connect(config: &Path) -> Result<SignerClient, String> {
+pub(crate) fn connect(config: &Path) -> Result<SignerClient, String> {
     let cfg = load(config)?;
     SignerClient::connect(&operator_socket(&cfg)?).map_err(|e| e.to_string())
 }
 
-fn call(client: &mut SignerClient, req: &Request) -> Result<Response, String> {
+pub(crate) fn call(client: &mut SignerClient, req: &Request) -> Result<Response, String> {
     match client.call(req).map_err(|e| e.to_string())? {
         Response::Error(e) => Err(format!("{} [{}]", e.message, e.reason)),
         other => Ok(other),
@@ -487,7 +518,7 @@ fn operator_socket(cfg: &SignerConfig) -> Result<PathBuf, String> {
 }
 
 /// The operator's name for the audit record: the login user if known.
-fn operator_name() -> String {
+pub(crate) fn operator_name() -> String {
     let uid = nix::unistd::getuid();
     match nix::unistd::User::from_uid(uid) {
         Ok(Some(u)) => format!("estctl:{}", u.name),

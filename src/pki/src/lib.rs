@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cert;
+pub mod crl;
 pub mod csr;
 pub mod keys;
 pub mod name;

@@ -26,7 +26,41 @@ struct RawSignerConfig {
     #[serde(default)]
     registration_authorities: Option<RawRegistrationAuthorities>,
     #[serde(default)]
+    crl: Option<RawCrl>,
+    #[serde(default)]
     log: RawLog,
+}
+
+/// Certificate revocation lists, signed with the CA key in the token.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCrl {
+    /// Where the current CRL is written (DER), atomically: what FreeRADIUS reads.
+    #[serde(default)]
+    file: Option<String>,
+    /// nextUpdate is thisUpdate plus this many hours.
+    #[serde(default = "default_crl_validity_hours")]
+    validity_hours: u64,
+}
+
+fn default_crl_validity_hours() -> u64 {
+    168
+}
+
+/// The validated `crl` table.
+#[derive(Debug, Clone)]
+pub struct CrlConfig {
+    pub file: Option<PathBuf>,
+    pub validity: std::time::Duration,
+}
+
+impl Default for CrlConfig {
+    fn default() -> Self {
+        CrlConfig {
+            file: None,
+            validity: std::time::Duration::from_secs(default_crl_validity_hours() * 3600),
+        }
+    }
 }
 
 /// Registration authorities (RFC 7030 §3.7): gateways that request certificates on devices'
@@ -209,6 +243,7 @@ pub struct SignerConfig {
     pub audit_path: PathBuf,
     /// `None`: no registration authority is accepted.
     pub registration_authorities: Option<RaConfig>,
+    pub crl: CrlConfig,
     pub log: LogConfig,
 }
 
@@ -257,6 +292,18 @@ impl SignerConfig {
             }
         }
         let log = raw.log.validate()?;
+        let crl = match raw.crl {
+            None => CrlConfig::default(),
+            Some(c) => {
+                if !(1..=24 * 366).contains(&c.validity_hours) {
+                    return Err("crl.validity_hours: must be between 1 and 8784".into());
+                }
+                CrlConfig {
+                    file: c.file.as_deref().map(|f| resolve(path, f)),
+                    validity: std::time::Duration::from_secs(c.validity_hours * 3600),
+                }
+            }
+        };
         Ok(SignerConfig {
             source: path.to_path_buf(),
             token,
@@ -269,6 +316,7 @@ impl SignerConfig {
                 .registration_authorities
                 .map(|r| ra_config(path, r))
                 .transpose()?,
+            crl,
             log,
         })
     }

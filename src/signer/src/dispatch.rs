@@ -53,6 +53,7 @@ pub const PERMITS: &[(Caller, &[u8])] = &[
             msg_type::STATS,
             msg_type::EXPIRING_CERTIFICATES,
             msg_type::REVOKE,
+            msg_type::CRL_GENERATE,
         ],
     ),
     (
@@ -69,6 +70,7 @@ pub const PERMITS: &[(Caller, &[u8])] = &[
             msg_type::STATS,
             msg_type::EXPIRING_CERTIFICATES,
             msg_type::REVOKE,
+            msg_type::CRL_GENERATE,
         ],
     ),
 ];
@@ -153,6 +155,9 @@ impl SignerService {
             Request::CsrAttrs { profile } => self
                 .csr_attributes(&profile)
                 .map(|der| Response::CsrAttrs { der }),
+            Request::CrlGenerate { actor } => self
+                .generate_crl(ctx, &actor)
+                .map(|der| Response::Crl { der }),
             Request::Revoke {
                 serial,
                 reason,
@@ -460,6 +465,8 @@ mod tests {
         assert!(permitted(Caller::Operator, msg_type::REVOKE));
         assert!(permitted(Caller::Admin, msg_type::DEVICE_DELETE));
         assert!(!permitted(Caller::Admin, msg_type::ISSUE));
+        assert!(!permitted(Caller::Frontend, msg_type::CRL_GENERATE));
+        assert!(permitted(Caller::Operator, msg_type::CRL_GENERATE));
         for device_power in [
             msg_type::REVOKE,
             msg_type::DEVICE_LIST,

@@ -161,6 +161,7 @@ fn commit_loop(
 fn record_commit_failure(audit: &mut AuditLog, writes: &[LedgerWrite], detail: &str) {
     let (mut serials, mut revocations) = (Vec::new(), Vec::new());
     let (mut deleted_devices, mut allowed_devices) = (Vec::new(), Vec::new());
+    let mut crls = Vec::new();
     for w in writes {
         match w {
             LedgerWrite::Issue { certificate, .. } => {
@@ -169,6 +170,7 @@ fn record_commit_failure(audit: &mut AuditLog, writes: &[LedgerWrite], detail: &
             LedgerWrite::Revoke { serial, .. } => revocations.push(hex::encode(serial)),
             LedgerWrite::DeleteDevice { common_name } => deleted_devices.push(common_name.clone()),
             LedgerWrite::AllowDevice { common_name } => allowed_devices.push(common_name.clone()),
+            LedgerWrite::CrlIssued { number } => crls.push(*number),
         }
     }
     let record = AuditRecord::CommitFailed {
@@ -176,6 +178,7 @@ fn record_commit_failure(audit: &mut AuditLog, writes: &[LedgerWrite], detail: &
         revocations,
         deleted_devices,
         allowed_devices,
+        crls,
         detail: detail.to_string(),
     };
     if let Err(e) = audit.append(&[record]) {
@@ -245,6 +248,7 @@ pub fn recover_interrupted_commit(
             revocations,
             deleted_devices,
             allowed_devices,
+            crls: Vec::new(),
             detail: "the signer stopped between the audit write and the ledger commit".into(),
         }])
         .map(drop)

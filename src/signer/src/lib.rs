@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod ca;
 pub mod config;
+pub mod crl;
 pub mod devices;
 pub mod dispatch;
 pub mod error;
@@ -195,7 +196,8 @@ pub fn open_service(
     let (journal, _commit_thread) = journal::Journal::start(audit, Arc::clone(&ledger));
     let service = Arc::new(
         service::SignerService::new(policy, ca, ledger, journal.clone(), Arc::new(pool))
-            .with_registration_authorities(ra),
+            .with_registration_authorities(ra)
+            .with_crl(config.crl.clone()),
     );
     Ok((service, journal))
 }

@@ -39,6 +39,8 @@ pub struct SignerService {
     pub(crate) registration_authorities: Option<RaTrust>,
     /// Refusals since start, per stable wire reason (a closed set, capped all the same).
     pub(crate) refusals: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// CRL settings and the lock that issues CRL numbers in order.
+    pub(crate) crls: crate::crl::Crls,
     rng: SystemRandom,
 }
 
@@ -67,8 +69,15 @@ impl SignerService {
             quotas: Quotas::default(),
             registration_authorities: None,
             refusals: std::sync::Mutex::default(),
+            crls: crate::crl::Crls::default(),
             rng: SystemRandom::new(),
         }
+    }
+
+    /// CRLs as `config` says (file, validity).
+    pub fn with_crl(mut self, config: crate::config::CrlConfig) -> Self {
+        self.crls = crate::crl::Crls::new(config);
+        self
     }
 
     /// Accepts the registration authorities of `trust` (and no other).

@@ -12,6 +12,9 @@ pub use types::{
 
 /// A DER certificate or CSR. Matches the frontend's 16 KiB body cap.
 pub const MAX_DER_LEN: usize = 16 * 1024;
+/// A CRL on the socket: what fits a frame (about 6,000 entries). A larger CRL is refused
+/// here and read from the file the signer writes.
+pub const MAX_CRL_LEN: usize = 240 * 1024;
 /// Profile names and device common names.
 pub const MAX_NAME_LEN: usize = 64;
 /// An authenticated requester identity such as `basic:iqe-gateway` or `cert:<sha256>`.
@@ -50,6 +53,7 @@ pub mod msg_type {
     pub const DEVICE_CERTIFICATES: u8 = 0x0b;
     pub const STATS: u8 = 0x0c;
     pub const EXPIRING_CERTIFICATES: u8 = 0x0d;
+    pub const CRL_GENERATE: u8 = 0x0e;
 
     pub const PONG: u8 = 0x81;
     pub const CA_CHAIN_OK: u8 = 0x82;
@@ -58,6 +62,7 @@ pub mod msg_type {
     pub const DEVICE: u8 = 0x85;
     pub const DONE: u8 = 0x86;
     pub const CSR_ATTRS_OK: u8 = 0x87;
+    pub const CRL: u8 = 0x8b;
     pub const REVOKED: u8 = 0x88;
     pub const CERTIFICATES: u8 = 0x89;
     pub const STATS_OK: u8 = 0x8a;
@@ -125,6 +130,11 @@ pub enum Request {
     CsrAttrs {
         profile: String,
     },
+    /// Sign a new CRL now (the next CRL number), record it and publish it to the configured
+    /// file; answered with the CRL.
+    CrlGenerate {
+        actor: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +175,10 @@ pub enum Response {
     CsrAttrs {
         der: Vec<u8>,
     },
+    /// A DER CRL.
+    Crl {
+        der: Vec<u8>,
+    },
     Error(WireError),
 }
 
@@ -184,6 +198,7 @@ impl Request {
             Request::ExpiringCertificates { .. } => msg_type::EXPIRING_CERTIFICATES,
             Request::Revoke { .. } => msg_type::REVOKE,
             Request::CsrAttrs { .. } => msg_type::CSR_ATTRS,
+            Request::CrlGenerate { .. } => msg_type::CRL_GENERATE,
         }
     }
 
@@ -202,6 +217,7 @@ impl Request {
             Request::ExpiringCertificates { .. } => "expiring_certificates",
             Request::Revoke { .. } => "revoke",
             Request::CsrAttrs { .. } => "csr_attrs",
+            Request::CrlGenerate { .. } => "crl_generate",
         }
     }
 
@@ -251,6 +267,9 @@ impl Request {
             }
             Request::DeviceAllow { cn, actor } => {
                 w.string("cn", MAX_NAME_LEN, cn)?;
+                w.string("actor", MAX_IDENTITY_LEN, actor)?;
+            }
+            Request::CrlGenerate { actor } => {
                 w.string("actor", MAX_IDENTITY_LEN, actor)?;
             }
             Request::DeviceRevoke { cn, reason, actor } => {
@@ -340,6 +359,9 @@ impl Request {
             msg_type::DEVICE_DELETE => Request::DeviceDelete {
                 cn: r.string("cn", MAX_NAME_LEN)?,
                 keep_certificates: flag(&mut r, "keep_certificates")?,
+                actor: r.string("actor", MAX_IDENTITY_LEN)?,
+            },
+            msg_type::CRL_GENERATE => Request::CrlGenerate {
                 actor: r.string("actor", MAX_IDENTITY_LEN)?,
             },
             msg_type::DEVICE_ALLOW => Request::DeviceAllow {
@@ -553,6 +575,7 @@ impl Response {
             Response::Certificates { .. } => msg_type::CERTIFICATES,
             Response::Stats(_) => msg_type::STATS_OK,
             Response::CsrAttrs { .. } => msg_type::CSR_ATTRS_OK,
+            Response::Crl { .. } => msg_type::CRL,
             Response::Error(_) => msg_type::ERROR,
         }
     }
@@ -611,6 +634,9 @@ impl Response {
             }
             Response::CsrAttrs { der } => {
                 w.bytes("csr_attrs", MAX_CSR_ATTRS_LEN, der)?;
+            }
+            Response::Crl { der } => {
+                w.bytes("crl", MAX_CRL_LEN, der)?;
             }
             Response::Error(e) => {
                 w.u16(e.code.to_wire());
@@ -679,6 +705,9 @@ impl Response {
             }
             msg_type::CSR_ATTRS_OK => Response::CsrAttrs {
                 der: r.bytes("csr_attrs", MAX_CSR_ATTRS_LEN)?,
+            },
+            msg_type::CRL => Response::Crl {
+                der: r.bytes("crl", MAX_CRL_LEN)?,
             },
             msg_type::ERROR => Response::Error(WireError {
                 code: ErrorCode::from_wire(r.u16()?)?,

@@ -64,6 +64,9 @@ fn requests_round_trip_and_reject_trailing_bytes() {
         cn: "a".into(),
         actor: "uid:0".into(),
     });
+    round_trip_request(Request::CrlGenerate {
+        actor: "alice".into(),
+    });
     round_trip_request(Request::DeviceRevoke {
         cn: "a".into(),
         reason: 5,
@@ -198,6 +201,9 @@ fn responses_round_trip() {
             more: false,
         },
         Response::CsrAttrs { der: vec![0x30, 0] },
+        Response::Crl {
+            der: vec![0x30, 3, 2, 1, 1],
+        },
         Response::Error(WireError::new(ErrorCode::KeyRejected, "key.rsa_size", "no")),
     ] {
         let body = resp.encode().unwrap();

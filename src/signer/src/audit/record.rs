@@ -52,7 +52,20 @@ pub enum AuditRecord {
         deleted_devices: Vec<String>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         allowed_devices: Vec<String>,
+        /// Numbers of CRLs signed in that batch (never published).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        crls: Vec<u64>,
         detail: String,
+    },
+    /// A CRL was signed with the CA key; `entries` revoked certificates listed.
+    CrlIssued {
+        number: u64,
+        this_update: String,
+        next_update: String,
+        entries: usize,
+        sha256: String,
+        actor: String,
+        request_id: u64,
     },
     /// A certificate the token signed failed the self-check and was discarded.
     SignFailed {

@@ -139,12 +139,22 @@ pub enum LedgerWrite {
     DeleteDevice { common_name: String },
     /// Let a revoked device bootstrap again (it becomes `deleted`).
     AllowDevice { common_name: String },
+    /// A CRL with this number was issued; numbers only grow.
+    CrlIssued { number: u64 },
     /// Mark a certificate revoked; a device whose current certificate it is becomes revoked.
     Revoke {
         serial: Vec<u8>,
         at_ms: i64,
         reason: u8,
     },
+}
+
+/// A revoked certificate as a CRL lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedRow {
+    pub serial: Vec<u8>,
+    pub revoked_at_ms: i64,
+    pub reason: u8,
 }
 
 /// The position of the audit log that the ledger has seen committed: (sequence, hash).
@@ -195,6 +205,11 @@ pub trait Ledger: Send + Sync {
     fn list_devices(&self, query: &DeviceQuery<'_>) -> Result<Vec<DeviceRecord>, LedgerError>;
     /// Applies all writes and the new audit head in one transaction (one fsync).
     fn apply(&self, writes: &[LedgerWrite], audit_head: &AuditHead) -> Result<(), LedgerError>;
+    /// The number of the last CRL issued (0: none yet).
+    fn crl_number(&self) -> Result<u64, LedgerError>;
+    /// Every revoked certificate whose notAfter is not before `now`, by serial: a CRL's
+    /// entries (an expired certificate leaves the CRL, RFC 5280 §3.3).
+    fn revoked_unexpired(&self, now: i64) -> Result<Vec<RevokedRow>, LedgerError>;
     fn audit_head(&self) -> Result<Option<AuditHead>, LedgerError>;
 }
 

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::{
     AuditHead, CertificateRecord, DeviceQuery, DeviceRecord, DeviceState, Ledger, LedgerCounts,
-    LedgerError, LedgerWrite, StoredCertificate,
+    LedgerError, LedgerWrite, RevokedRow, StoredCertificate,
 };
 
 impl From<rusqlite::Error> for LedgerError {
@@ -77,6 +77,9 @@ const MIGRATIONS: &[&str] = &[
     // 4: the overview's counts (issued today, expiring soon) from indexes, not table scans.
     "CREATE INDEX certificates_by_issue ON certificates (issued_at_ms);
      CREATE INDEX certificates_by_expiry ON certificates (not_after);",
+    // 5: a CRL lists the revoked certificates that have not expired: a partial index holds
+    // just those, so building a CRL does not walk a million valid certificates.
+    "CREATE INDEX certificates_revoked ON certificates (not_after) WHERE status = 'revoked';",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -340,6 +343,35 @@ impl Ledger for SqliteLedger {
         })
     }
 
+    fn crl_number(&self) -> Result<u64, LedgerError> {
+        self.with_reader(|c| {
+            let v: Option<String> = c
+                .prepare_cached("SELECT value FROM meta WHERE key = 'crl_number'")?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+        })
+    }
+
+    fn revoked_unexpired(&self, now: i64) -> Result<Vec<RevokedRow>, LedgerError> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT serial, revoked_at_ms, revocation_reason FROM certificates \
+                 WHERE status = 'revoked' AND not_after >= ?1 ORDER BY serial",
+            )?;
+            let rows = stmt
+                .query_map([now], |r| {
+                    Ok(RevokedRow {
+                        serial: r.get(0)?,
+                        revoked_at_ms: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                        reason: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u8,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
     fn counts(
         &self,
         issued_since_ms: i64,
@@ -480,6 +512,24 @@ impl Ledger for SqliteLedger {
                          WHERE common_name = ?1 AND status = 'revoked'",
                     )?
                     .execute([common_name])?;
+                }
+                LedgerWrite::CrlIssued { number } => {
+                    // CRL numbers only grow (RFC 5280 §5.2.3): a lower one is refused.
+                    let current: Option<String> = tx
+                        .prepare_cached("SELECT value FROM meta WHERE key = 'crl_number'")?
+                        .query_row([], |r| r.get(0))
+                        .optional()?;
+                    let current: u64 = current.and_then(|v| v.parse().ok()).unwrap_or(0);
+                    if *number <= current {
+                        return Err(LedgerError::Storage(format!(
+                            "CRL number {number} is not above {current}"
+                        )));
+                    }
+                    tx.prepare_cached(
+                        "INSERT INTO meta (key, value) VALUES ('crl_number', ?1) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    )?
+                    .execute([number.to_string()])?;
                 }
                 LedgerWrite::Revoke {
                     serial,

@@ -1,0 +1,152 @@
+//! Certificate revocation lists, built here and signed with the CA key in the token: the
+//! next CRL number from the ledger, every revoked certificate that has not expired with its
+//! revocation date and reason, thisUpdate now and nextUpdate after `crl.validity_hours`.
+//! The signature is verified with the CA's public key before anything is recorded; the
+//! number is committed (audit record, then ledger) before the CRL is published to
+//! `crl.file` (written atomically) or answered. One CRL is built at a time, so numbers are
+//! issued in order.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use hsm_est_common::util::{rfc3339_millis, system_time_from_unix, unix_seconds};
+use hsm_est_pki::crl::{sign_crl, verify_crl_signature, CrlSpec, RevokedEntry};
+
+use crate::audit::AuditRecord;
+use crate::config::CrlConfig;
+use crate::dispatch::CallContext;
+use crate::error::{unavailable, SignerError};
+use crate::ledger::LedgerWrite;
+use crate::service::SignerService;
+
+/// What a CRL is built from, and the lock that keeps numbers in order.
+#[derive(Default)]
+pub struct Crls {
+    pub config: CrlConfig,
+    building: std::sync::Mutex<()>,
+}
+
+impl Crls {
+    pub fn new(config: CrlConfig) -> Self {
+        Crls {
+            config,
+            building: std::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl SignerService {
+    /// Signs, records and publishes the next CRL; returns it (DER).
+    pub(crate) fn generate_crl(
+        &self,
+        ctx: CallContext,
+        actor: &str,
+    ) -> Result<Vec<u8>, SignerError> {
+        let _one_at_a_time = self
+            .crls
+            .building
+            .lock()
+            .map_err(|_| unavailable("crl", "lock poisoned"))?;
+        let number = self
+            .ledger
+            .crl_number()
+            .map_err(|e| unavailable("crl number", e))?
+            + 1;
+        // Whole seconds: what the CRL's times can say.
+        let now = system_time_from_unix(unix_seconds(SystemTime::now()));
+        let next = now + self.crls.config.validity;
+        let rows = self
+            .ledger
+            .revoked_unexpired(unix_seconds(now))
+            .map_err(|e| unavailable("revoked certificates", e))?;
+        let entries: Vec<RevokedEntry> = rows
+            .into_iter()
+            .map(|r| RevokedEntry {
+                serial: r.serial,
+                revoked_at: SystemTime::UNIX_EPOCH
+                    + Duration::from_secs((r.revoked_at_ms.max(0) / 1000) as u64),
+                reason: r.reason,
+            })
+            .collect();
+        let spec = CrlSpec {
+            issuer: self.ca.subject.clone(),
+            authority_key_id: self.ca.key_id.clone(),
+            number,
+            this_update: now,
+            next_update: next,
+            entries: &entries,
+        };
+        let der = sign_crl(&spec, &*self.signer).map_err(|e| unavailable("crl signing", e.0))?;
+        if let Err(e) = verify_crl_signature(&der, &self.ca.spki) {
+            let record = AuditRecord::SignFailed {
+                serial: format!("crl:{number}"),
+                detail: e.clone(),
+                request_id: ctx.request_id,
+            };
+            if let Err(j) = self.journal.record(vec![record], vec![]) {
+                tracing::error!("cannot record a signing failure: {j}");
+            }
+            return Err(unavailable("CRL failed verification", e));
+        }
+        let as_ms = |t: SystemTime| rfc3339_millis(unix_seconds(t) * 1000);
+        self.journal
+            .record(
+                vec![AuditRecord::CrlIssued {
+                    number,
+                    this_update: as_ms(now),
+                    next_update: as_ms(next),
+                    entries: entries.len(),
+                    sha256: hex::encode(hsm_est_pki::sha256(&der)),
+                    actor: ctx.actor(actor),
+                    request_id: ctx.request_id,
+                }],
+                vec![LedgerWrite::CrlIssued { number }],
+            )
+            .map_err(|e| unavailable("crl record", e))?;
+        if let Some(file) = &self.crls.config.file {
+            write_atomically(file, &der).map_err(|e| unavailable("crl file", e))?;
+        }
+        tracing::info!(
+            "CRL {number} issued with {} entr{}, next update {}",
+            entries.len(),
+            if entries.len() == 1 { "y" } else { "ies" },
+            as_ms(next)
+        );
+        Ok(der)
+    }
+}
+
+/// Writes `data` to a temporary file beside `path` (mode 0644: a CRL is public), fsyncs
+/// it, renames it over `path` and fsyncs the directory: a reader sees the old CRL or the
+/// new one, never half of one.
+fn write_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(data)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("{}: {e}", path.display()));
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("{}: {e}", dir.display()))
+}
