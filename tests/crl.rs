@@ -2,7 +2,8 @@
 //! certificate's serial and reason are in the next CRL, `openssl verify -crl_check` fails
 //! for it and passes for a good one, pkilint's `lint_crl` (PKIX) finds nothing at WARNING
 //! or above, the CRL number grows with every CRL and is kept in the ledger across a
-//! restart, the configured file is replaced whole, and each CRL is in the audit log.
+//! restart, and each CRL is in the audit log. With `crl.file` set the signer publishes by
+//! itself: a CRL at start, and a new one within seconds of a revocation.
 
 mod common;
 
@@ -22,6 +23,38 @@ fn serial_hex(der: &[u8]) -> String {
     )
 }
 
+/// The number and the text of the CRL published in `file`, once it satisfies `until`
+/// (waits up to 20 s: the signer publishes a second after a revocation).
+fn published(file: &std::path::Path, until: impl Fn(u64, &[u8]) -> bool) -> (u64, Vec<u8>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(bytes) = std::fs::read(file) {
+            let der = if bytes.starts_with(b"-----BEGIN X509 CRL-----") {
+                der::pem::decode_vec(&bytes)
+                    .map(|(_, d)| d)
+                    .unwrap_or_default()
+            } else {
+                bytes
+            };
+            if let Some(n) = hsm_est_pki::crl::crl_number(&der) {
+                if until(n, &der) {
+                    return (n, der);
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never reached the expected CRL",
+            file.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 #[test]
 fn revoked_certificates_are_in_a_signed_crl_that_openssl_and_pkilint_accept() {
     let mut app = Appliance::create("crl", "ec-p256");
@@ -33,6 +66,9 @@ fn revoked_certificates_are_in_a_signed_crl_that_openssl_and_pkilint_accept() {
     )
     .unwrap();
     app.start();
+    // A CRL is published at start.
+    let file = app.path("published.crl");
+    let (first, _) = published(&file, |n, _| n >= 1);
     let boot = |cn: &str| {
         let key = csrgen::P256Key::generate();
         issued(app.issue(
@@ -43,6 +79,12 @@ fn revoked_certificates_are_in_a_signed_crl_that_openssl_and_pkilint_accept() {
         ))
     };
     let (good, bad) = (boot("crl-pump-good"), boot("crl-pump-stolen"));
+    let bad_serial = hsm_est_pki::cert::parse_certificate(&bad)
+        .unwrap()
+        .tbs_certificate
+        .serial_number
+        .as_bytes()
+        .to_vec();
     let cfg = app.config_arg().to_string();
     ok(&app.estctl_operator(&[
         "revoke",
@@ -53,7 +95,10 @@ fn revoked_certificates_are_in_a_signed_crl_that_openssl_and_pkilint_accept() {
         "--reason",
         "key-compromise",
     ]));
+    // The signer publishes the revocation by itself, in a CRL of its own.
+    let (auto, _) = published(&file, |n, der| n > first && contains(der, &bad_serial));
 
+    // estctl asks for one too, and writes it where it is told.
     // estctl runs as the operator's uid: give it a directory it may write.
     let out_dir = app.path("out");
     std::fs::create_dir_all(&out_dir).unwrap();
@@ -71,7 +116,10 @@ fn revoked_certificates_are_in_a_signed_crl_that_openssl_and_pkilint_accept() {
         "--out",
         crl_pem.to_str().unwrap(),
     ]));
-    assert!(shown.contains("CRL number 1"), "{shown}");
+    assert!(
+        shown.contains(&format!("CRL number {}", auto + 1)),
+        "{shown}"
+    );
     assert!(shown.contains("1 revoked certificate(s)"), "{shown}");
     assert!(shown.contains(&serial_hex(&bad)), "{shown}");
     assert!(shown.contains("KeyCompromise"), "{shown}");
@@ -106,34 +154,38 @@ fn revoked_certificates_are_in_a_signed_crl_that_openssl_and_pkilint_accept() {
         .args(["lint", "-t", "CRL", "-p", "PKIX", "-s", "WARNING"])
         .arg(&crl_pem)));
 
-    // The published file is the same CRL (DER), replaced whole by the next one.
-    let published = app.path("published.crl");
-    assert_eq!(
-        hsm_est_pki::crl::crl_number(&std::fs::read(&published).unwrap()),
-        Some(1)
-    );
-    ok(&app.estctl_operator(&["crl", "generate", "--config", &cfg]));
-    assert_eq!(
-        hsm_est_pki::crl::crl_number(&std::fs::read(&published).unwrap()),
-        Some(2)
-    );
     // The number survives a restart: it is in the ledger, not in memory.
+    assert_eq!(
+        hsm_est_pki::crl::crl_number(&std::fs::read(&file).unwrap()),
+        Some(auto + 1)
+    );
+    // For FreeRADIUS the file can be PEM.
     app.stop();
+    let text = std::fs::read_to_string(&signer_yaml).unwrap();
+    std::fs::write(&signer_yaml, format!("{text}  format: pem\n")).unwrap();
     app.start();
-    let shown = ok(&app.estctl_operator(&["crl", "generate", "--config", &cfg]));
-    assert!(shown.contains("CRL number 3"), "{shown}");
+    let (after_restart, _) = published(&file, |n, _| n > auto + 1);
+    assert_eq!(after_restart, auto + 2);
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .starts_with("-----BEGIN X509 CRL-----"));
+    ok(&run(Command::new("openssl")
+        .args(["crl", "-noout", "-in"])
+        .arg(&file)));
     let shown = ok(&app.estctl_operator(&["crl", "show", "--config", &cfg]));
     assert!(
-        shown.contains("CRL number 3") && shown.contains("1 revoked certificate(s)"),
+        shown.contains(&format!("CRL number {after_restart}"))
+            && shown.contains("1 revoked certificate(s)"),
         "{shown}"
     );
     let audit = std::fs::read_to_string(app.path("audit.jsonl")).unwrap();
-    for n in 1..=3 {
+    for n in 1..=after_restart {
         assert!(
             audit.lines().any(|l| l.contains("\"event\":\"crl_issued\"")
                 && l.contains(&format!("\"number\":{n},"))),
             "no crl_issued record for CRL {n}:\n{audit}"
         );
     }
+    assert!(audit.contains("\"actor\":\"signer:automatic\""));
     ok(&app.estctl(&["audit", "verify", "--config", &cfg]));
 }

@@ -41,6 +41,9 @@ struct RawCrl {
     /// nextUpdate is thisUpdate plus this many hours.
     #[serde(default = "default_crl_validity_hours")]
     validity_hours: u64,
+    /// `der` (RFC 5280 §4.2.1.13, for HTTP) or `pem` (what FreeRADIUS's ca_path reads).
+    #[serde(default)]
+    format: Option<String>,
 }
 
 fn default_crl_validity_hours() -> u64 {
@@ -52,6 +55,8 @@ fn default_crl_validity_hours() -> u64 {
 pub struct CrlConfig {
     pub file: Option<PathBuf>,
     pub validity: std::time::Duration,
+    /// Write `file` as PEM (`X509 CRL`) instead of DER.
+    pub pem: bool,
 }
 
 impl Default for CrlConfig {
@@ -59,6 +64,7 @@ impl Default for CrlConfig {
         CrlConfig {
             file: None,
             validity: std::time::Duration::from_secs(default_crl_validity_hours() * 3600),
+            pem: false,
         }
     }
 }
@@ -298,9 +304,15 @@ impl SignerConfig {
                 if !(1..=24 * 366).contains(&c.validity_hours) {
                     return Err("crl.validity_hours: must be between 1 and 8784".into());
                 }
+                let pem = match c.format.as_deref() {
+                    None | Some("der") => false,
+                    Some("pem") => true,
+                    Some(other) => return Err(format!("crl.format: {other:?} is not der or pem")),
+                };
                 CrlConfig {
                     file: c.file.as_deref().map(|f| resolve(path, f)),
                     validity: std::time::Duration::from_secs(c.validity_hours * 3600),
+                    pem,
                 }
             }
         };

@@ -5,11 +5,17 @@
 //! number is committed (audit record, then ledger) before the CRL is published to
 //! `crl.file` (written atomically) or answered. One CRL is built at a time, so numbers are
 //! issued in order.
+//!
+//! With `crl.file` set, a thread keeps the published CRL current: one at start, one after
+//! every revocation (revocations within [`COALESCE`] share one CRL), and one when half of
+//! the current CRL's validity has passed.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use hsm_est_common::util::{rfc3339_millis, system_time_from_unix, unix_seconds};
 use hsm_est_pki::crl::{sign_crl, verify_crl_signature, CrlSpec, RevokedEntry};
@@ -21,11 +27,18 @@ use crate::error::{unavailable, SignerError};
 use crate::ledger::LedgerWrite;
 use crate::service::SignerService;
 
-/// What a CRL is built from, and the lock that keeps numbers in order.
+/// Revocations this close together share one CRL.
+pub const COALESCE: Duration = Duration::from_secs(1);
+/// After a failed CRL, the next attempt waits this long.
+const RETRY: Duration = Duration::from_secs(30);
+
+/// What a CRL is built from, the lock that keeps numbers in order, and the wake-up of the
+/// thread that re-signs.
 #[derive(Default)]
 pub struct Crls {
     pub config: CrlConfig,
     building: std::sync::Mutex<()>,
+    wake: std::sync::Mutex<Option<SyncSender<()>>>,
 }
 
 impl Crls {
@@ -33,17 +46,73 @@ impl Crls {
         Crls {
             config,
             building: std::sync::Mutex::new(()),
+            wake: std::sync::Mutex::new(None),
         }
     }
 }
 
 impl SignerService {
-    /// Signs, records and publishes the next CRL; returns it (DER).
+    /// A revocation was committed: the published CRL must follow. Never blocks; a wake-up
+    /// already pending covers this one too.
+    pub(crate) fn revocation_committed(&self) {
+        if let Ok(w) = self.crls.wake.lock() {
+            if let Some(tx) = w.as_ref() {
+                let _ = tx.try_send(());
+            }
+        }
+    }
+
+    /// Starts the thread that keeps `crl.file` current (nothing without a file).
+    pub fn start_crl_publisher(self: &Arc<Self>) -> Result<(), String> {
+        if self.crls.config.file.is_none() {
+            return Ok(());
+        }
+        let (tx, rx) = sync_channel(1);
+        if let Ok(mut w) = self.crls.wake.lock() {
+            *w = Some(tx);
+        }
+        let service = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("crl".into())
+            .spawn(move || service.publish_loop(rx))
+            .map(drop)
+            .map_err(|e| format!("cannot start the CRL thread: {e}"))
+    }
+
+    fn publish_loop(&self, rx: Receiver<()>) {
+        let half = self.crls.config.validity / 2;
+        let mut due = Instant::now();
+        loop {
+            let wait = due.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(()) => {
+                    // Let a burst of revocations finish, then take them all in one CRL.
+                    std::thread::sleep(COALESCE);
+                    while rx.try_recv().is_ok() {}
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            due = match self.generate_crl_as(0, "signer:automatic") {
+                Ok(_) => Instant::now() + half,
+                Err(_) => Instant::now() + RETRY.min(half),
+            };
+        }
+    }
+}
+
+impl SignerService {
+    /// Signs, records and publishes the next CRL at a caller's request; returns it (DER).
     pub(crate) fn generate_crl(
         &self,
         ctx: CallContext,
         actor: &str,
     ) -> Result<Vec<u8>, SignerError> {
+        self.generate_crl_as(ctx.request_id, &ctx.actor(actor))
+    }
+
+    /// Signs, records and publishes the next CRL for `actor` (as the audit shows it).
+    fn generate_crl_as(&self, request_id: u64, actor: &str) -> Result<Vec<u8>, SignerError> {
         let _one_at_a_time = self
             .crls
             .building
@@ -83,7 +152,7 @@ impl SignerService {
             let record = AuditRecord::SignFailed {
                 serial: format!("crl:{number}"),
                 detail: e.clone(),
-                request_id: ctx.request_id,
+                request_id,
             };
             if let Err(j) = self.journal.record(vec![record], vec![]) {
                 tracing::error!("cannot record a signing failure: {j}");
@@ -99,14 +168,21 @@ impl SignerService {
                     next_update: as_ms(next),
                     entries: entries.len(),
                     sha256: hex::encode(hsm_est_pki::sha256(&der)),
-                    actor: ctx.actor(actor),
-                    request_id: ctx.request_id,
+                    actor: actor.to_string(),
+                    request_id,
                 }],
                 vec![LedgerWrite::CrlIssued { number }],
             )
             .map_err(|e| unavailable("crl record", e))?;
         if let Some(file) = &self.crls.config.file {
-            write_atomically(file, &der).map_err(|e| unavailable("crl file", e))?;
+            let bytes = if self.crls.config.pem {
+                der::pem::encode_string("X509 CRL", der::pem::LineEnding::LF, &der)
+                    .map_err(|e| unavailable("crl pem", e))?
+                    .into_bytes()
+            } else {
+                der.clone()
+            };
+            write_atomically(file, &bytes).map_err(|e| unavailable("crl file", e))?;
         }
         tracing::info!(
             "CRL {number} issued with {} entr{}, next update {}",

@@ -408,9 +408,14 @@ impl SignerService {
             records.push(record);
             writes.push(write);
         }
+        let revokes = writes.len() > 1;
         self.journal
             .record(records, writes)
             .map_err(|e| unavailable("not issued", e))?;
+        if revokes {
+            // The superseded certificate was revoked with this issuance.
+            self.revocation_committed();
+        }
         tracing::info!(
             "issued serial={} cn={} op={} profile={} requester={} ip={}",
             hex::encode(&issued.serial),

@@ -77,6 +77,7 @@ pub fn run(config: SignerConfig) -> Result<(), StartError> {
         .map_err(|e| StartError::Config(format!("cannot block signals: {e}")))?;
 
     let (service, journal) = open_service(&config, "est-signer")?;
+    service.start_crl_publisher().map_err(StartError::Config)?;
     for (uid, roles) in config.shared_uids() {
         tracing::warn!(
             "uid {uid} may use the {} sockets and so holds all those roles; give each role \

@@ -248,8 +248,16 @@ impl SignerService {
     }
 
     fn commit(&self, batch: Batch, what: &str) -> Result<(), SignerError> {
+        let revokes = batch
+            .writes
+            .iter()
+            .any(|w| matches!(w, LedgerWrite::Revoke { .. }));
         self.journal
             .record(batch.records, batch.writes)
-            .map_err(|e| unavailable(what, e))
+            .map_err(|e| unavailable(what, e))?;
+        if revokes {
+            self.revocation_committed();
+        }
+        Ok(())
     }
 }
