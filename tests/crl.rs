@@ -10,6 +10,7 @@ mod common;
 use std::process::Command;
 
 use common::csrgen;
+use common::demo::frontend_bin;
 use common::*;
 use hsm_est_proto::Operation;
 
@@ -188,4 +189,87 @@ fn revoked_certificates_are_in_a_signed_crl_that_openssl_and_pkilint_accept() {
     }
     assert!(audit.contains("\"actor\":\"signer:automatic\""));
     ok(&app.estctl(&["audit", "verify", "--config", &cfg]));
+}
+
+#[test]
+fn the_frontend_publishes_the_crl_over_plain_http() {
+    use common::demo::{free_port, Demo};
+    let mut demo = Demo::start("crl-http", "base64");
+    demo.stop();
+    demo.append_signer("crl:\n  file: published.crl\n  validity_hours: 24\n");
+    let port = free_port();
+    demo.edit_frontend(
+        "users_file: users.yaml",
+        &format!("users_file: users.yaml\npublication:\n  listen: 127.0.0.1:{port}"),
+    );
+    let _signer = demo.spawn_ready(&signer_bin(), "signer.yaml", "signer.log");
+    let _frontend = demo.spawn_ready(&frontend_bin(), "frontend.yaml", "frontend.log");
+    let admin = signer_bin().with_file_name("est-admin");
+    let _admin = demo.spawn_ready(&admin, "admin.yaml", "admin.log");
+    let fetch = |path: &str, extra: &[&str]| {
+        let out = demo.path("fetched.crl");
+        let _ = std::fs::remove_file(&out);
+        let status = ok(&run(Command::new("curl")
+            .args(["-s", "--max-time", "10", "-o"])
+            .arg(&out)
+            .args(["-w", "%{http_code} %{content_type}"])
+            .args(extra)
+            .arg(format!("http://127.0.0.1:{port}{path}"))));
+        (status, std::fs::read(&out).unwrap_or_default())
+    };
+    // The signer's start-up CRL, relayed as DER.
+    let (status, first) = fetch("/crl", &[]);
+    assert_eq!(status, "200 application/pkix-crl", "{status}");
+    let number = hsm_est_pki::crl::crl_number(&first).expect("a CRL");
+    let ca = hsm_est_signer::ca::CaChain::load(&demo.ca()).unwrap();
+    hsm_est_pki::crl::verify_crl_signature(&first, &ca.spki).unwrap();
+
+    // A pump is revoked; the CRL on the wire lists it within seconds.
+    let (_, csr) = demo.csr("pub", "/CN=published-pump-1");
+    let boot = demo.curl(
+        &[
+            "-u",
+            &demo.basic(),
+            "--data-binary",
+            &format!("@{}", csr.display()),
+        ],
+        "bootstrap",
+    );
+    assert_eq!(boot.status, 200);
+    let device = demo.admin_curl(
+        &["-u", &demo.admin_basic()],
+        "/api/devices/published-pump-1",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&device.body).unwrap();
+    let serial = hex::decode(v["current_serial"].as_str().unwrap()).unwrap();
+    let revoked = demo.admin_curl(
+        &[
+            "-u",
+            &demo.admin_basic(),
+            "-X",
+            "POST",
+            "--data",
+            "{\"reason\":\"keyCompromise\"}",
+        ],
+        "/api/devices/published-pump-1/revoke",
+    );
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, crl) = fetch("/ca.crl", &[]);
+        if hsm_est_pki::crl::crl_number(&crl).is_some_and(|n| n > number) && contains(&crl, &serial)
+        {
+            hsm_est_pki::crl::verify_crl_signature(&crl, &ca.spki).unwrap();
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revocation never reached /crl"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    // Only GET and HEAD of the CRL.
+    assert!(fetch("/crl", &["-X", "POST"]).0.starts_with("405"));
+    assert!(fetch("/.well-known/est/cacerts", &[]).0.starts_with("404"));
+    assert!(fetch("/crl", &["-I"]).0.starts_with("200"));
 }

@@ -47,6 +47,8 @@ struct RawFrontendConfig {
     #[serde(default)]
     metrics: Option<RawMetrics>,
     #[serde(default)]
+    publication: Option<RawPublication>,
+    #[serde(default)]
     rate_limit: RawRateLimit,
     #[serde(default)]
     login_limit: RawLoginLimit,
@@ -217,6 +219,13 @@ fn default_rate_window() -> u64 {
     3600
 }
 
+/// The publication listener: plain HTTP, `GET /crl` only (OCSP to come).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublication {
+    listen: SocketAddr,
+}
+
 /// The metrics listener: plain HTTP, `GET /metrics` only, at a local address.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -306,6 +315,8 @@ pub struct FrontendConfig {
     pub admin_url: Option<String>,
     /// Where `GET /metrics` is served (plain HTTP); `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Plain-HTTP listener for the CRL (`publication.listen`).
+    pub publication_listen: Option<SocketAddr>,
     pub rate_limit: Option<RateLimit>,
     pub login_failures: u32,
     pub login_window: Duration,
@@ -376,6 +387,20 @@ impl FrontendConfig {
                 return Err("metrics.listen: must use another port than the EST listener".into())
             }
             Some(m) => Some(m.listen),
+            None => None,
+        };
+        let publication_listen = match raw.publication {
+            Some(p)
+                if listen.iter().any(|a| a.port() == p.listen.port())
+                    || metrics_listen.is_some_and(|m| m.port() == p.listen.port()) =>
+            {
+                return Err(
+                    "publication.listen: must use another port than the EST and metrics \
+                     listeners"
+                        .into(),
+                )
+            }
+            Some(p) => Some(p.listen),
             None => None,
         };
         let global: ResponseFormat = raw
@@ -453,6 +478,7 @@ impl FrontendConfig {
             labels,
             users_file: resolve(path, &raw.users_file),
             metrics_listen,
+            publication_listen,
             realm: raw.realm,
             admin_url: match raw.admin_url {
                 Some(u)

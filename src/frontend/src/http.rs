@@ -63,6 +63,8 @@ pub struct AppState {
     /// Who is a registration authority (`ra_trust_anchors` only); `None` when none is.
     pub ra_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     ca_cache: Mutex<Option<(Instant, Vec<Vec<u8>>)>>,
+    /// The CRL fetched from the signer for the publication listener, and when.
+    pub(crate) crl_cache: Mutex<Option<(Instant, Bytes)>>,
     next_request: AtomicU64,
 }
 
@@ -92,8 +94,16 @@ impl AppState {
             rate,
             ra_verifier,
             ca_cache: Mutex::new(None),
+            crl_cache: Mutex::new(None),
             next_request: AtomicU64::new(hsm_est_web::first_request_id()),
         }
+    }
+}
+
+impl AppState {
+    /// A fresh request id (for work that does not start with an EST request).
+    pub fn next_request_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
     }
 }
 

@@ -10,6 +10,8 @@ mod conn;
 pub mod est;
 pub mod http;
 pub mod metrics;
+pub mod plain;
+pub mod publication;
 pub mod tls;
 pub use hsm_est_web::{body, limits, signer_client, users};
 
@@ -52,6 +54,9 @@ pub fn run(config: FrontendConfig) -> Result<(), String> {
         let state = Arc::new(AppState::new(config, users, ra_verifier));
         if let Some(addr) = state.config.metrics_listen {
             metrics::serve(addr, Arc::clone(&state.metrics)).await?;
+        }
+        if let Some(addr) = state.config.publication_listen {
+            publication::serve(addr, Arc::clone(&state)).await?;
         }
         let slots = Arc::new(Semaphore::new(state.config.max_connections));
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);

@@ -3,7 +3,6 @@
 //! port. Every label takes values from a bounded set: route labels from the config, the
 //! three enrolment operations, HTTP status codes.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,15 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::service::service_fn;
-use hyper::{Method, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Response, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EnrolmentLabels {
@@ -139,44 +135,21 @@ impl Metrics {
 /// Serves `GET /metrics` on `addr` until the process ends. Plain HTTP/1.1 on a local
 /// address: it shows counts, never request data.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), String> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?;
-    tracing::info!("metrics on http://{addr}/metrics");
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = Arc::clone(&metrics);
-            tokio::spawn(async move {
-                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let metrics = Arc::clone(&metrics);
-                    async move {
-                        let mut r = if req.method() == Method::GET && req.uri().path() == "/metrics"
-                        {
-                            let mut r = Response::new(Full::new(Bytes::from(metrics.encode())));
-                            r.headers_mut().insert(
-                                CONTENT_TYPE,
-                                HeaderValue::from_static(
-                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                                ),
-                            );
-                            r
-                        } else {
-                            Response::new(Full::new(Bytes::from_static(b"Not found.\n")))
-                        };
-                        if r.headers().get(CONTENT_TYPE).is_none() {
-                            *r.status_mut() = StatusCode::NOT_FOUND;
-                        }
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service);
-                let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
-            });
+    crate::plain::serve(addr, "metrics", move |path: String| {
+        let metrics = Arc::clone(&metrics);
+        async move {
+            if path != "/metrics" {
+                return crate::plain::not_found();
+            }
+            let mut r = Response::new(Full::new(Bytes::from(metrics.encode())));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
         }
-    });
-    Ok(())
+    })
+    .await
 }

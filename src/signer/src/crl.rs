@@ -39,6 +39,8 @@ pub struct Crls {
     pub config: CrlConfig,
     building: std::sync::Mutex<()>,
     wake: std::sync::Mutex<Option<SyncSender<()>>>,
+    /// The last CRL issued since start (DER): what CrlGet answers.
+    latest: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 impl Crls {
@@ -47,11 +49,22 @@ impl Crls {
             config,
             building: std::sync::Mutex::new(()),
             wake: std::sync::Mutex::new(None),
+            latest: std::sync::Mutex::new(None),
         }
     }
 }
 
 impl SignerService {
+    /// The CRL issued last since start; `NoCrl` before the first.
+    pub(crate) fn latest_crl(&self) -> Result<Vec<u8>, SignerError> {
+        self.crls
+            .latest
+            .lock()
+            .ok()
+            .and_then(|l| l.clone())
+            .ok_or(SignerError::NoCrl)
+    }
+
     /// A revocation was committed: the published CRL must follow. Never blocks; a wake-up
     /// already pending covers this one too.
     pub(crate) fn revocation_committed(&self) {
@@ -183,6 +196,9 @@ impl SignerService {
                 der.clone()
             };
             write_atomically(file, &bytes).map_err(|e| unavailable("crl file", e))?;
+        }
+        if let Ok(mut latest) = self.crls.latest.lock() {
+            *latest = Some(der.clone());
         }
         tracing::info!(
             "CRL {number} issued with {} entr{}, next update {}",

@@ -35,6 +35,7 @@ pub const PERMITS: &[(Caller, &[u8])] = &[
             msg_type::CA_CHAIN,
             msg_type::CSR_ATTRS,
             msg_type::ISSUE,
+            msg_type::CRL_GET,
         ],
     ),
     (
@@ -54,6 +55,7 @@ pub const PERMITS: &[(Caller, &[u8])] = &[
             msg_type::EXPIRING_CERTIFICATES,
             msg_type::REVOKE,
             msg_type::CRL_GENERATE,
+            msg_type::CRL_GET,
         ],
     ),
     (
@@ -71,6 +73,7 @@ pub const PERMITS: &[(Caller, &[u8])] = &[
             msg_type::EXPIRING_CERTIFICATES,
             msg_type::REVOKE,
             msg_type::CRL_GENERATE,
+            msg_type::CRL_GET,
         ],
     ),
 ];
@@ -155,6 +158,7 @@ impl SignerService {
             Request::CsrAttrs { profile } => self
                 .csr_attributes(&profile)
                 .map(|der| Response::CsrAttrs { der }),
+            Request::CrlGet => self.latest_crl().map(|der| Response::Crl { der }),
             Request::CrlGenerate { actor } => self
                 .generate_crl(ctx, &actor)
                 .map(|der| Response::Crl { der }),
@@ -307,6 +311,11 @@ impl From<&SignerError> for WireError {
                 ErrorCode::NotAllowed,
                 "device.not_revoked",
                 "the device is not revoked; there is nothing to allow".into(),
+            ),
+            SignerError::NoCrl => (
+                ErrorCode::CertificateNotFound,
+                "crl.none",
+                "no CRL has been issued yet".into(),
             ),
             SignerError::CertificateNotFound => (
                 ErrorCode::CertificateNotFound,
@@ -466,6 +475,7 @@ mod tests {
         assert!(permitted(Caller::Admin, msg_type::DEVICE_DELETE));
         assert!(!permitted(Caller::Admin, msg_type::ISSUE));
         assert!(!permitted(Caller::Frontend, msg_type::CRL_GENERATE));
+        assert!(permitted(Caller::Frontend, msg_type::CRL_GET));
         assert!(permitted(Caller::Operator, msg_type::CRL_GENERATE));
         for device_power in [
             msg_type::REVOKE,

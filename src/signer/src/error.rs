@@ -77,6 +77,8 @@ pub enum SignerError {
     /// `device allow` for a device that is not revoked.
     DeviceNotRevoked,
     CertificateNotFound,
+    /// No CRL has been issued since the signer started.
+    NoCrl,
     AlreadyRevoked,
     /// The signer cannot decide or record now (token, ledger, audit, clock, randomness).
     Unavailable,
@@ -111,6 +113,7 @@ impl fmt::Display for SignerError {
             SignerError::DeviceRevoked => write!(f, "device revoked"),
             SignerError::DeviceNotRevoked => write!(f, "device not revoked"),
             SignerError::CertificateNotFound => write!(f, "no such certificate"),
+            SignerError::NoCrl => write!(f, "no CRL issued yet"),
             SignerError::AlreadyRevoked => write!(f, "already revoked"),
             SignerError::Unavailable => write!(f, "unavailable"),
         }

@@ -54,6 +54,7 @@ pub mod msg_type {
     pub const STATS: u8 = 0x0c;
     pub const EXPIRING_CERTIFICATES: u8 = 0x0d;
     pub const CRL_GENERATE: u8 = 0x0e;
+    pub const CRL_GET: u8 = 0x0f;
 
     pub const PONG: u8 = 0x81;
     pub const CA_CHAIN_OK: u8 = 0x82;
@@ -135,6 +136,8 @@ pub enum Request {
     CrlGenerate {
         actor: String,
     },
+    /// The CRL the signer issued last (read-only: what the frontend publishes).
+    CrlGet,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +202,7 @@ impl Request {
             Request::Revoke { .. } => msg_type::REVOKE,
             Request::CsrAttrs { .. } => msg_type::CSR_ATTRS,
             Request::CrlGenerate { .. } => msg_type::CRL_GENERATE,
+            Request::CrlGet => msg_type::CRL_GET,
         }
     }
 
@@ -218,13 +222,14 @@ impl Request {
             Request::Revoke { .. } => "revoke",
             Request::CsrAttrs { .. } => "csr_attrs",
             Request::CrlGenerate { .. } => "crl_generate",
+            Request::CrlGet => "crl_get",
         }
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, FrameError> {
         let mut w = BodyWriter::new();
         match self {
-            Request::Ping | Request::CaChain | Request::Stats => {}
+            Request::Ping | Request::CaChain | Request::Stats | Request::CrlGet => {}
             Request::Issue(r) => {
                 w.u8(r.operation.to_wire());
                 w.string("profile", MAX_NAME_LEN, &r.profile)?;
@@ -361,6 +366,7 @@ impl Request {
                 keep_certificates: flag(&mut r, "keep_certificates")?,
                 actor: r.string("actor", MAX_IDENTITY_LEN)?,
             },
+            msg_type::CRL_GET => Request::CrlGet,
             msg_type::CRL_GENERATE => Request::CrlGenerate {
                 actor: r.string("actor", MAX_IDENTITY_LEN)?,
             },

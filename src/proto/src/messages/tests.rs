@@ -64,6 +64,7 @@ fn requests_round_trip_and_reject_trailing_bytes() {
         cn: "a".into(),
         actor: "uid:0".into(),
     });
+    round_trip_request(Request::CrlGet);
     round_trip_request(Request::CrlGenerate {
         actor: "alice".into(),
     });
