@@ -225,7 +225,7 @@ fn the_frontend_publishes_the_crl_over_plain_http() {
     hsm_est_pki::crl::verify_crl_signature(&first, &ca.spki).unwrap();
 
     // A pump is revoked; the CRL on the wire lists it within seconds.
-    let (_, csr) = demo.csr("pub", "/CN=published-pump-1");
+    let (key, csr) = demo.csr("pub", "/CN=published-pump-1");
     let boot = demo.curl(
         &[
             "-u",
@@ -233,9 +233,11 @@ fn the_frontend_publishes_the_crl_over_plain_http() {
             "--data-binary",
             &format!("@{}", csr.display()),
         ],
-        "bootstrap",
+        "iqe/bootstrap",
     );
     assert_eq!(boot.status, 200);
+    let boot_pem = demo.path("boot.pem");
+    std::fs::write(&boot_pem, common::demo::pkcs7_certs(&boot.body_file)).unwrap();
     let device = demo.admin_curl(
         &["-u", &demo.admin_basic()],
         "/api/devices/published-pump-1",
@@ -268,6 +270,28 @@ fn the_frontend_publishes_the_crl_over_plain_http() {
         );
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
+    // The frontend refuses the revoked certificate itself, from the CRL, before the signer
+    // is asked.
+    let (_, csr2) = demo.csr("pub2", "/CN=published-pump-1");
+    let with_revoked = demo.curl(
+        &[
+            "--cert",
+            boot_pem.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--data-binary",
+            &format!("@{}", csr2.display()),
+        ],
+        "iqe/simpleenroll",
+    );
+    assert_eq!(with_revoked.status, 403, "{}", with_revoked.text());
+    assert!(
+        with_revoked.text().contains("revoked"),
+        "{}",
+        with_revoked.text()
+    );
+    assert!(demo.frontend_log_shows("refused: revoked (CRL"));
+
     // Only GET and HEAD of the CRL.
     assert!(fetch("/crl", &["-X", "POST"]).0.starts_with("405"));
     assert!(fetch("/.well-known/est/cacerts", &[]).0.starts_with("404"));

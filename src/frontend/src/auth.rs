@@ -148,6 +148,37 @@ async fn basic_login(
     }
 }
 
+/// A device certificate listed in the signer's current CRL is refused here, before the
+/// request reaches the signer (which refuses it too, from its ledger). Without a CRL, or
+/// with the signer unreachable, the signer's check alone decides.
+async fn refuse_if_revoked(
+    state: &AppState,
+    conn: &ConnInfo,
+    cert: &[u8],
+    id: u64,
+) -> Result<(), HttpResponse> {
+    let Ok(Some(crl)) = crate::publication::current(state, id).await else {
+        return Ok(());
+    };
+    let Ok(parsed) = hsm_est_pki::cert::parse_certificate(cert) else {
+        return Ok(());
+    };
+    let serial = parsed.tbs_certificate.serial_number.as_bytes();
+    if !crl.lists(serial) {
+        return Ok(());
+    }
+    tracing::warn!(
+        "client certificate {} from {} refused: revoked (CRL {})",
+        hex::encode(serial),
+        conn.peer.ip(),
+        crl.number.map(|n| n.to_string()).unwrap_or_default()
+    );
+    Err(text(
+        StatusCode::FORBIDDEN,
+        "The client certificate is revoked.",
+    ))
+}
+
 pub(crate) async fn authenticate(
     state: &AppState,
     conn: &ConnInfo,
@@ -181,6 +212,7 @@ pub(crate) async fn authenticate(
         if let Some(cert) = &conn.client_cert {
             let chain = ca_chain(state, id).await.ok_or_else(unavailable)?;
             if is_device_certificate(cert, &chain) {
+                refuse_if_revoked(state, conn, cert, id).await?;
                 return Ok(Identity::Device { der: cert.clone() });
             }
             if is_registration_authority(state, conn, cert) {

@@ -64,7 +64,7 @@ pub struct AppState {
     pub ra_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     ca_cache: Mutex<Option<(Instant, Vec<Vec<u8>>)>>,
     /// The CRL fetched from the signer for the publication listener, and when.
-    pub(crate) crl_cache: Mutex<Option<(Instant, Bytes)>>,
+    pub(crate) crl_cache: Mutex<Option<(Instant, Option<Arc<crate::publication::Crl>>)>>,
     next_request: AtomicU64,
 }
 

@@ -3,6 +3,7 @@
 //! frontend only relays it: it asks the signer with the read-only CrlGet, keeps the answer
 //! for [`CRL_CACHE_TTL`], and can neither make nor change a CRL (the signature is the CA's).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,40 +36,77 @@ pub async fn serve(addr: std::net::SocketAddr, state: Arc<AppState>) -> Result<(
     .await
 }
 
-async fn crl(state: &AppState) -> HttpResponse {
-    let cached = state.crl_cache.lock().ok().and_then(|c| {
-        c.as_ref()
-            .filter(|(at, _)| at.elapsed() < CRL_CACHE_TTL)
-            .map(|(_, der)| der.clone())
-    });
-    let der = match cached {
-        Some(der) => der,
-        None => match state
-            .signer
-            .call(state.next_request_id(), &SignerRequest::CrlGet)
-            .await
-        {
-            Ok(SignerResponse::Crl { der }) => {
-                let der = Bytes::from(der);
-                if let Ok(mut c) = state.crl_cache.lock() {
-                    *c = Some((Instant::now(), der.clone()));
-                }
-                der
+/// A CRL as the signer issued it, and the serials it lists.
+pub struct Crl {
+    pub der: Bytes,
+    pub number: Option<u64>,
+    serials: HashSet<Vec<u8>>,
+}
+
+impl Crl {
+    fn parse(der: Vec<u8>) -> Option<Crl> {
+        use der::Decode;
+        let list = x509_cert::crl::CertificateList::from_der(&der).ok()?;
+        let serials = list
+            .tbs_cert_list
+            .revoked_certificates
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r.serial_number.as_bytes().to_vec())
+            .collect();
+        Some(Crl {
+            number: hsm_est_pki::crl::crl_number(&der),
+            der: Bytes::from(der),
+            serials,
+        })
+    }
+
+    pub fn lists(&self, serial: &[u8]) -> bool {
+        self.serials.contains(serial)
+    }
+}
+
+/// The signer's last CRL, from the cache when fresh. `Ok(None)`: the signer has issued
+/// none since it started; `Err`: the signer did not answer.
+pub(crate) async fn current(state: &AppState, id: u64) -> Result<Option<Arc<Crl>>, ()> {
+    if let Ok(c) = state.crl_cache.lock() {
+        if let Some((at, crl)) = c.as_ref() {
+            if at.elapsed() < CRL_CACHE_TTL {
+                return Ok(crl.clone());
             }
-            Ok(SignerResponse::Error(e)) if e.reason == "crl.none" => {
-                return text(StatusCode::NOT_FOUND, "No CRL has been issued yet.");
-            }
-            Ok(other) => {
-                tracing::error!("unexpected signer answer {:?}", other.msg_type());
-                return unavailable();
-            }
-            Err(e) => {
-                tracing::warn!("{e}");
-                return unavailable();
+        }
+    }
+    let crl = match state.signer.call(id, &SignerRequest::CrlGet).await {
+        Ok(SignerResponse::Crl { der }) => match Crl::parse(der) {
+            Some(c) => Some(Arc::new(c)),
+            None => {
+                tracing::error!("the signer's CRL does not parse");
+                return Err(());
             }
         },
+        Ok(SignerResponse::Error(e)) if e.reason == "crl.none" => None,
+        Ok(other) => {
+            tracing::error!("unexpected signer answer {:?}", other.msg_type());
+            return Err(());
+        }
+        Err(e) => {
+            tracing::warn!("{e}");
+            return Err(());
+        }
     };
-    let mut r = Response::new(Full::new(der));
+    if let Ok(mut c) = state.crl_cache.lock() {
+        *c = Some((Instant::now(), crl.clone()));
+    }
+    Ok(crl)
+}
+
+async fn crl(state: &AppState) -> HttpResponse {
+    let crl = match current(state, state.next_request_id()).await {
+        Ok(Some(crl)) => crl,
+        Ok(None) => return text(StatusCode::NOT_FOUND, "No CRL has been issued yet."),
+        Err(()) => return unavailable(),
+    };
+    let mut r = Response::new(Full::new(crl.der.clone()));
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/pkix-crl"),
