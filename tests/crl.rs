@@ -70,7 +70,7 @@ fn revoked_certificates_are_in_a_signed_crl_that_openssl_and_pkilint_accept() {
     // A CRL is published at start.
     let file = app.path("published.crl");
     let (first, _) = published(&file, |n, _| n >= 1);
-    let boot = |cn: &str| {
+    let boot = |app: &Appliance, cn: &str| {
         let key = csrgen::P256Key::generate();
         issued(app.issue(
             Operation::Bootstrap,
@@ -79,7 +79,7 @@ fn revoked_certificates_are_in_a_signed_crl_that_openssl_and_pkilint_accept() {
             &[],
         ))
     };
-    let (good, bad) = (boot("crl-pump-good"), boot("crl-pump-stolen"));
+    let (good, bad) = (boot(&app, "crl-pump-good"), boot(&app, "crl-pump-stolen"));
     let bad_serial = hsm_est_pki::cert::parse_certificate(&bad)
         .unwrap()
         .tbs_certificate
@@ -189,6 +189,51 @@ fn revoked_certificates_are_in_a_signed_crl_that_openssl_and_pkilint_accept() {
     }
     assert!(audit.contains("\"actor\":\"signer:automatic\""));
     ok(&app.estctl(&["audit", "verify", "--config", &cfg]));
+
+    // A burst of revocations shares CRLs: 30 devices revoked at once by 10 clients (the
+    // admin socket's connection cap is below 30) cost a few signatures, not 30, and the
+    // published CRL lists them all.
+    let cns: Vec<String> = (0..30).map(|i| format!("crl-burst-{i:02}")).collect();
+    for cn in &cns {
+        boot(&app, cn);
+    }
+    let (before, _) = published(&file, |_, _| true);
+    let threads: Vec<_> = cns
+        .chunks(3)
+        .map(|chunk| {
+            let (chunk, mut client) = (chunk.to_vec(), app.admin_client());
+            std::thread::spawn(move || {
+                for cn in chunk {
+                    let answer = client
+                        .call(&hsm_est_proto::Request::DeviceRevoke {
+                            cn,
+                            reason: 1,
+                            actor: "burst".into(),
+                        })
+                        .unwrap();
+                    assert!(matches!(
+                        answer,
+                        hsm_est_proto::Response::Revoked { count: 1 }
+                    ));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (after, _) = published(&file, |_, der| {
+        use der::Decode;
+        x509_cert::crl::CertificateList::from_der(der)
+            .ok()
+            .and_then(|c| c.tbs_cert_list.revoked_certificates)
+            .is_some_and(|r| r.len() == 31)
+    });
+    eprintln!(
+        "30 revocations from 10 clients at once: {} CRL(s)",
+        after - before
+    );
+    assert!(after - before <= 5, "{} CRLs for one burst", after - before);
 }
 
 #[test]
