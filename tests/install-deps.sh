@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite and the demo need on a fresh Debian machine, and nothing
 # when it is already there: softhsm2, openssl, curl, file, systemd-analyze, strongSwan's
-# pki and chromium (Debian), pkilint (a Python venv), cargo-audit and cargo-deny. Prints the venv's bin directory on the last line of its output.
+# pki, chromium, freeradius and eapol_test (Debian), pkilint (a Python venv), cargo-audit and cargo-deny. Prints the venv's bin directory on the last line of its output.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${HSM_EST_VENV:-$here/target/pkilint-venv}
@@ -19,6 +19,9 @@ command -v pki >/dev/null || need_apt+=(strongswan-pki)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 # The dashboard test drives est-admin in a real browser (headless, over DevTools).
 command -v chromium >/dev/null || need_apt+=(chromium)
+# EAP-TLS end to end: a private FreeRADIUS and wpa_supplicant's eapol_test.
+command -v freeradius >/dev/null || need_apt+=(freeradius)
+command -v eapol_test >/dev/null || need_apt+=(eapoltest)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian)" >&2
   sudo_cmd=""
