@@ -202,8 +202,12 @@ pub fn recover_interrupted_commit(
         m.get(k).and_then(Value::as_str).map(str::to_string)
     };
     let mut explained = std::collections::HashSet::new();
+    let mut explained_crls = std::collections::HashSet::new();
     for m in &tail {
         if m.get("event").and_then(Value::as_str) == Some("commit_failed") {
+            if let Some(Value::Array(a)) = m.get("crls") {
+                explained_crls.extend(a.iter().filter_map(Value::as_u64));
+            }
             for key in [
                 "serials",
                 "revocations",
@@ -218,6 +222,14 @@ pub fn recover_interrupted_commit(
     }
     let (mut serials, mut revocations) = (Vec::new(), Vec::new());
     let (mut deleted_devices, mut allowed_devices) = (Vec::new(), Vec::new());
+    // A CRL whose number never reached the ledger was never published either; its number
+    // is issued again, and this record says why the log shows it twice.
+    let crls: Vec<u64> = tail
+        .iter()
+        .filter(|m| m.get("event").and_then(Value::as_str) == Some("crl_issued"))
+        .filter_map(|m| m.get("number").and_then(Value::as_u64))
+        .filter(|n| !explained_crls.contains(n))
+        .collect();
     for m in &tail {
         let (list, key) = match m.get("event").and_then(Value::as_str) {
             Some("issued") => (&mut serials, "serial"),
@@ -234,6 +246,7 @@ pub fn recover_interrupted_commit(
         && revocations.is_empty()
         && deleted_devices.is_empty()
         && allowed_devices.is_empty()
+        && crls.is_empty()
     {
         return Ok(());
     }
@@ -248,8 +261,52 @@ pub fn recover_interrupted_commit(
             revocations,
             deleted_devices,
             allowed_devices,
-            crls: Vec::new(),
+            crls,
             detail: "the signer stopped between the audit write and the ledger commit".into(),
         }])
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_crl_is_named_once_in_commit_failed() {
+        let dir = std::env::temp_dir().join(format!("hsm-est-journal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.jsonl");
+        let mut audit = AuditLog::open(&path, None).unwrap();
+        let head = audit
+            .append(&[AuditRecord::Stop {
+                signal: "SIGTERM".into(),
+            }])
+            .unwrap();
+        // The CRL's audit record is durable; its ledger commit never happened.
+        audit
+            .append(&[AuditRecord::CrlIssued {
+                number: 7,
+                this_update: "t".into(),
+                next_update: "n".into(),
+                entries: 0,
+                sha256: "00".into(),
+                actor: "signer:automatic".into(),
+                request_id: 0,
+            }])
+            .unwrap();
+        recover_interrupted_commit(&mut audit, &path, Some(&head)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let failed: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("\"event\":\"commit_failed\""))
+            .collect();
+        assert_eq!(failed.len(), 1, "{text}");
+        assert!(failed[0].contains("\"crls\":[7]"), "{}", failed[0]);
+        // A second start with the same ledger head names nothing again.
+        recover_interrupted_commit(&mut audit, &path, Some(&head)).unwrap();
+        let again = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(again.matches("commit_failed").count(), 1, "{again}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
