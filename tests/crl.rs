@@ -289,17 +289,7 @@ fn the_frontend_publishes_the_crl_over_plain_http() {
     );
     let v: serde_json::Value = serde_json::from_slice(&device.body).unwrap();
     let serial = hex::decode(v["current_serial"].as_str().unwrap()).unwrap();
-    let revoked = demo.admin_curl(
-        &[
-            "-u",
-            &demo.admin_basic(),
-            "-X",
-            "POST",
-            "--data",
-            "{\"reason\":\"keyCompromise\"}",
-        ],
-        "/api/devices/published-pump-1/revoke",
-    );
+    let revoked = demo.admin_revoke("published-pump-1");
     assert_eq!(revoked.status, 200, "{}", revoked.text());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {

@@ -254,17 +254,7 @@ fn freeradius_accepts_a_pump_until_it_is_revoked() {
 
     // The pump is stolen: an admin revokes it, and the signer publishes by itself.
     let before = std::fs::read_to_string(&crl).unwrap();
-    let revoked = demo.admin_curl(
-        &[
-            "-u",
-            &demo.admin_basic(),
-            "-X",
-            "POST",
-            "--data",
-            "{\"reason\":\"keyCompromise\"}",
-        ],
-        "/api/devices/radius-pump-1/revoke",
-    );
+    let revoked = demo.admin_revoke("radius-pump-1");
     assert_eq!(revoked.status, 200, "{}", revoked.text());
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::fs::read_to_string(&crl).unwrap_or_default() == before {

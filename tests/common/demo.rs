@@ -196,6 +196,21 @@ impl Demo {
         )
     }
 
+    /// An admin revokes device `cn` (keyCompromise) through the admin API.
+    pub fn admin_revoke(&self, cn: &str) -> Answer {
+        self.admin_curl(
+            &[
+                "-u",
+                &self.admin_basic(),
+                "-X",
+                "POST",
+                "--data",
+                "{\"reason\":\"keyCompromise\"}",
+            ],
+            &format!("/api/devices/{cn}/revoke"),
+        )
+    }
+
     pub fn admin_log(&self) -> String {
         std::fs::read_to_string(self.path("admin.log")).unwrap_or_default()
     }

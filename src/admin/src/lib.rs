@@ -89,12 +89,22 @@ pub fn run(config: AdminConfig) -> Result<(), String> {
         let state = Arc::new(State::new(config, logins));
         let slots = Arc::new(Semaphore::new(state.config.max_connections));
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let networks = Arc::new(state.config.allowed_networks.clone());
         for listener in listeners {
-            tokio::spawn(accept_loop(
+            let (state, acceptor) = (Arc::clone(&state), acceptor.clone());
+            tokio::spawn(hsm_est_web::accept::accept_loop(
                 listener,
-                Arc::clone(&state),
+                Arc::clone(&networks),
                 Arc::clone(&slots),
-                acceptor.clone(),
+                state.config.max_connections,
+                state.connections.clone(),
+                move |tcp, peer, held| {
+                    let (state, acceptor) = (Arc::clone(&state), acceptor.clone());
+                    async move {
+                        let _held = held;
+                        serve(state, acceptor, tcp, peer).await
+                    }
+                },
             ));
         }
         use tokio::signal::unix::{signal, SignalKind};
@@ -107,43 +117,6 @@ pub fn run(config: AdminConfig) -> Result<(), String> {
         }
         Ok(())
     })
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    state: Arc<State>,
-    slots: Arc<Semaphore>,
-    acceptor: tokio_rustls::TlsAcceptor,
-) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let nets = &state.config.allowed_networks;
-        if !nets.is_empty() && !nets.iter().any(|n| n.contains(peer.ip())) {
-            tracing::warn!("connection from {peer} closed: not in server.allowed_networks");
-            continue;
-        }
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!("connection from {peer} closed: every connection slot is taken");
-            continue;
-        };
-        let Some(address_slot) = state.connections.try_enter(peer.ip()) else {
-            tracing::warn!("connection from {peer} closed: that address holds its share");
-            continue;
-        };
-        let state = Arc::clone(&state);
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let _slots = (permit, address_slot);
-            serve(state, acceptor, tcp, peer).await;
-        });
-    }
 }
 
 /// One connection: the handshake deadline, the header deadline, and a maximum age after

@@ -49,6 +49,62 @@ pub fn log_safe(value: &str) -> String {
     out
 }
 
+/// The temporary file [`write_atomically`] uses for `path`: `.NAME.tmp` beside it.
+pub fn temporary_beside(path: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    Ok(parent_dir(path).join(format!(".{}.tmp", name.to_string_lossy())))
+}
+
+fn parent_dir(path: &std::path::Path) -> &std::path::Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    }
+}
+
+/// Replaces `path` with `data` so that a reader sees the old file or the new one, never
+/// half of one: a temporary file beside it (see [`temporary_beside`]), created with
+/// O_CREAT|O_EXCL|O_NOFOLLOW and `mode`, written and fsynced, renamed over `path`, and the
+/// directory fsynced. A temporary file or symlink someone left at that name is never
+/// followed or reused: the write fails and says so, so two concurrent writers cannot both
+/// hold it.
+pub fn write_atomically(path: &std::path::Path, data: &[u8], mode: u32) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tmp = temporary_beside(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => format!(
+                "{}: exists (another writer is saving, or one was interrupted: remove it if \
+                 no other is running)",
+                tmp.display()
+            ),
+            _ => format!("{}: {e}", tmp.display()),
+        })?;
+    // The umask may have narrowed `mode`.
+    let written = f
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|_| f.write_all(data))
+        .and_then(|_| f.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("{}: {e}", path.display()));
+    }
+    // The rename is durable only once the directory is.
+    let dir = parent_dir(path);
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("{}: {e}", dir.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

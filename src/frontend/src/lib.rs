@@ -60,12 +60,18 @@ pub fn run(config: FrontendConfig) -> Result<(), String> {
         }
         let slots = Arc::new(Semaphore::new(state.config.max_connections));
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+        let networks = Arc::new(state.config.allowed_networks.clone());
         for listener in listeners {
-            tokio::spawn(accept_loop(
+            let (state, acceptor) = (Arc::clone(&state), acceptor.clone());
+            tokio::spawn(hsm_est_web::accept::accept_loop(
                 listener,
-                Arc::clone(&state),
+                Arc::clone(&networks),
                 Arc::clone(&slots),
-                acceptor.clone(),
+                state.config.max_connections,
+                state.connections.clone(),
+                move |tcp, peer, held| {
+                    conn::serve(Arc::clone(&state), acceptor.clone(), tcp, peer, held)
+                },
             ));
         }
         // Listen for the stop signals before saying ready: a SIGTERM that arrives while a
@@ -81,50 +87,6 @@ pub fn run(config: FrontendConfig) -> Result<(), String> {
         }
         Ok(())
     })
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    slots: Arc<Semaphore>,
-    acceptor: tokio_rustls::TlsAcceptor,
-) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let nets = &state.config.allowed_networks;
-        if !nets.is_empty() && !nets.iter().any(|n| n.contains(peer.ip())) {
-            tracing::warn!("connection from {peer} closed: not in server.allowed_networks");
-            continue;
-        }
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(
-                "connection from {peer} closed: {} connections open",
-                state.config.max_connections
-            );
-            continue;
-        };
-        let Some(address_slot) = state.connections.try_enter(peer.ip()) else {
-            tracing::warn!(
-                "connection from {peer} closed: that address holds {} connections",
-                state.config.max_connections_per_address
-            );
-            continue;
-        };
-        tokio::spawn(conn::serve(
-            Arc::clone(&state),
-            acceptor.clone(),
-            tcp,
-            peer,
-            (permit, address_slot),
-        ));
-    }
 }
 
 /// CSRs built in code for unit tests; the same file serves the end-to-end tests.

@@ -10,8 +10,6 @@
 //! every revocation (revocations within [`COALESCE`] share one CRL), and one when half of
 //! the current CRL's validity has passed.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
@@ -210,35 +208,11 @@ impl SignerService {
     }
 }
 
-/// Writes `data` to a temporary file beside `path` (mode 0644: a CRL is public), fsyncs
-/// it, renames it over `path` and fsyncs the directory: a reader sees the old CRL or the
-/// new one, never half of one.
+/// Replaces `path` with the CRL (mode 0644: a CRL is public). Only this signer writes it,
+/// under the CRL lock, so a temporary file left by a crash is its own and is removed first.
 fn write_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let _ = std::fs::remove_file(&tmp);
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .mode(0o644)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(data)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("{}: {e}", path.display()));
+    if let Ok(tmp) = hsm_est_common::util::temporary_beside(path) {
+        let _ = std::fs::remove_file(tmp);
     }
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| format!("{}: {e}", dir.display()))
+    hsm_est_common::util::write_atomically(path, data, 0o644)
 }

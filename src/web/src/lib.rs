@@ -4,6 +4,7 @@
 //! links the token or the ledger (`tests/architecture.rs` checks it from the crate graph).
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod body;
 pub mod limits;
 pub mod login;

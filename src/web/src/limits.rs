@@ -292,6 +292,11 @@ impl PerAddress {
         }
     }
 
+    /// How many slots one address may hold.
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+
     /// A slot for `ip`, or `None` while it holds `max`. The map holds only addresses with
     /// a slot, so it is bounded by what is open.
     pub fn try_enter(&self, ip: IpAddr) -> Option<AddressSlot> {

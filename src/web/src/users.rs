@@ -6,8 +6,7 @@
 //! time; the cache is dropped whenever the users file changes.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -150,53 +149,16 @@ pub fn load(path: &Path) -> Result<UsersFile, String> {
     }
 }
 
-/// Writes the users file atomically: a temporary file beside it, created with
-/// O_CREAT|O_EXCL|O_NOFOLLOW and mode 0640, written and fsynced, renamed over the file,
-/// and the directory fsynced. A temporary file or symlink someone left at that name is
-/// never followed or reused: the save fails and says so. Two concurrent saves cannot both
-/// hold the temporary file, so one of them fails instead of losing the other's change.
+/// Writes the users file atomically with mode 0640 (`write_atomically`): two concurrent
+/// saves cannot both hold the temporary file, so one of them fails instead of losing the
+/// other's change.
 pub fn save(path: &Path, file: &UsersFile) -> Result<(), String> {
     let text = yaml_serde::to_string(file).map_err(|e| e.to_string())?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .mode(USERS_FILE_MODE)
-        .open(&tmp)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => format!(
-                "{}: exists (another estctl is saving, or one was interrupted: remove it if \
-                 no other is running)",
-                tmp.display()
-            ),
-            _ => format!("{}: {e}", tmp.display()),
-        })?;
-    let written = f
-        .set_permissions(std::fs::Permissions::from_mode(USERS_FILE_MODE))
-        .and_then(|_| {
-            f.write_all(
-                b"# hsm-est accounts (Argon2id). Manage with estctl; do not edit hashes by hand.\n",
-            )
-        })
-        .and_then(|_| f.write_all(text.as_bytes()))
-        .and_then(|_| f.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("{}: {e}", path.display()));
-    }
-    // The rename is durable only once the directory is.
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| format!("{}: {e}", dir.display()))
+    let mut data =
+        b"# hsm-est accounts (Argon2id). Manage with estctl; do not edit hashes by hand.\n"
+            .to_vec();
+    data.extend_from_slice(text.as_bytes());
+    hsm_est_common::util::write_atomically(path, &data, USERS_FILE_MODE)
 }
 
 fn token_map(file: &UsersFile) -> HashMap<[u8; 32], String> {
