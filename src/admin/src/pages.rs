@@ -298,22 +298,7 @@ pub fn devices(
     html_page(StatusCode::OK, frame(Some(page), "Devices", body))
 }
 
-/// RFC 5280's name of a CRLReason.
-fn reason_name(r: u8) -> String {
-    match r {
-        0 => "unspecified".into(),
-        1 => "keyCompromise".into(),
-        2 => "cACompromise".into(),
-        3 => "affiliationChanged".into(),
-        4 => "superseded".into(),
-        5 => "cessationOfOperation".into(),
-        6 => "certificateHold".into(),
-        8 => "removeFromCRL".into(),
-        9 => "privilegeWithdrawn".into(),
-        10 => "aACompromise".into(),
-        other => format!("reason {other}"),
-    }
-}
+use hsm_est_proto::messages::revocation_reason_name as reason_name;
 
 fn certificate_state(c: &CertificateInfo, now: i64) -> String {
     if let Some(at) = c.revoked_at_ms {

@@ -69,6 +69,8 @@ pub struct LeafExtensions<'a> {
     pub authority_key_id: Vec<u8>,
     pub crl_distribution_point: Option<&'a str>,
     pub aia_ca_issuers: Option<&'a str>,
+    /// The OCSP responder's URL, in the authorityInfoAccess extension.
+    pub ocsp_url: Option<&'a str>,
 }
 
 pub fn leaf_extensions(spec: &LeafExtensions<'_>) -> Result<Vec<Extension>, der::Error> {
@@ -125,15 +127,23 @@ pub fn leaf_extensions(spec: &LeafExtensions<'_>) -> Result<Vec<Extension>, der:
             &CrlDistributionPoints(vec![dp]),
         )?);
     }
-    if let Some(url) = spec.aia_ca_issuers {
-        let ad = AccessDescription {
-            access_method: oid::AD_CA_ISSUERS,
-            access_location: GeneralName::UniformResourceIdentifier(Ia5String::new(url)?),
-        };
+    let mut access = Vec::new();
+    for (method, url) in [
+        (oid::AD_OCSP, spec.ocsp_url),
+        (oid::AD_CA_ISSUERS, spec.aia_ca_issuers),
+    ] {
+        if let Some(url) = url {
+            access.push(AccessDescription {
+                access_method: method,
+                access_location: GeneralName::UniformResourceIdentifier(Ia5String::new(url)?),
+            });
+        }
+    }
+    if !access.is_empty() {
         exts.push(extension(
             oid::PE_AUTHORITY_INFO_ACCESS,
             false,
-            &AuthorityInfoAccessSyntax(vec![ad]),
+            &AuthorityInfoAccessSyntax(access),
         )?);
     }
     Ok(exts)

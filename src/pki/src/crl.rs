@@ -37,7 +37,7 @@ pub struct CrlSpec<'a> {
     pub entries: &'a [RevokedEntry],
 }
 
-fn reason(code: u8) -> Option<CrlReason> {
+pub(crate) fn reason(code: u8) -> Option<CrlReason> {
     Some(match code {
         1 => CrlReason::KeyCompromise,
         2 => CrlReason::CaCompromise,

@@ -9,6 +9,7 @@ pub mod crl;
 pub mod csr;
 pub mod keys;
 pub mod name;
+pub mod ocsp;
 pub mod oid;
 pub mod path;
 

@@ -79,6 +79,8 @@ pub struct Profile {
     pub extended_key_usage: Vec<ObjectIdentifier>,
     pub crl_distribution_point: Option<String>,
     pub aia_ca_issuers: Option<String>,
+    /// The OCSP responder's URL, put into authorityInfoAccess (id-ad-ocsp).
+    pub ocsp_url: Option<String>,
     /// Whether issuance follows the device rules and updates the device table (pumps), or
     /// only records the certificate (server certificates).
     pub track_devices: bool,
@@ -182,6 +184,7 @@ impl Profile {
                 .collect(),
             crl_distribution_point: raw.crl_distribution_point,
             aia_ca_issuers: raw.aia_ca_issuers,
+            ocsp_url: raw.ocsp_url,
             track_devices: raw.track_devices,
             allow_registration_authority: raw.allow_registration_authority,
         })
@@ -464,6 +467,7 @@ fn check_urls(p: &Origin<'_>, raw: &RawProfile) -> Result<(), String> {
     for (key, url) in [
         ("crl_distribution_point", &raw.crl_distribution_point),
         ("aia_ca_issuers", &raw.aia_ca_issuers),
+        ("ocsp_url", &raw.ocsp_url),
     ] {
         if let Some(u) = url {
             if !(u.starts_with("http://") || u.starts_with("ldap://"))
@@ -471,6 +475,10 @@ fn check_urls(p: &Origin<'_>, raw: &RawProfile) -> Result<(), String> {
                 || u.chars().any(|c| c.is_whitespace() || c.is_control())
             {
                 return Err(p.at(key, "must be an http:// or ldap:// URL in ASCII"));
+            }
+            // RFC 6960 Appendix A: OCSP is HTTP.
+            if key == "ocsp_url" && !u.starts_with("http://") {
+                return Err(p.at(key, "must be an http:// URL"));
             }
         }
     }

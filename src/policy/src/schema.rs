@@ -33,6 +33,8 @@ pub(crate) struct RawProfile {
     pub crl_distribution_point: Option<String>,
     #[serde(default)]
     pub aia_ca_issuers: Option<String>,
+    #[serde(default)]
+    pub ocsp_url: Option<String>,
     #[serde(default = "default_true")]
     pub track_devices: bool,
     #[serde(default)]

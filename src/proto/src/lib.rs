@@ -10,6 +10,6 @@ pub mod messages;
 
 pub use codec::{FrameError, FrameHeader, HEADER_LEN, MAGIC, MAX_FRAME_BODY, PROTOCOL_VERSION};
 pub use messages::{
-    CertificateInfo, DeviceFilter, DeviceInfo, DeviceStatus, ErrorCode, IssueRequest, Operation,
-    Request, Response, Stats, WireError,
+    CertificateInfo, DeviceFilter, DeviceInfo, DeviceStatus, ErrorCode, IssueRequest, OcspCertId,
+    OcspHash, Operation, Request, Response, Stats, WireError,
 };

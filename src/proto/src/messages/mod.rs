@@ -6,8 +6,8 @@ use crate::codec::{BodyReader, BodyWriter, FrameError};
 mod types;
 
 pub use types::{
-    valid_revocation_reason, CertificateInfo, DeviceFilter, DeviceInfo, DeviceStatus, ErrorCode,
-    IssueRequest, Operation, Stats, WireError,
+    revocation_reason_name, valid_revocation_reason, CertificateInfo, DeviceFilter, DeviceInfo,
+    DeviceStatus, ErrorCode, IssueRequest, OcspCertId, OcspHash, Operation, Stats, WireError,
 };
 
 /// A DER certificate or CSR. Matches the frontend's 16 KiB body cap.
@@ -15,6 +15,14 @@ pub const MAX_DER_LEN: usize = 16 * 1024;
 /// A CRL on the socket: what fits a frame (about 6,000 entries). A larger CRL is refused
 /// here and read from the file the signer writes.
 pub const MAX_CRL_LEN: usize = 240 * 1024;
+/// Certificates in one OCSP request.
+pub const MAX_OCSP_CERTS: usize = 20;
+/// An OCSP nonce extension's value: an OCTET STRING of at most 32 octets (RFC 8954) with
+/// its two-octet header.
+pub const MAX_OCSP_NONCE_LEN: usize = 34;
+/// A signed OCSP response: the single responses, the signature and a responder
+/// certificate.
+pub const MAX_OCSP_RESPONSE_LEN: usize = 32 * 1024;
 /// Profile names and device common names.
 pub const MAX_NAME_LEN: usize = 64;
 /// An authenticated requester identity such as `basic:iqe-gateway` or `cert:<sha256>`.
@@ -55,6 +63,7 @@ pub mod msg_type {
     pub const EXPIRING_CERTIFICATES: u8 = 0x0d;
     pub const CRL_GENERATE: u8 = 0x0e;
     pub const CRL_GET: u8 = 0x0f;
+    pub const OCSP_STATUS: u8 = 0x10;
 
     pub const PONG: u8 = 0x81;
     pub const CA_CHAIN_OK: u8 = 0x82;
@@ -64,6 +73,7 @@ pub mod msg_type {
     pub const DONE: u8 = 0x86;
     pub const CSR_ATTRS_OK: u8 = 0x87;
     pub const CRL: u8 = 0x8b;
+    pub const OCSP: u8 = 0x8c;
     pub const REVOKED: u8 = 0x88;
     pub const CERTIFICATES: u8 = 0x89;
     pub const STATS_OK: u8 = 0x8a;
@@ -138,6 +148,13 @@ pub enum Request {
     },
     /// The CRL the signer issued last (read-only: what the frontend publishes).
     CrlGet,
+    /// The status of certificates as an OCSP client asked for them (read-only): the signer
+    /// looks each up in its ledger and answers with a signed OCSPResponse. `nonce` is the
+    /// request's nonce extension value, echoed in the signed response.
+    OcspStatus {
+        certs: Vec<OcspCertId>,
+        nonce: Option<Vec<u8>>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +199,10 @@ pub enum Response {
     Crl {
         der: Vec<u8>,
     },
+    /// A DER OCSPResponse (RFC 6960 §4.2.1), signed when successful.
+    Ocsp {
+        der: Vec<u8>,
+    },
     Error(WireError),
 }
 
@@ -203,6 +224,7 @@ impl Request {
             Request::CsrAttrs { .. } => msg_type::CSR_ATTRS,
             Request::CrlGenerate { .. } => msg_type::CRL_GENERATE,
             Request::CrlGet => msg_type::CRL_GET,
+            Request::OcspStatus { .. } => msg_type::OCSP_STATUS,
         }
     }
 
@@ -223,6 +245,7 @@ impl Request {
             Request::CsrAttrs { .. } => "csr_attrs",
             Request::CrlGenerate { .. } => "crl_generate",
             Request::CrlGet => "crl_get",
+            Request::OcspStatus { .. } => "ocsp_status",
         }
     }
 
@@ -313,6 +336,24 @@ impl Request {
             Request::CsrAttrs { profile } => {
                 w.string("profile", MAX_NAME_LEN, profile)?;
             }
+            Request::OcspStatus { certs, nonce } => {
+                if certs.is_empty() || certs.len() > MAX_OCSP_CERTS {
+                    return Err(FrameError::BadValue("ocsp certificate count"));
+                }
+                w.u8(certs.len() as u8);
+                for c in certs {
+                    write_cert_id(&mut w, c)?;
+                }
+                match nonce {
+                    None => {
+                        w.u8(0);
+                    }
+                    Some(n) => {
+                        w.u8(1);
+                        w.bytes("nonce", MAX_OCSP_NONCE_LEN, n)?;
+                    }
+                }
+            }
         }
         Ok(w.into_inner())
     }
@@ -367,6 +408,22 @@ impl Request {
                 actor: r.string("actor", MAX_IDENTITY_LEN)?,
             },
             msg_type::CRL_GET => Request::CrlGet,
+            msg_type::OCSP_STATUS => {
+                let n = r.u8()? as usize;
+                if n == 0 || n > MAX_OCSP_CERTS {
+                    return Err(FrameError::BadValue("ocsp certificate count"));
+                }
+                let mut certs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    certs.push(read_cert_id(&mut r)?);
+                }
+                let nonce = if flag(&mut r, "nonce")? {
+                    Some(r.bytes("nonce", MAX_OCSP_NONCE_LEN)?)
+                } else {
+                    None
+                };
+                Request::OcspStatus { certs, nonce }
+            }
             msg_type::CRL_GENERATE => Request::CrlGenerate {
                 actor: r.string("actor", MAX_IDENTITY_LEN)?,
             },
@@ -439,6 +496,40 @@ fn client_chain(r: &mut BodyReader<'_>) -> Result<Vec<Vec<u8>>, FrameError> {
         chain.push(r.bytes("client_chain", MAX_DER_LEN)?);
     }
     Ok(chain)
+}
+
+fn write_cert_id(w: &mut BodyWriter, c: &OcspCertId) -> Result<(), FrameError> {
+    let len = c.hash.digest_len();
+    if c.issuer_name_hash.len() != len || c.issuer_key_hash.len() != len {
+        return Err(FrameError::BadValue("ocsp issuer hash"));
+    }
+    w.u8(c.hash.to_wire()).u8(u8::from(c.hash_params_null));
+    w.bytes("issuer_name_hash", 64, &c.issuer_name_hash)?;
+    w.bytes("issuer_key_hash", 64, &c.issuer_key_hash)?;
+    w.bytes("serial", MAX_SERIAL_LEN, &c.serial)?;
+    Ok(())
+}
+
+/// A CertID; each hash has its algorithm's length and the serial is not empty.
+fn read_cert_id(r: &mut BodyReader<'_>) -> Result<OcspCertId, FrameError> {
+    let hash = OcspHash::from_wire(r.u8()?)?;
+    let hash_params_null = flag(r, "hash_params_null")?;
+    let issuer_name_hash = r.bytes("issuer_name_hash", 64)?;
+    let issuer_key_hash = r.bytes("issuer_key_hash", 64)?;
+    if issuer_name_hash.len() != hash.digest_len() || issuer_key_hash.len() != hash.digest_len() {
+        return Err(FrameError::BadValue("ocsp issuer hash"));
+    }
+    let serial = r.bytes("serial", MAX_SERIAL_LEN)?;
+    if serial.is_empty() {
+        return Err(FrameError::BadValue("serial"));
+    }
+    Ok(OcspCertId {
+        hash,
+        hash_params_null,
+        issuer_name_hash,
+        issuer_key_hash,
+        serial,
+    })
 }
 
 /// An RFC 5280 CRLReason an operator may give.
@@ -582,6 +673,7 @@ impl Response {
             Response::Stats(_) => msg_type::STATS_OK,
             Response::CsrAttrs { .. } => msg_type::CSR_ATTRS_OK,
             Response::Crl { .. } => msg_type::CRL,
+            Response::Ocsp { .. } => msg_type::OCSP,
             Response::Error(_) => msg_type::ERROR,
         }
     }
@@ -643,6 +735,9 @@ impl Response {
             }
             Response::Crl { der } => {
                 w.bytes("crl", MAX_CRL_LEN, der)?;
+            }
+            Response::Ocsp { der } => {
+                w.bytes("ocsp", MAX_OCSP_RESPONSE_LEN, der)?;
             }
             Response::Error(e) => {
                 w.u16(e.code.to_wire());
@@ -714,6 +809,9 @@ impl Response {
             },
             msg_type::CRL => Response::Crl {
                 der: r.bytes("crl", MAX_CRL_LEN)?,
+            },
+            msg_type::OCSP => Response::Ocsp {
+                der: r.bytes("ocsp", MAX_OCSP_RESPONSE_LEN)?,
             },
             msg_type::ERROR => Response::Error(WireError {
                 code: ErrorCode::from_wire(r.u16()?)?,

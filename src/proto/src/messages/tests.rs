@@ -65,6 +65,14 @@ fn requests_round_trip_and_reject_trailing_bytes() {
         actor: "uid:0".into(),
     });
     round_trip_request(Request::CrlGet);
+    round_trip_request(Request::OcspStatus {
+        certs: vec![ocsp_id(OcspHash::Sha1), ocsp_id(OcspHash::Sha384)],
+        nonce: Some(vec![4, 16, 1, 2]),
+    });
+    round_trip_request(Request::OcspStatus {
+        certs: vec![ocsp_id(OcspHash::Sha256)],
+        nonce: None,
+    });
     round_trip_request(Request::CrlGenerate {
         actor: "alice".into(),
     });
@@ -205,6 +213,9 @@ fn responses_round_trip() {
         Response::Crl {
             der: vec![0x30, 3, 2, 1, 1],
         },
+        Response::Ocsp {
+            der: vec![0x30, 3, 0x0a, 1, 6],
+        },
         Response::Error(WireError::new(ErrorCode::KeyRejected, "key.rsa_size", "no")),
     ] {
         let body = resp.encode().unwrap();
@@ -236,4 +247,73 @@ fn error_codes_are_stable() {
     }
     assert_eq!(ErrorCode::DeviceDuplicate.to_wire(), 200);
     assert!(ErrorCode::from_wire(999).is_err());
+}
+
+fn ocsp_id(hash: OcspHash) -> OcspCertId {
+    OcspCertId {
+        hash,
+        hash_params_null: hash == OcspHash::Sha1,
+        issuer_name_hash: vec![1; hash.digest_len()],
+        issuer_key_hash: vec![2; hash.digest_len()],
+        serial: vec![0x40, 9, 9],
+    }
+}
+
+#[test]
+fn ocsp_status_bounds_are_enforced_both_ways() {
+    // No certificate, too many, a hash of the wrong length, an empty serial and an
+    // oversized nonce are refused by the encoder and, hand-built, by the decoder.
+    let too_many = Request::OcspStatus {
+        certs: vec![ocsp_id(OcspHash::Sha1); MAX_OCSP_CERTS + 1],
+        nonce: None,
+    };
+    assert!(too_many.encode().is_err());
+    let mut short = ocsp_id(OcspHash::Sha256);
+    short.issuer_key_hash.pop();
+    assert!(Request::OcspStatus {
+        certs: vec![short],
+        nonce: None
+    }
+    .encode()
+    .is_err());
+    assert!(Request::OcspStatus {
+        certs: vec![ocsp_id(OcspHash::Sha1)],
+        nonce: Some(vec![0; MAX_OCSP_NONCE_LEN + 1]),
+    }
+    .encode()
+    .is_err());
+
+    let good = Request::OcspStatus {
+        certs: vec![ocsp_id(OcspHash::Sha1)],
+        nonce: None,
+    }
+    .encode()
+    .unwrap();
+    // Count 0.
+    let mut zero = good.clone();
+    zero[0] = 0;
+    assert!(Request::decode(msg_type::OCSP_STATUS, &zero).is_err());
+    // Count 21 with one entry present.
+    let mut many = good.clone();
+    many[0] = (MAX_OCSP_CERTS + 1) as u8;
+    assert!(Request::decode(msg_type::OCSP_STATUS, &many).is_err());
+    // Unknown hash number.
+    let mut hash = good.clone();
+    hash[1] = 9;
+    assert!(matches!(
+        Request::decode(msg_type::OCSP_STATUS, &hash),
+        Err(FrameError::BadValue("ocsp hash"))
+    ));
+    // A SHA-256 label on SHA-1-sized hashes.
+    let mut label = good.clone();
+    label[1] = OcspHash::Sha256.to_wire();
+    assert!(matches!(
+        Request::decode(msg_type::OCSP_STATUS, &label),
+        Err(FrameError::BadValue("ocsp issuer hash"))
+    ));
+    // A nonce flag of 2.
+    let mut nonce = good.clone();
+    *nonce.last_mut().unwrap() = 2;
+    assert!(Request::decode(msg_type::OCSP_STATUS, &nonce).is_err());
+    assert!(Request::decode(msg_type::OCSP_STATUS, &good).is_ok());
 }

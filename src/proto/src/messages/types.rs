@@ -317,3 +317,81 @@ pub struct DeviceInfo {
 pub fn valid_revocation_reason(reason: u8) -> bool {
     matches!(reason, 0..=6 | 8..=10)
 }
+
+/// RFC 5280's name of a CRLReason.
+pub fn revocation_reason_name(r: u8) -> String {
+    match r {
+        0 => "unspecified".into(),
+        1 => "keyCompromise".into(),
+        2 => "cACompromise".into(),
+        3 => "affiliationChanged".into(),
+        4 => "superseded".into(),
+        5 => "cessationOfOperation".into(),
+        6 => "certificateHold".into(),
+        8 => "removeFromCRL".into(),
+        9 => "privilegeWithdrawn".into(),
+        10 => "aACompromise".into(),
+        other => format!("reason {other}"),
+    }
+}
+
+/// The hash a client computed an OCSP CertID with (RFC 6960 §4.1.1). The wire number is
+/// part of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OcspHash {
+    Sha1,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl OcspHash {
+    pub const ALL: [OcspHash; 4] = [
+        OcspHash::Sha1,
+        OcspHash::Sha256,
+        OcspHash::Sha384,
+        OcspHash::Sha512,
+    ];
+
+    pub fn to_wire(self) -> u8 {
+        match self {
+            OcspHash::Sha1 => 1,
+            OcspHash::Sha256 => 2,
+            OcspHash::Sha384 => 3,
+            OcspHash::Sha512 => 4,
+        }
+    }
+
+    pub fn from_wire(v: u8) -> Result<Self, FrameError> {
+        Ok(match v {
+            1 => OcspHash::Sha1,
+            2 => OcspHash::Sha256,
+            3 => OcspHash::Sha384,
+            4 => OcspHash::Sha512,
+            _ => return Err(FrameError::BadValue("ocsp hash")),
+        })
+    }
+
+    /// Octets of a digest.
+    pub fn digest_len(self) -> usize {
+        match self {
+            OcspHash::Sha1 => 20,
+            OcspHash::Sha256 => 32,
+            OcspHash::Sha384 => 48,
+            OcspHash::Sha512 => 64,
+        }
+    }
+}
+
+/// One certificate an OCSP client asks about, as its CertID names it: the issuer by the
+/// hashes of its name and key, and the serial. `hash_params_null` says whether the client
+/// wrote the hash's AlgorithmIdentifier with NULL parameters, so the answer's CertID
+/// repeats it exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OcspCertId {
+    pub hash: OcspHash,
+    pub hash_params_null: bool,
+    pub issuer_name_hash: Vec<u8>,
+    pub issuer_key_hash: Vec<u8>,
+    pub serial: Vec<u8>,
+}
