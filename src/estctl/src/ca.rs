@@ -92,13 +92,13 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
     }
 }
 
-fn open_audit(cfg: &SignerConfig) -> Result<AuditLog, String> {
+pub(crate) fn open_audit(cfg: &SignerConfig) -> Result<AuditLog, String> {
     let ledger = SqliteLedger::open(&cfg.ledger_path).map_err(|e| e.to_string())?;
     let head = ledger.audit_head().map_err(|e| e.to_string())?;
     AuditLog::open(&cfg.audit_path, head.as_ref()).map_err(|e| e.to_string())
 }
 
-fn login(cfg: &SignerConfig) -> Result<(Token, cryptoki::session::Session), String> {
+pub(crate) fn login(cfg: &SignerConfig) -> Result<(Token, cryptoki::session::Session), String> {
     let tok = Token::open(&cfg.token).map_err(|e| e.to_string())?;
     let pin = token::read_pin(&cfg.token.pin).map_err(|e| e.to_string())?;
     let session = tok.login(&pin, true).map_err(|e| e.to_string())?;

@@ -6,6 +6,7 @@
 mod ca;
 mod crl;
 mod demo;
+mod ocsp;
 mod server_cert;
 mod users;
 
@@ -75,6 +76,11 @@ enum Command {
     Crl {
         #[command(subcommand)]
         command: CrlCommand,
+    },
+    /// The OCSP responder: its delegated key, and status queries.
+    Ocsp {
+        #[command(subcommand)]
+        command: ocsp::OcspCommand,
     },
     /// The frontend's TLS certificate.
     ServerCert {
@@ -298,6 +304,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ca { command } => ca::run(command),
+        Command::Ocsp { command } => ocsp::run(command),
         Command::Device { command } => match command {
             DeviceCommand::List {
                 config,

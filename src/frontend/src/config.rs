@@ -219,7 +219,7 @@ fn default_rate_window() -> u64 {
     3600
 }
 
-/// The publication listener: plain HTTP, `GET /crl` only (OCSP to come).
+/// The publication listener: plain HTTP, the CRL and OCSP only.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPublication {

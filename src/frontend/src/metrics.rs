@@ -135,21 +135,26 @@ impl Metrics {
 /// Serves `GET /metrics` on `addr` until the process ends. Plain HTTP/1.1 on a local
 /// address: it shows counts, never request data.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), String> {
-    crate::plain::serve(addr, "metrics", move |path: String| {
-        let metrics = Arc::clone(&metrics);
-        async move {
-            if path != "/metrics" {
-                return crate::plain::not_found();
+    crate::plain::serve(
+        addr,
+        "metrics",
+        None,
+        move |req: crate::plain::PlainRequest| {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                if req.path != "/metrics" {
+                    return crate::plain::not_found();
+                }
+                let mut r = Response::new(Full::new(Bytes::from(metrics.encode())));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                r
             }
-            let mut r = Response::new(Full::new(Bytes::from(metrics.encode())));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-            r
-        }
-    })
+        },
+    )
     .await
 }

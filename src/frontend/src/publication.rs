@@ -1,7 +1,14 @@
-//! The publication listener (`publication.listen`): plain HTTP, `GET /crl` only, the CRL
-//! the signer issued last, as DER (`application/pkix-crl`, RFC 5280 §4.2.1.13). The
-//! frontend only relays it: it asks the signer with the read-only CrlGet, keeps the answer
-//! for [`CRL_CACHE_TTL`], and can neither make nor change a CRL (the signature is the CA's).
+//! The publication listener (`publication.listen`), plain HTTP:
+//!
+//! - `GET /crl`: the CRL the signer issued last, as DER (`application/pkix-crl`, RFC 5280
+//!   §4.2.1.13). The frontend only relays it: it asks the signer with the read-only CrlGet,
+//!   keeps the answer for [`CRL_CACHE_TTL`], and can neither make nor change a CRL (the
+//!   signature is the CA's).
+//! - OCSP (RFC 6960 Appendix A): `POST /ocsp` with an `application/ocsp-request` body, or
+//!   `GET /ocsp/{base64 of the request}`. The frontend parses the request and forwards only
+//!   the CertIDs and the nonce; the signer decides every status and signs. A request that
+//!   does not parse is answered `malformedRequest` here, and a signer that does not answer
+//!   `tryLater`: both unsigned, as RFC 6960 §2.3 has them.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,6 +22,7 @@ use hyper::{Response, StatusCode};
 use hsm_est_proto::{Request as SignerRequest, Response as SignerResponse};
 
 use crate::http::{text, unavailable, AppState, HttpResponse};
+use crate::plain::PlainRequest;
 
 /// How long a CRL fetched from the signer is served before asking again: a revocation
 /// reaches HTTP clients within this plus the signer's one-second coalescing.
@@ -23,17 +31,120 @@ pub const CRL_CACHE_TTL: Duration = Duration::from_secs(5);
 /// The paths the CRL is served at.
 pub const CRL_PATHS: &[&str] = &["/crl", "/ca.crl"];
 
+/// The OCSP path: POST to it, GET below it.
+pub const OCSP_PATH: &str = "/ocsp";
+/// The largest OCSP request taken (20 CertIDs with SHA-512 hashes fit in 4 KiB).
+pub const MAX_OCSP_REQUEST: usize = 8 * 1024;
+
 pub async fn serve(addr: std::net::SocketAddr, state: Arc<AppState>) -> Result<(), String> {
-    crate::plain::serve(addr, "CRL publication", move |path: String| {
-        let state = Arc::clone(&state);
-        async move {
-            if !CRL_PATHS.contains(&path.as_str()) {
-                return crate::plain::not_found();
+    crate::plain::serve(
+        addr,
+        "CRL and OCSP publication",
+        Some(MAX_OCSP_REQUEST),
+        move |req: PlainRequest| {
+            let state = Arc::clone(&state);
+            async move {
+                let path = req.path.as_str();
+                if path == OCSP_PATH || path.starts_with("/ocsp/") {
+                    return ocsp(&state, req).await;
+                }
+                if req.post || !CRL_PATHS.contains(&path) {
+                    return crate::plain::not_found();
+                }
+                crl(&state).await
             }
-            crl(&state).await
-        }
-    })
+        },
+    )
     .await
+}
+
+/// The DER request of a GET: what follows `/ocsp/`, URL-decoded, then base64 (padded or
+/// not, standard or URL-safe alphabet: clients differ).
+fn get_request(path: &str) -> Option<Vec<u8>> {
+    use base64ct::{Base64, Base64Unpadded, Base64Url, Base64UrlUnpadded, Encoding};
+    let encoded = path.strip_prefix("/ocsp/")?;
+    if encoded.is_empty() || encoded.len() > MAX_OCSP_REQUEST * 2 {
+        return None;
+    }
+    let text = percent_encoding::percent_decode_str(encoded)
+        .decode_utf8()
+        .ok()?
+        .trim()
+        .to_string();
+    Base64::decode_vec(&text)
+        .or_else(|_| Base64Unpadded::decode_vec(&text))
+        .or_else(|_| Base64Url::decode_vec(&text))
+        .or_else(|_| Base64UrlUnpadded::decode_vec(&text))
+        .ok()
+}
+
+fn ocsp_answer(der: Vec<u8>, cacheable: bool) -> HttpResponse {
+    let mut r = Response::new(Full::new(Bytes::from(der)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/ocsp-response"),
+    );
+    // HTTP caches may keep a GET answer without a nonce briefly (RFC 5019 §6); a
+    // revocation reaches clients behind one within this.
+    r.headers_mut().insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static(if cacheable {
+            "max-age=60, public, no-transform, must-revalidate"
+        } else {
+            "no-store"
+        }),
+    );
+    r
+}
+
+async fn ocsp(state: &AppState, req: PlainRequest) -> HttpResponse {
+    use hsm_est_pki::ocsp::{error_response, parse_request, OcspResponseStatus};
+    let der = if req.post {
+        if req.path != OCSP_PATH {
+            return crate::plain::not_found();
+        }
+        if req.content_type.as_deref() != Some("application/ocsp-request") {
+            return text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/ocsp-request.",
+            );
+        }
+        req.body.to_vec()
+    } else {
+        match get_request(&req.path) {
+            Some(d) => d,
+            None => {
+                return ocsp_answer(error_response(OcspResponseStatus::MalformedRequest), false)
+            }
+        }
+    };
+    let parsed = match parse_request(&der) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!("OCSP request refused: {e}");
+            return ocsp_answer(error_response(OcspResponseStatus::MalformedRequest), false);
+        }
+    };
+    let cacheable = !req.post && parsed.nonce.is_none();
+    let request = SignerRequest::OcspStatus {
+        certs: parsed.certs,
+        nonce: parsed.nonce,
+    };
+    match state.signer.call(state.next_request_id(), &request).await {
+        Ok(SignerResponse::Ocsp { der }) => ocsp_answer(der, cacheable),
+        Ok(SignerResponse::Error(e)) => {
+            tracing::warn!("OCSP: the signer refused: {}", e.reason);
+            ocsp_answer(error_response(OcspResponseStatus::TryLater), false)
+        }
+        Ok(other) => {
+            tracing::error!("unexpected signer answer {:?}", other.msg_type());
+            ocsp_answer(error_response(OcspResponseStatus::InternalError), false)
+        }
+        Err(e) => {
+            tracing::warn!("{e}");
+            ocsp_answer(error_response(OcspResponseStatus::TryLater), false)
+        }
+    }
 }
 
 /// A CRL as the signer issued it, and the serials it lists.

@@ -28,6 +28,8 @@ struct RawSignerConfig {
     #[serde(default)]
     crl: Option<RawCrl>,
     #[serde(default)]
+    ocsp: Option<RawOcsp>,
+    #[serde(default)]
     log: RawLog,
 }
 
@@ -67,6 +69,112 @@ impl Default for CrlConfig {
             pem: false,
         }
     }
+}
+
+/// The OCSP responder (RFC 6960).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOcsp {
+    /// `ca` (the CA key signs responses) or `responder` (a delegated responder key made by
+    /// `estctl ocsp init`, certified by the signer).
+    #[serde(default)]
+    signed_by: Option<String>,
+    #[serde(default)]
+    responder_key_label: Option<String>,
+    #[serde(default = "default_responder_validity_days")]
+    responder_validity_days: u32,
+    #[serde(default = "default_ocsp_validity_minutes")]
+    validity_minutes: u64,
+    #[serde(default = "default_ocsp_cache_entries")]
+    cache_entries: usize,
+}
+
+fn default_responder_validity_days() -> u32 {
+    30
+}
+
+fn default_ocsp_validity_minutes() -> u64 {
+    60
+}
+
+fn default_ocsp_cache_entries() -> usize {
+    20_000
+}
+
+/// Who signs OCSP responses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OcspSigner {
+    Ca,
+    /// A delegated responder key with this label in the token.
+    Responder {
+        key_label: String,
+    },
+}
+
+/// The validated `ocsp` table.
+#[derive(Debug, Clone)]
+pub struct OcspConfig {
+    pub signed_by: OcspSigner,
+    /// Lifetime of the responder certificate the signer issues (renewed at half of it).
+    pub responder_validity: std::time::Duration,
+    /// nextUpdate minus thisUpdate of each response.
+    pub validity: std::time::Duration,
+    /// Signed single-certificate responses kept, at most (0: none).
+    pub cache_entries: usize,
+}
+
+impl Default for OcspConfig {
+    fn default() -> Self {
+        OcspConfig {
+            signed_by: OcspSigner::Ca,
+            responder_validity: std::time::Duration::from_secs(
+                u64::from(default_responder_validity_days()) * 86_400,
+            ),
+            validity: std::time::Duration::from_secs(default_ocsp_validity_minutes() * 60),
+            cache_entries: default_ocsp_cache_entries(),
+        }
+    }
+}
+
+/// The default label of the responder key: the CA key's with `-ocsp`.
+pub fn default_responder_label(ca_key_label: &str) -> String {
+    format!("{ca_key_label}-ocsp")
+}
+
+fn ocsp_config(raw: Option<RawOcsp>, ca_key_label: &str) -> Result<OcspConfig, String> {
+    let Some(o) = raw else {
+        return Ok(OcspConfig::default());
+    };
+    if !(1..=365).contains(&o.responder_validity_days) {
+        return Err("ocsp.responder_validity_days: must be between 1 and 365".into());
+    }
+    if !(1..=7 * 24 * 60).contains(&o.validity_minutes) {
+        return Err("ocsp.validity_minutes: must be between 1 and 10080".into());
+    }
+    if o.cache_entries > 10_000_000 {
+        return Err("ocsp.cache_entries: at most 10000000".into());
+    }
+    let label = o
+        .responder_key_label
+        .unwrap_or_else(|| default_responder_label(ca_key_label));
+    if label.is_empty() || label.len() > 64 || label == ca_key_label {
+        return Err(
+            "ocsp.responder_key_label: must be 1-64 characters and not the CA key's label".into(),
+        );
+    }
+    let signed_by = match o.signed_by.as_deref() {
+        None | Some("ca") => OcspSigner::Ca,
+        Some("responder") => OcspSigner::Responder { key_label: label },
+        Some(other) => return Err(format!("ocsp.signed_by: {other:?} is not ca or responder")),
+    };
+    Ok(OcspConfig {
+        signed_by,
+        responder_validity: std::time::Duration::from_secs(
+            u64::from(o.responder_validity_days) * 86_400,
+        ),
+        validity: std::time::Duration::from_secs(o.validity_minutes * 60),
+        cache_entries: o.cache_entries,
+    })
 }
 
 /// Registration authorities (RFC 7030 §3.7): gateways that request certificates on devices'
@@ -250,6 +358,9 @@ pub struct SignerConfig {
     /// `None`: no registration authority is accepted.
     pub registration_authorities: Option<RaConfig>,
     pub crl: CrlConfig,
+    pub ocsp: OcspConfig,
+    /// The responder key's label (for `estctl ocsp init`), whoever signs.
+    pub ocsp_responder_key_label: String,
     pub log: LogConfig,
 }
 
@@ -298,6 +409,12 @@ impl SignerConfig {
             }
         }
         let log = raw.log.validate()?;
+        let ocsp_responder_key_label = raw
+            .ocsp
+            .as_ref()
+            .and_then(|o| o.responder_key_label.clone())
+            .unwrap_or_else(|| default_responder_label(&token.key_label));
+        let ocsp = ocsp_config(raw.ocsp, &token.key_label)?;
         let crl = match raw.crl {
             None => CrlConfig::default(),
             Some(c) => {
@@ -329,6 +446,8 @@ impl SignerConfig {
                 .map(|r| ra_config(path, r))
                 .transpose()?,
             crl,
+            ocsp,
+            ocsp_responder_key_label,
             log,
         })
     }

@@ -63,9 +63,11 @@ impl SignerService {
             .ok_or(SignerError::NoCrl)
     }
 
-    /// A revocation was committed: the published CRL must follow. Never blocks; a wake-up
-    /// already pending covers this one too.
-    pub(crate) fn revocation_committed(&self) {
+    /// Revocations of `serials` were committed: their cached OCSP answers go, and the
+    /// published CRL must follow. Never blocks on the CRL; a wake-up already pending covers
+    /// this one too.
+    pub(crate) fn revocation_committed<'a>(&self, serials: impl Iterator<Item = &'a [u8]>) {
+        self.ocsp.revoked(serials);
         if let Ok(w) = self.crls.wake.lock() {
             if let Some(tx) = w.as_ref() {
                 let _ = tx.try_send(());

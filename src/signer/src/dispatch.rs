@@ -36,6 +36,7 @@ pub const PERMITS: &[(Caller, &[u8])] = &[
             msg_type::CSR_ATTRS,
             msg_type::ISSUE,
             msg_type::CRL_GET,
+            msg_type::OCSP_STATUS,
         ],
     ),
     (
@@ -56,6 +57,7 @@ pub const PERMITS: &[(Caller, &[u8])] = &[
             msg_type::REVOKE,
             msg_type::CRL_GENERATE,
             msg_type::CRL_GET,
+            msg_type::OCSP_STATUS,
         ],
     ),
     (
@@ -159,6 +161,9 @@ impl SignerService {
                 .csr_attributes(&profile)
                 .map(|der| Response::CsrAttrs { der }),
             Request::CrlGet => self.latest_crl().map(|der| Response::Crl { der }),
+            Request::OcspStatus { certs, nonce } => self
+                .ocsp_status(&certs, nonce.as_deref())
+                .map(|der| Response::Ocsp { der }),
             Request::CrlGenerate { actor } => self
                 .generate_crl(ctx, &actor)
                 .map(|der| Response::Crl { der }),
@@ -476,6 +481,7 @@ mod tests {
         assert!(!permitted(Caller::Admin, msg_type::ISSUE));
         assert!(!permitted(Caller::Frontend, msg_type::CRL_GENERATE));
         assert!(permitted(Caller::Frontend, msg_type::CRL_GET));
+        assert!(permitted(Caller::Frontend, msg_type::OCSP_STATUS));
         assert!(permitted(Caller::Operator, msg_type::CRL_GENERATE));
         for device_power in [
             msg_type::REVOKE,

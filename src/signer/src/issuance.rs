@@ -297,6 +297,7 @@ impl SignerService {
             authority_key_id: self.ca.key_id.clone(),
             crl_distribution_point: profile.crl_distribution_point.as_deref(),
             aia_ca_issuers: profile.aia_ca_issuers.as_deref(),
+            ocsp_url: profile.ocsp_url.as_deref(),
         })
         .map_err(|e| unavailable("extensions", e))?;
         let spec = TbsSpec {
@@ -408,13 +409,16 @@ impl SignerService {
             records.push(record);
             writes.push(write);
         }
-        let revokes = writes.len() > 1;
+        let revoked = supersedes
+            .as_ref()
+            .filter(|s| s.revoke)
+            .map(|s| s.serial.clone());
         self.journal
             .record(records, writes)
             .map_err(|e| unavailable("not issued", e))?;
-        if revokes {
+        if let Some(serial) = &revoked {
             // The superseded certificate was revoked with this issuance.
-            self.revocation_committed();
+            self.revocation_committed(std::iter::once(serial.as_slice()));
         }
         tracing::info!(
             "issued serial={} cn={} op={} profile={} requester={} ip={}",

@@ -11,6 +11,7 @@ pub mod error;
 pub mod issuance;
 pub mod journal;
 pub mod ledger;
+pub mod ocsp;
 pub mod quota;
 pub mod ra;
 pub mod revocation;
@@ -78,6 +79,7 @@ pub fn run(config: SignerConfig) -> Result<(), StartError> {
 
     let (service, journal) = open_service(&config, "est-signer")?;
     service.start_crl_publisher().map_err(StartError::Config)?;
+    service.prepare_ocsp().map_err(StartError::Config)?;
     for (uid, roles) in config.shared_uids() {
         tracing::warn!(
             "uid {uid} may use the {} sockets and so holds all those roles; give each role \
@@ -178,10 +180,35 @@ pub fn open_service(
     }
     let algorithm = token::ca_signature_algorithm(&token_spki).map_err(StartError::Token)?;
     self_test(&session, private, algorithm, &ca)?;
+    let responder_key = match &config.ocsp.signed_by {
+        config::OcspSigner::Ca => None,
+        config::OcspSigner::Responder { key_label } => {
+            let (private, public) = tok
+                .find_labelled_pair(&session, key_label, "estctl ocsp init")
+                .map_err(StartError::Token)?;
+            if let Err(e) = token::check_key_protection(&session, private) {
+                let _ = audit.append(&[AuditRecord::KeyRefused {
+                    detail: format!("OCSP responder key: {e}"),
+                }]);
+                return Err(StartError::Token(e));
+            }
+            let spki = token::public_key_info(&session, public).map_err(StartError::Token)?;
+            let alg = token::ca_signature_algorithm(&spki).map_err(StartError::Token)?;
+            Some((private, spki, alg))
+        }
+    };
 
     let pool =
         workers::SigningPool::start(&tok, session, config.token.sessions, private, algorithm)
             .map_err(StartError::Token)?;
+    let responder = responder_key
+        .map(|(key, spki, alg)| ocsp::Responder::new(Arc::new(pool.with_key(key, alg)), spki));
+    let ocsp = ocsp::Ocsp::new(
+        config.ocsp.clone(),
+        &ca,
+        responder,
+        2 * config.token.sessions,
+    );
     audit
         .append(&[AuditRecord::Start {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -198,7 +225,8 @@ pub fn open_service(
     let service = Arc::new(
         service::SignerService::new(policy, ca, ledger, journal.clone(), Arc::new(pool))
             .with_registration_authorities(ra)
-            .with_crl(config.crl.clone()),
+            .with_crl(config.crl.clone())
+            .with_ocsp(ocsp),
     );
     Ok((service, journal))
 }

@@ -248,15 +248,19 @@ impl SignerService {
     }
 
     fn commit(&self, batch: Batch, what: &str) -> Result<(), SignerError> {
-        let revokes = batch
+        let revoked: Vec<Vec<u8>> = batch
             .writes
             .iter()
-            .any(|w| matches!(w, LedgerWrite::Revoke { .. }));
+            .filter_map(|w| match w {
+                LedgerWrite::Revoke { serial, .. } => Some(serial.clone()),
+                _ => None,
+            })
+            .collect();
         self.journal
             .record(batch.records, batch.writes)
             .map_err(|e| unavailable(what, e))?;
-        if revokes {
-            self.revocation_committed();
+        if !revoked.is_empty() {
+            self.revocation_committed(revoked.iter().map(Vec::as_slice));
         }
         Ok(())
     }

@@ -41,6 +41,8 @@ pub struct SignerService {
     pub(crate) refusals: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// CRL settings and the lock that issues CRL numbers in order.
     pub(crate) crls: crate::crl::Crls,
+    /// The OCSP responder's key, cache and counters.
+    pub(crate) ocsp: crate::ocsp::Ocsp,
     rng: SystemRandom,
 }
 
@@ -59,7 +61,9 @@ impl SignerService {
         journal: Journal,
         signer: Arc<dyn CaSigner + Send + Sync>,
     ) -> Self {
+        let ocsp = crate::ocsp::Ocsp::new(Default::default(), &ca, None, 2);
         SignerService {
+            ocsp,
             policy,
             ca,
             ledger,
@@ -77,6 +81,12 @@ impl SignerService {
     /// CRLs as `config` says (file, validity).
     pub fn with_crl(mut self, config: crate::config::CrlConfig) -> Self {
         self.crls = crate::crl::Crls::new(config);
+        self
+    }
+
+    /// OCSP as configured, signed by the CA key or by `responder`.
+    pub fn with_ocsp(mut self, ocsp: crate::ocsp::Ocsp) -> Self {
+        self.ocsp = ocsp;
         self
     }
 

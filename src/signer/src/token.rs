@@ -223,23 +223,22 @@ impl Token {
     }
 
     fn find_one(
-        &self,
         session: &Session,
         class: ObjectClass,
+        label: &str,
     ) -> Result<Option<ObjectHandle>, TokenError> {
         let found = session
             .find_objects(&[
                 Attribute::Class(class),
-                Attribute::Label(self.key_label.as_bytes().to_vec()),
+                Attribute::Label(label.as_bytes().to_vec()),
             ])
             .map_err(|e| ck("C_FindObjects", e))?;
         match found.as_slice() {
             [] => Ok(None),
             [one] => Ok(Some(*one)),
             _ => Err(TokenError::KeyNotFound(format!(
-                "{} objects labelled {:?}; labels must be unique",
+                "{} objects labelled {label:?}; labels must be unique",
                 found.len(),
-                self.key_label
             ))),
         }
     }
@@ -249,25 +248,37 @@ impl Token {
         &self,
         session: &Session,
     ) -> Result<(ObjectHandle, ObjectHandle), TokenError> {
-        let private = self
-            .find_one(session, ObjectClass::PRIVATE_KEY)?
-            .ok_or_else(|| {
+        self.find_labelled_pair(session, &self.key_label, "estctl ca init")
+    }
+
+    /// The key pair labelled `label`: (private, public). `creator` is the command that
+    /// makes it, for the error message.
+    pub fn find_labelled_pair(
+        &self,
+        session: &Session,
+        label: &str,
+        creator: &str,
+    ) -> Result<(ObjectHandle, ObjectHandle), TokenError> {
+        let private =
+            Self::find_one(session, ObjectClass::PRIVATE_KEY, label)?.ok_or_else(|| {
                 TokenError::KeyNotFound(format!(
-                    "no private key labelled {:?} (run `estctl ca init`)",
-                    self.key_label
+                    "no private key labelled {label:?} (run `{creator}`)"
                 ))
             })?;
-        let public = self
-            .find_one(session, ObjectClass::PUBLIC_KEY)?
-            .ok_or_else(|| {
-                TokenError::KeyNotFound(format!("no public key labelled {:?}", self.key_label))
-            })?;
+        let public = Self::find_one(session, ObjectClass::PUBLIC_KEY, label)?
+            .ok_or_else(|| TokenError::KeyNotFound(format!("no public key labelled {label:?}")))?;
         Ok((private, public))
     }
 
     pub fn key_exists(&self, session: &Session) -> Result<bool, TokenError> {
-        Ok(self.find_one(session, ObjectClass::PRIVATE_KEY)?.is_some()
-            || self.find_one(session, ObjectClass::PUBLIC_KEY)?.is_some())
+        Self::labelled_key_exists(session, &self.key_label)
+    }
+
+    fn labelled_key_exists(session: &Session, label: &str) -> Result<bool, TokenError> {
+        Ok(
+            Self::find_one(session, ObjectClass::PRIVATE_KEY, label)?.is_some()
+                || Self::find_one(session, ObjectClass::PUBLIC_KEY, label)?.is_some(),
+        )
     }
 
     /// Generates the CA key pair inside the token with an explicit template: tool and token
@@ -277,16 +288,25 @@ impl Token {
         session: &Session,
         key_type: CaKeyType,
     ) -> Result<(ObjectHandle, ObjectHandle), TokenError> {
-        if self.key_exists(session)? {
+        Self::generate_labelled_pair(session, key_type, &self.key_label)
+    }
+
+    /// Generates a signing key pair labelled `label` (sensitive, never extractable, sign
+    /// only); refuses when the label is taken.
+    pub fn generate_labelled_pair(
+        session: &Session,
+        key_type: CaKeyType,
+        label: &str,
+    ) -> Result<(ObjectHandle, ObjectHandle), TokenError> {
+        if Self::labelled_key_exists(session, label)? {
             return Err(TokenError::KeyNotFound(format!(
-                "a key labelled {:?} already exists; refusing to create a second one",
-                self.key_label
+                "a key labelled {label:?} already exists; refusing to create a second one"
             )));
         }
         let mut id = [0u8; 16];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
             .map_err(|_| TokenError::Pkcs11("no randomness for the key id".into()))?;
-        let label = self.key_label.as_bytes().to_vec();
+        let label = label.as_bytes().to_vec();
         let mut public = vec![
             Attribute::Token(true),
             Attribute::Private(false),

@@ -16,14 +16,17 @@ use super::token::{SessionSigner, Token, TokenError};
 const QUEUE_DEPTH: usize = 1024;
 
 struct SignJob {
+    key: ObjectHandle,
+    algorithm: SignatureAlgorithm,
     message: Vec<u8>,
     reply: SyncSender<Result<Vec<u8>, String>>,
 }
 
-/// A handle on the pool; cheap to clone. Implements [`CaSigner`].
+/// A handle on the pool for one key; cheap to clone. Implements [`CaSigner`].
 #[derive(Clone)]
 pub struct SigningPool {
     tx: SyncSender<SignJob>,
+    key: ObjectHandle,
     algorithm: SignatureAlgorithm,
 }
 
@@ -47,24 +50,24 @@ impl SigningPool {
             let rx = Arc::clone(&rx);
             std::thread::Builder::new()
                 .name(format!("token-{i}"))
-                .spawn(move || worker(session, key, algorithm, rx))
+                .spawn(move || worker(session, rx))
                 .map_err(|e| TokenError::Pkcs11(format!("cannot start a worker: {e}")))?;
         }
-        Ok(SigningPool { tx, algorithm })
+        Ok(SigningPool { tx, key, algorithm })
+    }
+
+    /// The same workers signing with another key of the same token (object handles hold
+    /// across the sessions of one process).
+    pub fn with_key(&self, key: ObjectHandle, algorithm: SignatureAlgorithm) -> SigningPool {
+        SigningPool {
+            tx: self.tx.clone(),
+            key,
+            algorithm,
+        }
     }
 }
 
-fn worker(
-    session: Session,
-    key: ObjectHandle,
-    algorithm: SignatureAlgorithm,
-    rx: Arc<Mutex<Receiver<SignJob>>>,
-) {
-    let signer = SessionSigner {
-        session: &session,
-        key,
-        algorithm,
-    };
+fn worker(session: Session, rx: Arc<Mutex<Receiver<SignJob>>>) {
     loop {
         let job = match rx.lock() {
             Ok(r) => match r.recv() {
@@ -72,6 +75,11 @@ fn worker(
                 Err(_) => return,
             },
             Err(_) => return,
+        };
+        let signer = SessionSigner {
+            session: &session,
+            key: job.key,
+            algorithm: job.algorithm,
         };
         let _ = job.reply.send(signer.sign(&job.message));
     }
@@ -86,6 +94,8 @@ impl CaSigner for SigningPool {
         let (reply, wait) = mpsc::sync_channel(1);
         self.tx
             .send(SignJob {
+                key: self.key,
+                algorithm: self.algorithm,
                 message: message.to_vec(),
                 reply,
             })

@@ -115,6 +115,13 @@ pub enum AuditRecord {
         chain_length: usize,
         actor: String,
     },
+    /// `estctl ocsp init` generated the delegated OCSP responder's key in the token.
+    OcspKeyGenerated {
+        key_type: String,
+        key_label: String,
+        spki_sha256: String,
+        actor: String,
+    },
 }
 
 /// A certificate left the signer.
