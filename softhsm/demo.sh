@@ -20,4 +20,4 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 (cd "$repo" && cargo build --release --locked --workspace --bins -q)
-exec "$repo/target/release/estctl" demo --dir "$repo/demo" "$@"
+exec "$repo/target/release/estctl" demo --dir "$repo/demo" --publication-port 8447 "$@"

@@ -42,10 +42,18 @@ const PROFILES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The demo's TCP ports on 127.0.0.1.
+struct Ports {
+    est: u16,
+    admin: u16,
+    publication: Option<u16>,
+}
+
 pub struct DemoArgs {
     pub dir: PathBuf,
     pub port: u16,
     pub admin_port: u16,
+    pub publication_port: Option<u16>,
     pub response_format: String,
     pub key_type: String,
 }
@@ -129,7 +137,14 @@ fn create_token(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn signer_yaml(dir: &Path) -> String {
+/// The signer's config; with `publish`, it keeps a CRL file current (what the publication
+/// listener serves).
+fn signer_yaml(dir: &Path, publish: bool) -> String {
+    let crl = if publish {
+        "crl:\n  file: ca.crl\n  validity_hours: 24\n"
+    } else {
+        ""
+    };
     format!(
         "# Demo signer, written by `estctl demo`. See config/signer.yaml for every option.
 token:
@@ -165,7 +180,7 @@ ledger:
   path: ledger.sqlite
 audit:
   path: audit.jsonl
-log:
+{crl}log:
   target: stderr
   level: info
 ",
@@ -195,7 +210,12 @@ log:
     )
 }
 
-fn frontend_yaml(dir: &Path, port: u16, admin_port: u16, format: &str) -> String {
+fn frontend_yaml(dir: &Path, ports: &Ports, format: &str) -> String {
+    let (port, admin_port) = (ports.est, ports.admin);
+    let publication = ports
+        .publication
+        .map(|p| format!("publication:\n  listen: 127.0.0.1:{p}\n"))
+        .unwrap_or_default();
     let route = |fmt: &str| {
         format!(
             "    profiles: {{ bootstrap: iqe-bootstrap, enroll: iqe-pump, reenroll: iqe-pump }}
@@ -223,7 +243,7 @@ labels:
 {}  compact:
 {}users_file: users.yaml
 admin_url: https://127.0.0.1:{admin_port}/
-rate_limit: {{ enabled: false, requests: 100, window: 3600 }}
+{publication}rate_limit: {{ enabled: false, requests: 100, window: 3600 }}
 log:
   target: stderr
   level: info
@@ -332,8 +352,12 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| e.to_string())?;
 
-    let (signer_cfg, frontend_cfg, admin_cfg) =
-        write_configs(&dir, args.port, args.admin_port, format)?;
+    let ports = Ports {
+        est: args.port,
+        admin: args.admin_port,
+        publication: args.publication_port,
+    };
+    let (signer_cfg, frontend_cfg, admin_cfg) = write_configs(&dir, &ports, format)?;
     create_ca_and_tls(&dir, &signer_cfg, &args.key_type)?;
     create_demo_user(&dir)?;
     create_demo_admin(&dir)?;
@@ -372,7 +396,7 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
             return Err(e);
         }
     };
-    print_instructions(&dir, args.port, args.admin_port, format);
+    print_instructions(&dir, &ports, format);
     println!("ready: https://127.0.0.1:{}", args.port);
     let result = supervise(
         &dir,
@@ -395,8 +419,7 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
 /// est-admin's config.
 fn write_configs(
     dir: &Path,
-    port: u16,
-    admin_port: u16,
+    ports: &Ports,
     format: hsm_est_frontend::est::ResponseFormat,
 ) -> Result<(PathBuf, PathBuf, PathBuf), String> {
     if !dir.join("token/softhsm2.conf").exists() {
@@ -410,19 +433,35 @@ fn write_configs(
     if !policy.exists() {
         std::fs::create_dir_all(&policy).map_err(|e| e.to_string())?;
         for (name, text) in PROFILES {
-            write_file(&policy.join(name), text, 0o644)?;
+            let text = match ports.publication {
+                // Pump certificates name where their revocation is published.
+                Some(p) if name.starts_with("iqe-") => text.replacen(
+                    "\nkey_usage:",
+                    &format!(
+                        "\ncrl_distribution_point: http://127.0.0.1:{p}/crl\n\
+                         ocsp_url: http://127.0.0.1:{p}/ocsp\nkey_usage:"
+                    ),
+                    1,
+                ),
+                _ => text.to_string(),
+            };
+            write_file(&policy.join(name), &text, 0o644)?;
         }
     }
     let signer_cfg = dir.join("signer.yaml");
     let frontend_cfg = dir.join("frontend.yaml");
     let admin_cfg = dir.join("admin.yaml");
-    write_file(&signer_cfg, &signer_yaml(dir), 0o644)?;
     write_file(
-        &frontend_cfg,
-        &frontend_yaml(dir, port, admin_port, format.as_str()),
+        &signer_cfg,
+        &signer_yaml(dir, ports.publication.is_some()),
         0o644,
     )?;
-    write_file(&admin_cfg, &admin_yaml(dir, admin_port), 0o644)?;
+    write_file(
+        &frontend_cfg,
+        &frontend_yaml(dir, ports, format.as_str()),
+        0o644,
+    )?;
+    write_file(&admin_cfg, &admin_yaml(dir, ports.admin), 0o644)?;
     Ok((signer_cfg, frontend_cfg, admin_cfg))
 }
 
@@ -536,12 +575,8 @@ fn supervise(
     }
 }
 
-fn print_instructions(
-    dir: &Path,
-    port: u16,
-    admin_port: u16,
-    format: hsm_est_frontend::est::ResponseFormat,
-) {
+fn print_instructions(dir: &Path, ports: &Ports, format: hsm_est_frontend::est::ResponseFormat) {
+    let (port, admin_port) = (ports.est, ports.admin);
     let d = dir.display();
     let url = format!("https://127.0.0.1:{port}/.well-known/est");
     println!(
@@ -570,4 +605,14 @@ Devices:
 ",
         format.as_str()
     );
+    if let Some(p) = ports.publication {
+        println!(
+            "Revocation (CRL and OCSP over plain HTTP on 127.0.0.1:{p}):
+  curl -s http://127.0.0.1:{p}/crl | openssl crl -inform DER -noout -text
+  openssl ocsp -issuer {d}/ca.pem -CAfile {d}/ca.pem -cert test-pump-cert.pem \\
+    -url http://127.0.0.1:{p}/ocsp -resp_text
+  estctl bench ocsp --url http://127.0.0.1:{p}/ocsp --config {d}/signer.yaml
+"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 //! uid, so that they are checked and audited by the signer like everything else.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod ca;
 mod crl;
 mod demo;
@@ -76,6 +77,12 @@ enum Command {
     Crl {
         #[command(subcommand)]
         command: CrlCommand,
+    },
+    /// The project's benchmark (OCSP so far): throughput, latency and server CPU, with
+    /// every answer checked.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
     },
     /// The OCSP responder: its delegated key, and status queries.
     Ocsp {
@@ -174,6 +181,10 @@ enum Command {
         /// est-admin's port (dashboard and admin API), on 127.0.0.1.
         #[arg(long, default_value_t = 8446)]
         admin_port: u16,
+        /// Serve the CRL and OCSP over plain HTTP on this port of 127.0.0.1, and name them
+        /// in the pump certificates (CRL distribution point, AIA OCSP).
+        #[arg(long)]
+        publication_port: Option<u16>,
         #[arg(long, default_value = "base64")]
         response_format: String,
         #[arg(long, default_value = "ec-p256")]
@@ -305,6 +316,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ca { command } => ca::run(command),
         Command::Ocsp { command } => ocsp::run(command),
+        Command::Bench { command } => bench::run(command),
         Command::Device { command } => match command {
             DeviceCommand::List {
                 config,
@@ -406,12 +418,14 @@ fn main() -> ExitCode {
             dir,
             port,
             admin_port,
+            publication_port,
             response_format,
             key_type,
         } => demo::run(demo::DemoArgs {
             dir,
             port,
             admin_port,
+            publication_port,
             response_format,
             key_type,
         }),
