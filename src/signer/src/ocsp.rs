@@ -289,7 +289,10 @@ impl SignerService {
                     produced_at: now,
                     singles: &singles,
                     nonce,
-                    certs: &[],
+                    // Clients that look for the signer only among the response's
+                    // certificates (OCSP_basic_verify without extra certs, as
+                    // FreeRADIUS calls it) need the CA certificate here.
+                    certs: std::slice::from_ref(&self.ca.certificate),
                 },
                 self.signer.as_ref(),
             ),
