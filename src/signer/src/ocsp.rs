@@ -489,3 +489,119 @@ impl SignerService {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OcspSigner;
+    use crate::service::tests::{soft_ca, temp_dir, SoftSigner};
+
+    fn id(serial: &[u8]) -> OcspCertId {
+        OcspCertId {
+            hash: OcspHash::Sha1,
+            hash_params_null: true,
+            issuer_name_hash: vec![1; 20],
+            issuer_key_hash: vec![2; 20],
+            serial: serial.to_vec(),
+        }
+    }
+
+    #[test]
+    fn an_answer_read_before_a_revocation_is_not_cached_after_it() {
+        let mut cache = Cache::default();
+        let later = Instant::now() + Duration::from_secs(60);
+        let epoch = cache.epoch;
+        // The revocation commits while the answer is being signed.
+        cache.drop_serials(std::iter::once(&[0x41u8][..]));
+        cache.insert(epoch, id(&[0x41]), b"good".to_vec(), later, 10);
+        assert_eq!(cache.get(&id(&[0x41]), Instant::now()), None);
+        assert_eq!(cache.len, 0);
+        // Read after it: cached, and dropped by the next revocation of that serial only.
+        cache.insert(cache.epoch, id(&[0x41]), b"revoked".to_vec(), later, 10);
+        cache.insert(cache.epoch, id(&[0x42]), b"good".to_vec(), later, 10);
+        assert_eq!(
+            cache.get(&id(&[0x41]), Instant::now()),
+            Some(b"revoked".to_vec())
+        );
+        cache.drop_serials(std::iter::once(&[0x41u8][..]));
+        assert_eq!(cache.get(&id(&[0x41]), Instant::now()), None);
+        assert_eq!(
+            cache.get(&id(&[0x42]), Instant::now()),
+            Some(b"good".to_vec())
+        );
+        assert_eq!(cache.len, 1);
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bound_and_forgets_expired_answers() {
+        let mut cache = Cache::default();
+        let later = Instant::now() + Duration::from_secs(60);
+        for i in 0..1000u16 {
+            let serial = i.to_be_bytes();
+            cache.insert(cache.epoch, id(&serial), vec![1], later, 100);
+            assert!(cache.len <= 100);
+        }
+        assert_eq!(cache.len, 100);
+        assert_eq!(cache.by_serial.values().map(Vec::len).sum::<usize>(), 100);
+        // An expired answer is never served.
+        let mut cache = Cache::default();
+        let past = Instant::now() - Duration::from_secs(1);
+        cache.insert(cache.epoch, id(&[7]), vec![1], past, 10);
+        assert_eq!(cache.get(&id(&[7]), Instant::now()), None);
+        // A zero bound caches nothing.
+        let mut cache = Cache::default();
+        cache.insert(cache.epoch, id(&[7]), vec![1], later, 0);
+        assert_eq!(cache.len, 0);
+    }
+
+    #[test]
+    fn the_responder_certificate_is_renewed_at_half_its_life_and_recorded() {
+        let dir = temp_dir("ocsp-renew");
+        let service = soft_ca(&dir, false);
+        let (key, spki) = SoftSigner::generate();
+        let config = OcspConfig {
+            signed_by: OcspSigner::Responder {
+                key_label: "r".into(),
+            },
+            responder_validity: Duration::from_secs(10 * 86_400),
+            ..OcspConfig::default()
+        };
+        let ocsp = Ocsp::new(
+            config,
+            &service.ca,
+            Some(Responder::new(Arc::new(key), spki)),
+            2,
+        );
+        let service = service.with_ocsp(ocsp);
+        let r = service.ocsp.responder.as_ref().unwrap();
+        let day = Duration::from_secs(86_400);
+        let now = system_time_from_unix(unix_seconds(SystemTime::now()));
+        let serial = |c: &ResponderCertificate| {
+            c.certificate
+                .tbs_certificate
+                .serial_number
+                .as_bytes()
+                .to_vec()
+        };
+        let first = service.responder_certificate(r, now).unwrap();
+        let same = service.responder_certificate(r, now + 4 * day).unwrap();
+        assert_eq!(
+            serial(&first),
+            serial(&same),
+            "renewed before half its life"
+        );
+        let renewed = service
+            .responder_certificate(r, now + 5 * day + Duration::from_secs(1))
+            .unwrap();
+        assert_ne!(serial(&first), serial(&renewed));
+        assert_eq!(renewed.not_after, now + 15 * day + Duration::from_secs(1));
+        // Both are in the ledger, as the responder's certificates, and verify under the CA.
+        for c in [&first, &renewed] {
+            let stored = service.ledger.certificate(&serial(c)).unwrap().unwrap();
+            assert_eq!(stored.record.profile, RESPONDER_PROFILE);
+            cert::verify_certificate_signature(&stored.record.der, &service.ca.spki).unwrap();
+        }
+        let audit = std::fs::read_to_string(dir.join("a.jsonl")).unwrap();
+        assert_eq!(audit.matches("\"profile\":\"ocsp-responder\"").count(), 2);
+    }
+}

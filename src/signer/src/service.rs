@@ -193,7 +193,7 @@ impl SignerService {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::audit::AuditLog;
     use crate::csrgen;
@@ -208,9 +208,34 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     /// A software CA key: only for exercising the service's own checks without a token.
-    struct SoftSigner {
+    pub(crate) struct SoftSigner {
         pair: EcdsaKeyPair,
         corrupt: bool,
+    }
+
+    impl SoftSigner {
+        /// A fresh P-256 key and its SubjectPublicKeyInfo.
+        pub(crate) fn generate() -> (SoftSigner, spki::SubjectPublicKeyInfoOwned) {
+            let rng = SystemRandom::new();
+            let pkcs8 =
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+            let pair =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+                    .unwrap();
+            let spki = csrgen::P256Key::generate().spki();
+            let spki = spki::SubjectPublicKeyInfoOwned {
+                subject_public_key: der::asn1::BitString::from_bytes(pair.public_key().as_ref())
+                    .unwrap(),
+                ..spki
+            };
+            (
+                SoftSigner {
+                    pair,
+                    corrupt: false,
+                },
+                spki,
+            )
+        }
     }
 
     impl CaSigner for SoftSigner {
@@ -232,21 +257,8 @@ mod tests {
         }
     }
 
-    fn soft_ca(dir: &std::path::Path, corrupt: bool) -> SignerService {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
-            .unwrap();
-        let spki = csrgen::P256Key::generate().spki();
-        let spki = spki::SubjectPublicKeyInfoOwned {
-            subject_public_key: der::asn1::BitString::from_bytes(pair.public_key().as_ref())
-                .unwrap(),
-            ..spki
-        };
-        let good = SoftSigner {
-            pair,
-            corrupt: false,
-        };
+    pub(crate) fn soft_ca(dir: &std::path::Path, corrupt: bool) -> SignerService {
+        let (good, spki) = SoftSigner::generate();
         let subject = name::parse_dn("CN=Soft Test CA").unwrap();
         let ski = cert::key_identifier(&spki);
         let now = SystemTime::now();
@@ -302,7 +314,7 @@ mod tests {
         )
     }
 
-    fn temp_dir(name: &str) -> std::path::PathBuf {
+    pub(crate) fn temp_dir(name: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("hsm-est-svc-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
