@@ -332,3 +332,69 @@ fn the_frontend_publishes_the_crl_over_plain_http() {
     assert!(fetch("/.well-known/est/cacerts", &[]).0.starts_with("404"));
     assert!(fetch("/crl", &["-I"]).0.starts_with("200"));
 }
+
+/// A CRL far larger than a request frame may be (12,000 revoked certificates, about
+/// 470 KB, where requests stop at 256 KiB) crosses the socket and is served on `/crl`
+/// whole; the frontend fetches it again only when its number changes.
+#[test]
+fn a_large_crl_is_served_and_fetched_only_when_it_changes() {
+    use common::demo::{free_port, Demo};
+    use hsm_est_signer::ledger::{Ledger, LedgerWrite};
+    const REVOKED: u32 = 12_000;
+    let mut demo = Demo::start("crl-large", "base64");
+    demo.stop();
+    let ledger = hsm_est_signer::ledger::SqliteLedger::open(&demo.path("ledger.sqlite")).unwrap();
+    preload_devices(&ledger, REVOKED);
+    let head = ledger.audit_head().unwrap().unwrap();
+    let revokes: Vec<LedgerWrite> = (0..REVOKED)
+        .map(|i| {
+            let mut serial = vec![0x41];
+            serial.extend_from_slice(&i.to_be_bytes());
+            LedgerWrite::Revoke {
+                serial,
+                at_ms: 1_700_000_000_000,
+                reason: 1,
+            }
+        })
+        .collect();
+    ledger.apply(&revokes, &head).unwrap();
+    drop(ledger);
+    demo.append_signer("crl:\n  file: published.crl\n  validity_hours: 24\n");
+    let port = free_port();
+    demo.edit_frontend(
+        "users_file: users.yaml",
+        &format!("users_file: users.yaml\npublication:\n  listen: 127.0.0.1:{port}"),
+    );
+    let _signer = demo.spawn_ready(&signer_bin(), "signer.yaml", "signer.log");
+    let _frontend = demo.spawn_ready(&frontend_bin(), "frontend.yaml", "frontend.log");
+    let file = demo.path("published.crl");
+    let (number, on_disk) = published(&file, |n, _| n >= 1);
+    assert!(on_disk.len() > 300 * 1024, "{} bytes", on_disk.len());
+    let fetch = || {
+        let out = demo.path("large.crl");
+        let status = ok(&run(Command::new("curl")
+            .args(["-s", "--max-time", "20", "-o"])
+            .arg(&out)
+            .args(["-w", "%{http_code}"])
+            .arg(format!("http://127.0.0.1:{port}/crl"))));
+        (status, std::fs::read(&out).unwrap())
+    };
+    let (status, served) = fetch();
+    assert_eq!(status, "200");
+    assert_eq!(served, on_disk, "the CRL on /crl is the one in the file");
+    let list = <x509_cert::crl::CertificateList as der::Decode>::from_der(&served).unwrap();
+    assert_eq!(
+        list.tbs_cert_list.revoked_certificates.unwrap().len(),
+        REVOKED as usize
+    );
+    assert_eq!(hsm_est_pki::crl::crl_number(&served), Some(number));
+    // After the cache's five seconds the frontend asks again with the number it has, and
+    // the signer answers "unchanged": the same CRL, no error anywhere.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let (status, again) = fetch();
+    assert_eq!((status.as_str(), again.len()), ("200", served.len()));
+    let log = demo.frontend_log();
+    assert!(!log.contains("ERROR") && !log.contains("error"), "{log}");
+    let signer_log = std::fs::read_to_string(demo.path("signer.log")).unwrap();
+    assert!(!signer_log.contains("cannot encode"), "{signer_log}");
+}

@@ -48,8 +48,11 @@ pub async fn serve(addr: std::net::SocketAddr, state: Arc<AppState>) -> Result<(
                 if path == OCSP_PATH || path.starts_with("/ocsp/") {
                     return ocsp(&state, req).await;
                 }
-                if req.post || !CRL_PATHS.contains(&path) {
+                if !CRL_PATHS.contains(&path) {
                     return crate::plain::not_found();
+                }
+                if req.post {
+                    return text(StatusCode::METHOD_NOT_ALLOWED, "Only GET and HEAD.");
                 }
                 crl(&state).await
             }
@@ -178,16 +181,24 @@ impl Crl {
 }
 
 /// The signer's last CRL, from the cache when fresh. `Ok(None)`: the signer has issued
-/// none since it started; `Err`: the signer did not answer.
+/// none since it started; `Err`: the signer did not answer. Past the cache's life the
+/// signer is asked with the cached CRL's number and sends the CRL only when it changed,
+/// so a large CRL crosses the socket once per new CRL, not every few seconds.
 pub(crate) async fn current(state: &AppState, id: u64) -> Result<Option<Arc<Crl>>, ()> {
+    let mut known = None;
     if let Ok(c) = state.crl_cache.lock() {
         if let Some((at, crl)) = c.as_ref() {
             if at.elapsed() < CRL_CACHE_TTL {
                 return Ok(crl.clone());
             }
+            known = crl.clone().filter(|c| c.number.is_some());
         }
     }
-    let crl = match state.signer.call(id, &SignerRequest::CrlGet).await {
+    let request = SignerRequest::CrlGet {
+        known_number: known.as_ref().and_then(|c| c.number).unwrap_or(0),
+    };
+    let crl = match state.signer.call(id, &request).await {
+        Ok(SignerResponse::Done) if known.is_some() => known,
         Ok(SignerResponse::Crl { der }) => match Crl::parse(der) {
             Some(c) => Some(Arc::new(c)),
             None => {

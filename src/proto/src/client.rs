@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use super::codec::{read_frame, write_frame, FrameError};
+use super::codec::{read_answer_frame, write_frame, FrameError};
 use super::messages::{Request, Response};
 
 /// How long one request may take before the client gives up on the connection.
@@ -72,7 +72,7 @@ impl SignerClient {
         self.next_id = self.next_id.wrapping_add(1);
         let body = request.encode()?;
         write_frame(&mut self.stream, request.msg_type(), id, &body)?;
-        let (header, body) = read_frame(&mut self.stream)?;
+        let (header, body) = read_answer_frame(&mut self.stream)?;
         if header.request_id != id {
             return Err(ClientError::WrongRequestId {
                 expected: id,

@@ -13,6 +13,8 @@ pub const PROTOCOL_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 24;
 /// The largest body either side accepts; checked before the body buffer is allocated.
 pub const MAX_FRAME_BODY: u32 = 256 * 1024;
+/// A CRL answer's body: the CRL and its length prefix.
+pub const MAX_CRL_FRAME_BODY: u32 = crate::messages::MAX_CRL_LEN as u32 + 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
@@ -85,7 +87,19 @@ impl FrameHeader {
         h
     }
 
+    /// Decodes a request header (what the signer reads): every body at most
+    /// [`MAX_FRAME_BODY`].
     pub fn decode(h: &[u8; HEADER_LEN]) -> Result<Self, FrameError> {
+        Self::decode_within(h, |_| MAX_FRAME_BODY)
+    }
+
+    /// Decodes an answer header (what the signer's clients read): a CRL may be up to
+    /// [`MAX_CRL_FRAME_BODY`], anything else [`MAX_FRAME_BODY`].
+    pub fn decode_answer(h: &[u8; HEADER_LEN]) -> Result<Self, FrameError> {
+        Self::decode_within(h, max_body)
+    }
+
+    fn decode_within(h: &[u8; HEADER_LEN], max: impl Fn(u8) -> u32) -> Result<Self, FrameError> {
         if h[0..4] != MAGIC {
             return Err(FrameError::BadMagic);
         }
@@ -103,7 +117,7 @@ impl FrameHeader {
         let mut len = [0u8; 4];
         len.copy_from_slice(&h[20..24]);
         let body_len = u32::from_be_bytes(len);
-        if body_len > MAX_FRAME_BODY {
+        if body_len > max(h[5]) {
             return Err(FrameError::BodyTooLarge(body_len));
         }
         Ok(FrameHeader {
@@ -114,9 +128,29 @@ impl FrameHeader {
     }
 }
 
-/// Reads one frame. A clean EOF before the first header byte is `Closed`; EOF anywhere after
+/// The largest body of a frame of `msg_type`: CRL answers may be large (a hospital group's
+/// CRL with 100,000 revoked certificates is about 4 MiB); every other message, and every
+/// request (the only frames the signer reads), is small.
+pub fn max_body(msg_type: u8) -> u32 {
+    if msg_type == crate::messages::msg_type::CRL {
+        MAX_CRL_FRAME_BODY
+    } else {
+        MAX_FRAME_BODY
+    }
+}
+
+/// Reads one request frame (the signer's side). A clean EOF before the first header byte is `Closed`; EOF anywhere after
 /// it is `Truncated`. The body buffer is allocated only after the header passed its checks.
 pub fn read_frame(r: &mut impl Read) -> Result<(FrameHeader, Vec<u8>), FrameError> {
+    read(r, false)
+}
+
+/// Reads one answer frame (a client's side): CRLs may be larger than requests.
+pub fn read_answer_frame(r: &mut impl Read) -> Result<(FrameHeader, Vec<u8>), FrameError> {
+    read(r, true)
+}
+
+fn read(r: &mut impl Read, answer: bool) -> Result<(FrameHeader, Vec<u8>), FrameError> {
     let mut h = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
@@ -128,7 +162,11 @@ pub fn read_frame(r: &mut impl Read) -> Result<(FrameHeader, Vec<u8>), FrameErro
             Err(e) => return Err(FrameError::Io(e)),
         }
     }
-    let header = FrameHeader::decode(&h)?;
+    let header = if answer {
+        FrameHeader::decode_answer(&h)?
+    } else {
+        FrameHeader::decode(&h)?
+    };
     let mut body = vec![0u8; header.body_len as usize];
     r.read_exact(&mut body).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -149,7 +187,7 @@ pub fn write_frame(
 ) -> Result<(), FrameError> {
     let body_len = u32::try_from(body.len())
         .ok()
-        .filter(|n| *n <= MAX_FRAME_BODY)
+        .filter(|n| *n <= max_body(msg_type))
         .ok_or(FrameError::BodyTooLarge(u32::MAX))?;
     let header = FrameHeader {
         msg_type,

@@ -37,8 +37,8 @@ pub struct Crls {
     pub config: CrlConfig,
     building: std::sync::Mutex<()>,
     wake: std::sync::Mutex<Option<SyncSender<()>>>,
-    /// The last CRL issued since start (DER): what CrlGet answers.
-    latest: std::sync::Mutex<Option<Vec<u8>>>,
+    /// The last CRL issued since start (its number and DER): what CrlGet answers.
+    latest: std::sync::Mutex<Option<(u64, Vec<u8>)>>,
 }
 
 impl Crls {
@@ -53,14 +53,15 @@ impl Crls {
 }
 
 impl SignerService {
-    /// The CRL issued last since start; `NoCrl` before the first.
-    pub(crate) fn latest_crl(&self) -> Result<Vec<u8>, SignerError> {
-        self.crls
-            .latest
-            .lock()
-            .ok()
-            .and_then(|l| l.clone())
-            .ok_or(SignerError::NoCrl)
+    /// The CRL issued last since start, or `None` when its number is `known_number` (the
+    /// caller has it already); `NoCrl` before the first.
+    pub(crate) fn latest_crl(&self, known_number: u64) -> Result<Option<Vec<u8>>, SignerError> {
+        let latest = self.crls.latest.lock().map_err(|_| SignerError::NoCrl)?;
+        match latest.as_ref() {
+            None => Err(SignerError::NoCrl),
+            Some((n, _)) if *n == known_number => Ok(None),
+            Some((_, der)) => Ok(Some(der.clone())),
+        }
     }
 
     /// Revocations of `serials` were committed: their cached OCSP answers go, and the
@@ -198,7 +199,7 @@ impl SignerService {
             write_atomically(file, &bytes).map_err(|e| unavailable("crl file", e))?;
         }
         if let Ok(mut latest) = self.crls.latest.lock() {
-            *latest = Some(der.clone());
+            *latest = Some((number, der.clone()));
         }
         tracing::info!(
             "CRL {number} issued with {} entr{}, next update {}",

@@ -160,7 +160,10 @@ impl SignerService {
             Request::CsrAttrs { profile } => self
                 .csr_attributes(&profile)
                 .map(|der| Response::CsrAttrs { der }),
-            Request::CrlGet => self.latest_crl().map(|der| Response::Crl { der }),
+            Request::CrlGet { known_number } => self.latest_crl(known_number).map(|c| match c {
+                Some(der) => Response::Crl { der },
+                None => Response::Done,
+            }),
             Request::OcspStatus { certs, nonce } => self
                 .ocsp_status(&certs, nonce.as_deref())
                 .map(|der| Response::Ocsp { der }),

@@ -94,7 +94,7 @@ impl SignerPool {
         let mut h = [0u8; HEADER_LEN];
         stream.read_exact(&mut h).await.map_err(broken)?;
         let answer =
-            FrameHeader::decode(&h).map_err(|e| SignerError::Unavailable(e.to_string()))?;
+            FrameHeader::decode_answer(&h).map_err(|e| SignerError::Unavailable(e.to_string()))?;
         if answer.request_id != id {
             return Err(SignerError::Unavailable(format!(
                 "answer for request {} while waiting for {id}",

@@ -12,9 +12,9 @@ pub use types::{
 
 /// A DER certificate or CSR. Matches the frontend's 16 KiB body cap.
 pub const MAX_DER_LEN: usize = 16 * 1024;
-/// A CRL on the socket: what fits a frame (about 6,000 entries). A larger CRL is refused
-/// here and read from the file the signer writes.
-pub const MAX_CRL_LEN: usize = 240 * 1024;
+/// A CRL on the socket (about 400,000 entries). Only answers carry one; requests stay
+/// within `MAX_FRAME_BODY`.
+pub const MAX_CRL_LEN: usize = 16 * 1024 * 1024;
 /// Certificates in one OCSP request.
 pub const MAX_OCSP_CERTS: usize = 20;
 /// An OCSP nonce extension's value: an OCTET STRING of at most 32 octets (RFC 8954) with
@@ -146,8 +146,11 @@ pub enum Request {
     CrlGenerate {
         actor: String,
     },
-    /// The CRL the signer issued last (read-only: what the frontend publishes).
-    CrlGet,
+    /// The CRL the signer issued last (read-only: what the frontend publishes), or `Done`
+    /// when its number is `known_number` (the caller's copy is current; 0: none).
+    CrlGet {
+        known_number: u64,
+    },
     /// The status of certificates as an OCSP client asked for them (read-only): the signer
     /// looks each up in its ledger and answers with a signed OCSPResponse. `nonce` is the
     /// request's nonce extension value, echoed in the signed response.
@@ -223,7 +226,7 @@ impl Request {
             Request::Revoke { .. } => msg_type::REVOKE,
             Request::CsrAttrs { .. } => msg_type::CSR_ATTRS,
             Request::CrlGenerate { .. } => msg_type::CRL_GENERATE,
-            Request::CrlGet => msg_type::CRL_GET,
+            Request::CrlGet { .. } => msg_type::CRL_GET,
             Request::OcspStatus { .. } => msg_type::OCSP_STATUS,
         }
     }
@@ -244,7 +247,7 @@ impl Request {
             Request::Revoke { .. } => "revoke",
             Request::CsrAttrs { .. } => "csr_attrs",
             Request::CrlGenerate { .. } => "crl_generate",
-            Request::CrlGet => "crl_get",
+            Request::CrlGet { .. } => "crl_get",
             Request::OcspStatus { .. } => "ocsp_status",
         }
     }
@@ -252,7 +255,10 @@ impl Request {
     pub fn encode(&self) -> Result<Vec<u8>, FrameError> {
         let mut w = BodyWriter::new();
         match self {
-            Request::Ping | Request::CaChain | Request::Stats | Request::CrlGet => {}
+            Request::Ping | Request::CaChain | Request::Stats => {}
+            Request::CrlGet { known_number } => {
+                w.u64(*known_number);
+            }
             Request::Issue(r) => {
                 w.u8(r.operation.to_wire());
                 w.string("profile", MAX_NAME_LEN, &r.profile)?;
@@ -407,7 +413,9 @@ impl Request {
                 keep_certificates: flag(&mut r, "keep_certificates")?,
                 actor: r.string("actor", MAX_IDENTITY_LEN)?,
             },
-            msg_type::CRL_GET => Request::CrlGet,
+            msg_type::CRL_GET => Request::CrlGet {
+                known_number: r.u64()?,
+            },
             msg_type::OCSP_STATUS => {
                 let n = r.u8()? as usize;
                 if n == 0 || n > MAX_OCSP_CERTS {

@@ -64,7 +64,7 @@ fn requests_round_trip_and_reject_trailing_bytes() {
         cn: "a".into(),
         actor: "uid:0".into(),
     });
-    round_trip_request(Request::CrlGet);
+    round_trip_request(Request::CrlGet { known_number: 7 });
     round_trip_request(Request::OcspStatus {
         certs: vec![ocsp_id(OcspHash::Sha1), ocsp_id(OcspHash::Sha384)],
         nonce: Some(vec![4, 16, 1, 2]),
