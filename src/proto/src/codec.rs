@@ -349,6 +349,31 @@ mod tests {
     }
 
     #[test]
+    fn only_a_crl_answer_may_exceed_the_request_bound() {
+        let big = |msg_type| FrameHeader {
+            msg_type,
+            request_id: 1,
+            body_len: MAX_FRAME_BODY + 1,
+        };
+        let crl = crate::messages::msg_type::CRL;
+        // What the signer reads: never past the bound, whatever the type says.
+        assert!(matches!(
+            FrameHeader::decode(&big(crl).encode()),
+            Err(FrameError::BodyTooLarge(_))
+        ));
+        // What clients read: a CRL may, nothing else may, and not past its own bound.
+        assert!(FrameHeader::decode_answer(&big(crl).encode()).is_ok());
+        assert!(
+            FrameHeader::decode_answer(&big(crate::messages::msg_type::OCSP).encode()).is_err()
+        );
+        let huge = FrameHeader {
+            body_len: MAX_CRL_FRAME_BODY + 1,
+            ..big(crl)
+        };
+        assert!(FrameHeader::decode_answer(&huge.encode()).is_err());
+    }
+
+    #[test]
     fn header_round_trip() {
         let h = FrameHeader {
             msg_type: 3,
