@@ -272,6 +272,22 @@ fn openssl_sees_good_then_revoked_and_unknown_with_a_nonce() {
     );
     assert!(out.contains("0x4343: unknown"), "{out}");
 
+    // The signer counted them, and answered the repeated GET from its cache.
+    let stats = ok(&p.demo.estctl(&[
+        "stats",
+        "--config",
+        p.demo.path("signer.yaml").to_str().unwrap(),
+    ]));
+    let line = stats
+        .lines()
+        .find(|l| l.starts_with("OCSP requests answered"))
+        .unwrap_or_else(|| panic!("{stats}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(numbers[0] >= 7 && numbers[1] >= 1, "{line}");
+
     // The operator's view agrees.
     let shown = ok(&p.demo.estctl(&[
         "ocsp",

@@ -136,13 +136,28 @@ impl Metrics {
             );
             signer.register(
                 "token_signs",
-                "Signatures made with the CA key in the token",
+                "Signatures made in the token (the CA key and the OCSP responder key)",
                 counter(s.token_signs),
             );
             signer.register(
                 "token_sign_microseconds",
                 "Total time of those signatures (divide by token_signs for the mean)",
                 counter(s.token_sign_micros),
+            );
+            signer.register(
+                "ocsp_responses",
+                "OCSP requests the signer answered",
+                counter(s.ocsp_responses),
+            );
+            signer.register(
+                "ocsp_cache_hits",
+                "OCSP requests answered from the signer's cache",
+                counter(s.ocsp_cache_hits),
+            );
+            signer.register(
+                "ocsp_cached",
+                "OCSP answers in the signer's cache",
+                gauge(s.ocsp_cached),
             );
             signer.register(
                 "ca_not_after_seconds",

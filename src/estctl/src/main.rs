@@ -949,6 +949,10 @@ fn stats(config: &Path) -> Result<(), String> {
     }
     println!("decisions {} in {} commits", s.decisions, s.commits);
     println!(
+        "OCSP requests answered {} ({} from the cache, {} answers cached)",
+        s.ocsp_responses, s.ocsp_cache_hits, s.ocsp_cached
+    );
+    println!(
         "CA certificate expires {}",
         rfc3339_millis(s.ca_not_after * 1000)
     );

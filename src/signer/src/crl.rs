@@ -86,15 +86,17 @@ impl SignerService {
             *w = Some(tx);
         }
         let service = Arc::clone(self);
+        let half = self.crls.config.validity / 2;
         std::thread::Builder::new()
             .name("crl".into())
-            .spawn(move || service.publish_loop(rx))
+            .spawn(move || service.publish_loop(rx, half))
             .map(drop)
             .map_err(|e| format!("cannot start the CRL thread: {e}"))
     }
 
-    fn publish_loop(&self, rx: Receiver<()>) {
-        let half = self.crls.config.validity / 2;
+    /// Signs a CRL now, after every wake-up (coalesced), and whenever `half` has passed
+    /// since the last one; ends when the wake channel closes.
+    fn publish_loop(&self, rx: Receiver<()>, half: Duration) {
         let mut due = Instant::now();
         loop {
             let wait = due.saturating_duration_since(Instant::now());
@@ -218,4 +220,37 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
         let _ = std::fs::remove_file(tmp);
     }
     hsm_est_common::util::write_atomically(path, data, 0o644)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CrlConfig;
+    use crate::service::tests::{soft_ca, temp_dir};
+
+    /// With no revocation at all, a new CRL is signed each time half of the current one's
+    /// validity has passed (here half a second stands for half of `validity_hours`).
+    #[test]
+    fn a_fresh_crl_is_signed_at_half_the_validity_without_any_revocation() {
+        let dir = temp_dir("crl-half");
+        let file = dir.join("ca.crl");
+        let service = Arc::new(soft_ca(&dir, false).with_crl(CrlConfig {
+            file: Some(file.clone()),
+            validity: Duration::from_secs(3600),
+            pem: false,
+        }));
+        let (tx, rx) = sync_channel(1);
+        let looping = Arc::clone(&service);
+        let thread =
+            std::thread::spawn(move || looping.publish_loop(rx, Duration::from_millis(500)));
+        std::thread::sleep(Duration::from_millis(1800));
+        drop(tx);
+        thread.join().unwrap();
+        // At start, then at 0.5, 1.0 and 1.5 s.
+        let number = service.ledger.crl_number().unwrap();
+        assert!((3..=5).contains(&number), "{number} CRLs in 1.8 s");
+        let der = std::fs::read(&file).unwrap();
+        assert_eq!(hsm_est_pki::crl::crl_number(&der), Some(number));
+        verify_crl_signature(&der, &service.ca.spki).unwrap();
+    }
 }

@@ -135,6 +135,15 @@ impl SignerService {
             max_batch,
             token_signs,
             token_sign_micros,
+            ocsp_responses: self
+                .ocsp
+                .answered
+                .load(std::sync::atomic::Ordering::Relaxed),
+            ocsp_cache_hits: self
+                .ocsp
+                .cache_hits
+                .load(std::sync::atomic::Ordering::Relaxed),
+            ocsp_cached: self.ocsp.cached() as u64,
         })
     }
 

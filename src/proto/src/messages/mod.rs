@@ -584,6 +584,9 @@ fn write_stats(w: &mut BodyWriter, s: &Stats) -> Result<(), FrameError> {
     w.i64(s.ca_not_after);
     w.u64(s.queue_depth).u64(s.max_batch);
     w.u64(s.token_signs).u64(s.token_sign_micros);
+    w.u64(s.ocsp_responses)
+        .u64(s.ocsp_cache_hits)
+        .u64(s.ocsp_cached);
     Ok(())
 }
 
@@ -600,6 +603,9 @@ fn read_stats(r: &mut BodyReader<'_>) -> Result<Stats, FrameError> {
         max_batch: r.u64()?,
         token_signs: r.u64()?,
         token_sign_micros: r.u64()?,
+        ocsp_responses: r.u64()?,
+        ocsp_cache_hits: r.u64()?,
+        ocsp_cached: r.u64()?,
     })
 }
 

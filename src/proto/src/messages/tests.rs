@@ -177,6 +177,9 @@ fn responses_round_trip() {
             max_batch: 17,
             token_signs: 40,
             token_sign_micros: 1_800,
+            ocsp_responses: 9,
+            ocsp_cache_hits: 5,
+            ocsp_cached: 3,
         }),
         Response::Certificates {
             certificates: vec![

@@ -272,6 +272,11 @@ pub struct Stats {
     /// Signatures made by the token since start, and their total time in microseconds.
     pub token_signs: u64,
     pub token_sign_micros: u64,
+    /// OCSP requests answered since start, those answered from the cache, and the answers
+    /// cached now.
+    pub ocsp_responses: u64,
+    pub ocsp_cache_hits: u64,
+    pub ocsp_cached: u64,
 }
 
 /// One certificate of a device's history.
