@@ -128,9 +128,6 @@ async fn serve(
     tcp: TcpStream,
     peer: std::net::SocketAddr,
 ) {
-    // Pages and JSON lists span several TCP segments: without this, Nagle's algorithm
-    // against the client's delayed ACK stalls each such answer for about 40 ms.
-    let _ = tcp.set_nodelay(true);
     let tls = match tokio::time::timeout(state.config.handshake_timeout, acceptor.accept(tcp)).await
     {
         Ok(Ok(t)) => t,

@@ -81,6 +81,7 @@ where
                 continue;
             };
             let handler = handler.clone();
+            let _ = tcp.set_nodelay(true);
             tokio::spawn(async move {
                 let _slots = (slot, address_slot);
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {

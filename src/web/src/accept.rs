@@ -1,6 +1,7 @@
 //! The accept loop both TLS listeners use: the network allow-list, a slot among all
 //! connections and one among the address's, all taken before any work for the connection
 //! (its TLS handshake included) starts. A connection that gets no slot is closed at once.
+//! Admitted connections send without Nagle's delay (TCP_NODELAY).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +52,9 @@ pub async fn accept_loop<F, Fut>(
             );
             continue;
         };
+        // Answers and handshake flights must not wait for Nagle's algorithm against the
+        // client's delayed ACK (about 40 ms a round on Linux).
+        let _ = tcp.set_nodelay(true);
         tokio::spawn(serve(tcp, peer, (permit, address_slot)));
     }
 }
