@@ -2,9 +2,7 @@
 //! certs-only CMS, and the CSR request body in any of the forms clients send.
 
 use base64ct::{Base64, Encoding};
-use cms::content_info::ContentInfo;
-use der::{Decode, Encode};
-use x509_cert::Certificate;
+use der::{Decode, Encode, Header, Reader, SliceReader, Tag, TagNumber};
 
 /// The largest request body accepted (libest uses 8 KiB; RSA-4096 CSRs with SANs fit).
 pub const MAX_BODY: usize = 16 * 1024;
@@ -73,14 +71,73 @@ impl ResponseFormat {
     }
 }
 
-/// A certs-only CMS SignedData (RFC 5652, RFC 7030 §4.1.3) holding `certs`. The CERTIFICATE
-/// SET is DER-sorted, so clients must not rely on order.
+/// id-signedData and id-data (RFC 5652 §5.1, §4), DER-encoded with their tags.
+const OID_SIGNED_DATA: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
+];
+const OID_DATA: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01,
+];
+
+/// `tag`, its DER length, and `content`.
+fn tlv(tag: Tag, content: &[u8]) -> Result<Vec<u8>, der::Error> {
+    let mut out = Header::new(tag, content.len())?.to_der()?;
+    out.extend_from_slice(content);
+    Ok(out)
+}
+
+/// DER's SET OF order (X.690 §11.6): encodings compared as octet strings, the shorter
+/// padded with zero octets at its end.
+fn set_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let n = a.len().max(b.len());
+    (0..n)
+        .map(|i| {
+            let x = a.get(i).copied().unwrap_or(0);
+            let y = b.get(i).copied().unwrap_or(0);
+            x.cmp(&y)
+        })
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
+}
+
+/// A certs-only CMS SignedData (RFC 5652, RFC 7030 §4.1.3) holding `certs`: version 1, no
+/// digest algorithms, id-data with no content, the certificates as a DER-sorted SET (so
+/// clients must not rely on order), an empty CRL set, no signers. The certificates' own DER is spliced in
+/// unchanged: each must be one whole SEQUENCE, but is not decoded and encoded again (that
+/// was a sixth of the frontend's time per enrolment).
 pub fn certs_only(certs: &[Vec<u8>]) -> Result<Vec<u8>, der::Error> {
-    let parsed = certs
-        .iter()
-        .map(|c| Certificate::from_der(c))
-        .collect::<Result<Vec<_>, _>>()?;
-    ContentInfo::try_from(parsed)?.to_der()
+    for c in certs {
+        let mut r = SliceReader::new(c)?;
+        let header = Header::decode(&mut r)?;
+        header.tag.assert_eq(Tag::Sequence)?;
+        r.read_slice(header.length)?;
+        r.finish(())?;
+    }
+    let mut sorted: Vec<&Vec<u8>> = certs.iter().collect();
+    sorted.sort_by(|a, b| set_order(a, b));
+    let set: Vec<u8> = sorted.into_iter().flatten().copied().collect();
+    let mut signed = vec![0x02, 0x01, 0x01, 0x31, 0x00];
+    signed.extend(tlv(Tag::Sequence, OID_DATA)?);
+    signed.extend(tlv(
+        Tag::ContextSpecific {
+            constructed: true,
+            number: TagNumber::N0,
+        },
+        &set,
+    )?);
+    // An empty crls [1] and an empty signerInfos SET, as the cms crate wrote them before:
+    // the answers stay byte for byte what clients already take.
+    signed.extend_from_slice(&[0xa1, 0x00, 0x31, 0x00]);
+    let signed = tlv(Tag::Sequence, &signed)?;
+    let mut info = OID_SIGNED_DATA.to_vec();
+    info.extend(tlv(
+        Tag::ContextSpecific {
+            constructed: true,
+            number: TagNumber::N0,
+        },
+        &signed,
+    )?);
+    tlv(Tag::Sequence, &info)
 }
 
 /// Why a request body is not a CSR.
@@ -154,6 +211,40 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cms crate's certs-only encoding, the reference for the spliced one.
+    fn reference(certs: &[Vec<u8>]) -> Vec<u8> {
+        let parsed = certs
+            .iter()
+            .map(|c| x509_cert::Certificate::from_der(c).unwrap())
+            .collect::<Vec<_>>();
+        cms::content_info::ContentInfo::try_from(parsed)
+            .unwrap()
+            .to_der()
+            .unwrap()
+    }
+
+    fn ca_certificates() -> Vec<Vec<u8>> {
+        // Two real certificates of different lengths from the repository's test data.
+        let text = include_str!("../../../tests/data/two-certificates.pem");
+        hsm_est_pki::pem_certificates(text).unwrap()
+    }
+
+    #[test]
+    fn certs_only_is_byte_for_byte_what_the_cms_crate_makes() {
+        let certs = ca_certificates();
+        assert!(certs.len() >= 2);
+        assert_eq!(certs_only(&certs[..1]).unwrap(), reference(&certs[..1]));
+        assert_eq!(certs_only(&certs).unwrap(), reference(&certs));
+        let reversed: Vec<Vec<u8>> = certs.iter().rev().cloned().collect();
+        assert_eq!(certs_only(&reversed).unwrap(), reference(&certs));
+        // Not one whole SEQUENCE: refused, never spliced.
+        let mut trailing = certs[0].clone();
+        trailing.push(0);
+        assert!(certs_only(&[trailing]).is_err());
+        assert!(certs_only(&[vec![0x31, 0x00]]).is_err());
+        assert!(certs_only(&[certs[0][..certs[0].len() - 1].to_vec()]).is_err());
+    }
 
     #[test]
     fn formats_frame_as_specified() {
