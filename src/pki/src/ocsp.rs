@@ -231,8 +231,17 @@ fn to_cert_id(c: &OcspCertId) -> Result<CertId, der::Error> {
         },
         issuer_name_hash: OctetString::new(c.issuer_name_hash.clone())?,
         issuer_key_hash: OctetString::new(c.issuer_key_hash.clone())?,
-        serial_number: SerialNumber::new(&c.serial)?,
+        serial_number: serial_number(&c.serial)?,
     })
+}
+
+/// The serialNumber INTEGER with exactly these content octets, as they were parsed:
+/// `SerialNumber::new` would reinterpret them (00 BA, a positive 186, came back as BA, a
+/// negative number), and a CertID must be echoed exactly for the client to match it.
+fn serial_number(content: &[u8]) -> Result<SerialNumber, der::Error> {
+    let mut tlv = der::Header::new(der::Tag::Integer, content.len())?.to_der()?;
+    tlv.extend_from_slice(content);
+    SerialNumber::from_der(&tlv)
 }
 
 /// A certificate's status as the ledger knows it.
@@ -491,6 +500,31 @@ mod tests {
         let parsed = parse_request(&der).unwrap();
         assert_eq!(parsed.certs, certs);
         assert_eq!(parsed.nonce.as_deref(), Some(nonce.as_slice()));
+    }
+
+    /// Found by the ocsp_request fuzz target: a serial whose first content octet is 00
+    /// (a positive number with its top bit set) must come back as it went.
+    #[test]
+    fn a_serial_with_a_sign_octet_is_echoed_exactly() {
+        for serial in [
+            vec![0x00, 0xba],
+            vec![0x00, 0x80, 0x01],
+            vec![0x41],
+            vec![0x7f; 20],
+        ] {
+            let mut c = id(OcspHash::Sha256);
+            c.serial = serial.clone();
+            let der = build_request(std::slice::from_ref(&c), None).unwrap();
+            let parsed = parse_request(&der).unwrap();
+            assert_eq!(parsed.certs[0].serial, serial);
+            let again = build_request(&parsed.certs, None).unwrap();
+            assert_eq!(again, der);
+        }
+        // The crash input itself.
+        let crash = include_bytes!("../../../fuzz/regressions/ocsp_request-serial-sign-octet");
+        let parsed = parse_request(crash).unwrap();
+        let again = build_request(&parsed.certs, parsed.nonce.as_deref()).unwrap();
+        assert_eq!(parse_request(&again).unwrap(), parsed);
     }
 
     #[test]
