@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite and the demo need on a fresh Debian machine, and nothing
 # when it is already there: softhsm2, openssl, curl, file, systemd-analyze, strongSwan's
-# pki, chromium, freeradius and eapol_test (Debian), pkilint (a Python venv), cargo-audit and cargo-deny. Prints the venv's bin directory on the last line of its output.
+# pki, chromium, freeradius and eapol_test (Debian), pkilint (a Python venv), cargo-audit, cargo-deny and cargo-fuzz. Prints the venv's bin directory on the last line of its output.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${HSM_EST_VENV:-$here/target/pkilint-venv}
@@ -22,6 +22,8 @@ command -v chromium >/dev/null || need_apt+=(chromium)
 # EAP-TLS end to end: a private FreeRADIUS and wpa_supplicant's eapol_test.
 command -v freeradius >/dev/null || need_apt+=(freeradius)
 command -v eapol_test >/dev/null || need_apt+=(eapoltest)
+# cargo-fuzz's libFuzzer is C++.
+command -v g++ >/dev/null || need_apt+=(g++)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian)" >&2
   sudo_cmd=""
@@ -42,6 +44,11 @@ if ! cargo audit --version >/dev/null 2>&1; then
 fi
 # cargo-deny at a fixed version: tests/cargo-deny.sh lays out the advisory database where
 # this version looks for it.
+# cargo-fuzz for fuzz/run.sh: the targets build on stable with `-s none`.
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz 0.13.2" ]; then
+  echo "installing cargo-fuzz" >&2
+  cargo install -q --locked cargo-fuzz@0.13.2 >&2
+fi
 if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny 0.20.2" ]; then
   echo "installing cargo-deny" >&2
   cargo install -q --locked cargo-deny@0.20.2 >&2

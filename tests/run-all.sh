@@ -17,6 +17,8 @@ echo "== tests"
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results"
+echo "== fuzzing (20 s per target from fuzz/seeds; a crash fails the suite)"
+fuzz/run.sh 20
 echo "== cargo audit"
 db=${ADVISORY_DB:-../shared/advisory-db}
 if [ ! -d "$db" ]; then

@@ -45,18 +45,21 @@ impl Identity {
 /// Parses `Authorization: Basic …` into (user, password).
 fn basic_credentials(req: &hyper::http::request::Parts) -> Option<Result<(String, String), ()>> {
     let value = req.headers.get(AUTHORIZATION)?;
-    let parsed = (|| {
-        let v = value.to_str().ok()?;
-        let (scheme, rest) = v.trim().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
-        let decoded = Base64::decode_vec(rest.trim()).ok()?;
-        let text = String::from_utf8(decoded).ok()?;
-        let (u, p) = text.split_once(':')?;
-        Some((u.to_string(), p.to_string()))
-    })();
-    Some(parsed.ok_or(()))
+    Some(parse_basic(value.as_bytes()).ok_or(()))
+}
+
+/// The (user, password) of an `Authorization` header value of the Basic scheme (any
+/// case), base64 of UTF-8 `user:password`; `None` for anything else.
+pub fn parse_basic(value: &[u8]) -> Option<(String, String)> {
+    let v = std::str::from_utf8(value).ok()?;
+    let (scheme, rest) = v.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = Base64::decode_vec(rest.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
 }
 
 /// A device certificate is one the issuing CA's *key* signed: an issuer name can be

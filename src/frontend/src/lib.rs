@@ -4,7 +4,7 @@
 //! through the signer socket (`tests/architecture.rs` keeps it that way).
 #![forbid(unsafe_code)]
 
-mod auth;
+pub mod auth;
 pub mod config;
 mod conn;
 pub mod est;

@@ -126,27 +126,28 @@ fn verify_hash(password: &str, hash: &str) -> bool {
 
 pub fn load(path: &Path) -> Result<UsersFile, String> {
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let file: UsersFile =
-                yaml_serde::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            for u in &file.users {
-                if !valid_user_name(&u.name) {
-                    return Err(format!("{}: bad user name {:?}", path.display(), u.name));
-                }
-                PasswordHash::new(&u.hash)
-                    .map_err(|_| format!("{}: user {}: bad hash", path.display(), u.name))?;
-            }
-            for t in &file.tokens {
-                let ok = t.sha256.len() == 64 && hex::decode(&t.sha256).is_ok();
-                if !ok {
-                    return Err(format!("{}: token {}: bad sha256", path.display(), t.id));
-                }
-            }
-            Ok(file)
-        }
+        Ok(text) => parse(&text).map_err(|e| format!("{}: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UsersFile::default()),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
+}
+
+/// Parses and checks the text of an accounts file: names, hash syntax, token digests.
+pub fn parse(text: &str) -> Result<UsersFile, String> {
+    let file: UsersFile = yaml_serde::from_str(text).map_err(|e| e.to_string())?;
+    for u in &file.users {
+        if !valid_user_name(&u.name) {
+            return Err(format!("bad user name {:?}", u.name));
+        }
+        PasswordHash::new(&u.hash).map_err(|_| format!("user {}: bad hash", u.name))?;
+    }
+    for t in &file.tokens {
+        let ok = t.sha256.len() == 64 && hex::decode(&t.sha256).is_ok();
+        if !ok {
+            return Err(format!("token {}: bad sha256", t.id));
+        }
+    }
+    Ok(file)
 }
 
 /// Writes the users file atomically with mode 0640 (`write_atomically`): two concurrent
