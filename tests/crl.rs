@@ -238,15 +238,11 @@ fn revoked_certificates_are_in_a_signed_crl_that_openssl_and_pkilint_accept() {
 
 #[test]
 fn the_frontend_publishes_the_crl_over_plain_http() {
-    use common::demo::{free_port, Demo};
+    use common::demo::Demo;
     let mut demo = Demo::start("crl-http", "base64");
     demo.stop();
     demo.append_signer("crl:\n  file: published.crl\n  validity_hours: 24\n");
-    let port = free_port();
-    demo.edit_frontend(
-        "users_file: users.yaml",
-        &format!("users_file: users.yaml\npublication:\n  listen: 127.0.0.1:{port}"),
-    );
+    let port = demo.add_publication_listener();
     let _signer = demo.spawn_ready(&signer_bin(), "signer.yaml", "signer.log");
     let _frontend = demo.spawn_ready(&frontend_bin(), "frontend.yaml", "frontend.log");
     let admin = signer_bin().with_file_name("est-admin");
@@ -338,7 +334,7 @@ fn the_frontend_publishes_the_crl_over_plain_http() {
 /// whole; the frontend fetches it again only when its number changes.
 #[test]
 fn a_large_crl_is_served_and_fetched_only_when_it_changes() {
-    use common::demo::{free_port, Demo};
+    use common::demo::Demo;
     use hsm_est_signer::ledger::{Ledger, LedgerWrite};
     const REVOKED: u32 = 12_000;
     let mut demo = Demo::start("crl-large", "base64");
@@ -360,11 +356,7 @@ fn a_large_crl_is_served_and_fetched_only_when_it_changes() {
     ledger.apply(&revokes, &head).unwrap();
     drop(ledger);
     demo.append_signer("crl:\n  file: published.crl\n  validity_hours: 24\n");
-    let port = free_port();
-    demo.edit_frontend(
-        "users_file: users.yaml",
-        &format!("users_file: users.yaml\npublication:\n  listen: 127.0.0.1:{port}"),
-    );
+    let port = demo.add_publication_listener();
     let _signer = demo.spawn_ready(&signer_bin(), "signer.yaml", "signer.log");
     let _frontend = demo.spawn_ready(&frontend_bin(), "frontend.yaml", "frontend.log");
     let file = demo.path("published.crl");

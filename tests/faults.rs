@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::csrgen;
-use common::demo::{frontend_bin, Demo};
+use common::demo::{frontend_bin, ChildGuard, Demo};
 use common::rawtls::{request_on, tls_from};
 use common::*;
 use hsm_est_signer::ledger::Ledger;
@@ -133,6 +133,13 @@ fn wait_for(seen: &Seen, done: usize) {
     }
 }
 
+/// SIGKILL (what `Child::kill` sends on Unix), and the process reaped.
+fn kill_9(process: &mut ChildGuard) {
+    let child = process.0.as_mut().expect("running");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
 #[test]
 fn kill_9_of_the_signer_and_the_frontend_under_load_loses_nothing() {
     let mut demo = Demo::start("faults", "base64");
@@ -164,26 +171,14 @@ fn kill_9_of_the_signer_and_the_frontend_under_load_loses_nothing() {
 
     // A quarter in: the signer dies mid-run, and comes back after a second.
     wait_for(&seen, PUMPS / 4);
-    let pid = signer.0.as_ref().unwrap().id();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let _ = signer.0.as_mut().unwrap().wait();
+    kill_9(&mut signer);
     std::thread::sleep(Duration::from_secs(1));
     let before_restart = seen.done.load(Ordering::Relaxed);
     signer = demo.spawn_ready(&signer_bin(), "signer.yaml", "signer.log");
 
     // Past half: the frontend dies; the clients reconnect to its successor.
     wait_for(&seen, (PUMPS / 2).max(before_restart + 100));
-    let pid = frontend.0.as_ref().unwrap().id();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let _ = frontend.0.as_mut().unwrap().wait();
+    kill_9(&mut frontend);
     std::thread::sleep(Duration::from_millis(500));
     frontend = demo.spawn_ready(&frontend_bin(), "frontend.yaml", "frontend.log");
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::csrgen;
-use common::demo::{free_port, frontend_bin, pkcs7_certs, ChildGuard, Demo};
+use common::demo::{frontend_bin, pkcs7_certs, ChildGuard, Demo};
 use common::*;
 
 /// The demo restarted with the publication listener and an AIA OCSP URL in the pump
@@ -30,11 +30,7 @@ impl Published {
     fn start(name: &str, signer_yaml: &str, before_start: impl FnOnce(&Demo)) -> Published {
         let mut demo = Demo::start(name, "base64");
         demo.stop();
-        let port = free_port();
-        demo.edit_frontend(
-            "users_file: users.yaml",
-            &format!("users_file: users.yaml\npublication:\n  listen: 127.0.0.1:{port}"),
-        );
+        let port = demo.add_publication_listener();
         for profile in ["policy/iqe-bootstrap.yaml", "policy/iqe-pump.yaml"] {
             demo.edit(
                 profile,
@@ -130,6 +126,19 @@ impl Published {
             percent_encoding::utf8_percent_encode(&b64, percent_encoding::NON_ALPHANUMERIC)
                 .collect();
         self.http(&["-g"], &format!("/ocsp/{encoded}"))
+    }
+
+    /// POST of the file `body` to /ocsp with this Content-Type: (status, headers, body).
+    fn post(&self, content_type: &str, body: &Path) -> (u16, String, Vec<u8>) {
+        self.http(
+            &[
+                "-H",
+                &format!("Content-Type: {content_type}"),
+                "--data-binary",
+                &format!("@{}", body.display()),
+            ],
+            "/ocsp",
+        )
     }
 
     /// curl on the publication listener: (status, headers, body).
@@ -399,42 +408,18 @@ fn hostile_ocsp_requests_get_clear_refusals() {
     std::fs::write(&junk, b"\x30\x03\x02\x01\x01").unwrap();
     let malformed = [0x30, 0x03, 0x0a, 0x01, 0x01];
     // Not an OCSPRequest: malformedRequest, unsigned.
-    let (status, _, body) = p.http(
-        &[
-            "-H",
-            "Content-Type: application/ocsp-request",
-            "--data-binary",
-            &format!("@{}", junk.display()),
-        ],
-        "/ocsp",
-    );
+    let (status, _, body) = p.post("application/ocsp-request", &junk);
     assert_eq!((status, body.as_slice()), (200, &malformed[..]));
     // GET of something that is not base64.
     let (status, _, body) = p.http(&[], "/ocsp/%%%not-base64");
     assert_eq!((status, body.as_slice()), (200, &malformed[..]));
     // The wrong media type.
-    let (status, _, _) = p.http(
-        &[
-            "-H",
-            "Content-Type: text/plain",
-            "--data-binary",
-            &format!("@{}", junk.display()),
-        ],
-        "/ocsp",
-    );
+    let (status, _, _) = p.post("text/plain", &junk);
     assert_eq!(status, 415);
     // A body over the cap.
     let big = p.demo.path("big.der");
     std::fs::write(&big, vec![0x30u8; 64 * 1024]).unwrap();
-    let (status, _, _) = p.http(
-        &[
-            "-H",
-            "Content-Type: application/ocsp-request",
-            "--data-binary",
-            &format!("@{}", big.display()),
-        ],
-        "/ocsp",
-    );
+    let (status, _, _) = p.post("application/ocsp-request", &big);
     assert_eq!(status, 413);
     // A nonce over RFC 8954's 32 octets.
     let ca = p.ca_certificate();
@@ -445,15 +430,7 @@ fn hostile_ocsp_requests_get_clear_refusals() {
     let req = hsm_est_pki::ocsp::build_request(&[id], Some(&long_nonce)).unwrap();
     let file = p.demo.path("long-nonce.der");
     std::fs::write(&file, req).unwrap();
-    let (status, _, body) = p.http(
-        &[
-            "-H",
-            "Content-Type: application/ocsp-request",
-            "--data-binary",
-            &format!("@{}", file.display()),
-        ],
-        "/ocsp",
-    );
+    let (status, _, body) = p.post("application/ocsp-request", &file);
     assert_eq!((status, body.as_slice()), (200, &malformed[..]));
     // A certificate of another CA: the responder is not authoritative (unsigned).
     let foreign = hsm_est_proto::OcspCertId {
@@ -465,15 +442,7 @@ fn hostile_ocsp_requests_get_clear_refusals() {
     };
     let req = hsm_est_pki::ocsp::build_request(&[foreign], None).unwrap();
     std::fs::write(&file, req).unwrap();
-    let (status, _, body) = p.http(
-        &[
-            "-H",
-            "Content-Type: application/ocsp-request",
-            "--data-binary",
-            &format!("@{}", file.display()),
-        ],
-        "/ocsp",
-    );
+    let (status, _, body) = p.post("application/ocsp-request", &file);
     assert_eq!(
         (status, body.as_slice()),
         (200, &[0x30, 0x03, 0x0a, 0x01, 0x06][..])

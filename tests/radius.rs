@@ -305,11 +305,7 @@ fn freeradius_accepts_a_pump_until_it_is_revoked() {
 fn freeradius_asks_the_ocsp_responder_and_rejects_a_revoked_pump_without_a_reload() {
     let mut demo = Demo::start("radius-ocsp", "der");
     demo.stop();
-    let publication = free_port();
-    demo.edit_frontend(
-        "users_file: users.yaml",
-        &format!("users_file: users.yaml\npublication:\n  listen: 127.0.0.1:{publication}"),
-    );
+    let publication = demo.add_publication_listener();
     let ca_dir = demo.path("radius-ca");
     std::fs::create_dir_all(&ca_dir).unwrap();
     std::fs::copy(demo.ca(), ca_dir.join("ca.pem")).unwrap();

@@ -336,6 +336,17 @@ impl Demo {
 }
 
 impl Demo {
+    /// Gives the (stopped) demo's frontend a publication listener (CRL and OCSP over plain
+    /// HTTP) on a free port of 127.0.0.1, and returns the port.
+    pub fn add_publication_listener(&self) -> u16 {
+        let port = free_port();
+        self.edit_frontend(
+            "users_file: users.yaml",
+            &format!("users_file: users.yaml\npublication:\n  listen: 127.0.0.1:{port}"),
+        );
+        port
+    }
+
     /// Appends a table to the signer config.
     pub fn append_signer(&self, yaml: &str) {
         let path = self.path("signer.yaml");

@@ -6,10 +6,9 @@ use std::path::Path;
 
 use clap::Subcommand;
 use der::Encode;
-use ring::rand::{SecureRandom, SystemRandom};
 
-use hsm_est_pki::ocsp::{build_request, cert_id_for, verify_response, Status};
-use hsm_est_pki::{pem_certificates, sha256};
+use hsm_est_pki::ocsp::{build_request, cert_id_for, random_nonce, verify_response, Status};
+use hsm_est_pki::sha256;
 use hsm_est_proto::{OcspHash, Request, Response};
 use hsm_est_signer::audit::AuditRecord;
 use hsm_est_signer::config::{OcspSigner, SignerConfig};
@@ -87,27 +86,9 @@ fn init(config: &Path, key_type: &str) -> Result<(), String> {
 fn status(config: &Path, serial_hex: &str, with_nonce: bool) -> Result<(), String> {
     let cfg = crate::load(config)?;
     let serial = hex::decode(serial_hex.trim()).map_err(|_| "--serial must be hex")?;
-    let chain = std::fs::read_to_string(&cfg.ca_chain_file)
-        .map_err(|e| format!("{}: {e}", cfg.ca_chain_file.display()))?;
-    let ca_der = pem_certificates(&chain)?
-        .into_iter()
-        .next()
-        .ok_or("no CA certificate")?;
-    let ca = hsm_est_pki::cert::parse_certificate(&ca_der)?;
+    let ca = hsm_est_signer::ca::CaChain::load(&cfg.ca_chain_file)?.certificate;
     let id = cert_id_for(OcspHash::Sha256, &ca, &serial)?;
-    let nonce = if with_nonce {
-        let mut n = [0u8; 16];
-        SystemRandom::new()
-            .fill(&mut n)
-            .map_err(|_| "no randomness")?;
-        Some(
-            der::asn1::OctetString::new(n.to_vec())
-                .and_then(|o| o.to_der())
-                .map_err(|e| e.to_string())?,
-        )
-    } else {
-        None
-    };
+    let nonce = with_nonce.then(random_nonce).transpose()?;
     // The same bytes a client would send, parsed the way the frontend parses them.
     let request =
         build_request(std::slice::from_ref(&id), nonce.as_deref()).map_err(|e| e.to_string())?;

@@ -207,6 +207,17 @@ pub fn build_request(certs: &[OcspCertId], nonce: Option<&[u8]>) -> Result<Vec<u
     .to_der()?)
 }
 
+/// A fresh nonce extension value as OpenSSL's client sends it: an OCTET STRING of 16
+/// random octets.
+pub fn random_nonce() -> Result<Vec<u8>, String> {
+    let mut n = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut n)
+        .map_err(|_| "no randomness".to_string())?;
+    OctetString::new(n.to_vec())
+        .and_then(|o| o.to_der())
+        .map_err(|e| e.to_string())
+}
+
 /// The CertID of `serial` under `issuer`, as a client computes it.
 pub fn cert_id_for(
     hash: OcspHash,

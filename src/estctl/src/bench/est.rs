@@ -31,7 +31,7 @@ use hsm_est_pki::cert::assemble_signed;
 use hsm_est_pki::keys::SignatureAlgorithm;
 use hsm_est_pki::{name, oid};
 
-use super::http::{exchange, Answer};
+use super::http::{exchange, Answer, Target};
 use super::{cpu_of, outcome, rss_kib, shares, Report};
 
 #[derive(clap::Args)]
@@ -232,29 +232,6 @@ fn csr(key: &DeviceKey, cn: &str) -> Result<Vec<u8>, String> {
     assemble_signed(&info_der, alg, &sig).map_err(|e| e.to_string())
 }
 
-struct Target {
-    host: String,
-    port: u16,
-    base: String,
-}
-
-impl Target {
-    fn parse(url: &str) -> Result<Target, String> {
-        let rest = url
-            .strip_prefix("https://")
-            .ok_or("--url must be https://HOST:PORT/.well-known/est[/LABEL]")?;
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (host, port) = authority
-            .rsplit_once(':')
-            .ok_or("--url needs an explicit port")?;
-        Ok(Target {
-            host: host.to_string(),
-            port: port.parse().map_err(|_| "bad port in --url")?,
-            base: format!("/{}", path.trim_end_matches('/')),
-        })
-    }
-}
-
 /// One prepared request and what its answer must show.
 struct Prepared {
     bytes: Vec<u8>,
@@ -332,7 +309,7 @@ pub fn run(a: EstArgs) -> Result<(), String> {
         (None, None) => None,
         _ => return Err("give --user with --password-file".into()),
     };
-    let target = Target::parse(&a.url)?;
+    let target = Target::parse(&a.url, "https")?;
     let roots = roots(&a.ca)?;
     let ca_text = std::fs::read_to_string(&a.ca).map_err(|e| e.to_string())?;
     let ca_der = hsm_est_pki::pem_certificates(&ca_text)?
@@ -407,7 +384,7 @@ type Outcome = Result<(Answer, Duration), String>;
 impl Bench {
     fn request(&self, op: Op, body: Option<&[u8]>) -> Vec<u8> {
         let host = format!("{}:{}", self.target.host, self.target.port);
-        let path = format!("{}/{}", self.target.base, op.path());
+        let path = format!("{}/{}", self.target.path, op.path());
         let auth = self
             .basic
             .as_ref()
@@ -498,11 +475,7 @@ impl Bench {
             let setup = Bench {
                 op: step,
                 new_connection: step != Op::Bootstrap,
-                target: Target {
-                    host: self.target.host.clone(),
-                    port: self.target.port,
-                    base: self.target.base.clone(),
-                },
+                target: self.target.clone(),
                 server_name: self.server_name.clone(),
                 tls: Arc::clone(&self.tls),
                 ca: self.ca.clone(),

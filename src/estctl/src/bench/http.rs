@@ -3,6 +3,33 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 
+/// Where the benchmark sends requests: `scheme://HOST:PORT/PATH`, the port explicit.
+#[derive(Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    /// The path without a trailing slash ("" for the root).
+    pub path: String,
+}
+
+impl Target {
+    pub fn parse(url: &str, scheme: &str) -> Result<Target, String> {
+        let rest = url
+            .strip_prefix(scheme)
+            .and_then(|r| r.strip_prefix("://"))
+            .ok_or_else(|| format!("--url must be {scheme}://HOST:PORT/PATH"))?;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (host, port) = authority
+            .rsplit_once(':')
+            .ok_or("--url needs an explicit port")?;
+        Ok(Target {
+            host: host.to_string(),
+            port: port.parse().map_err(|_| "bad port in --url")?,
+            path: format!("/{}", path.trim_end_matches('/')),
+        })
+    }
+}
+
 /// One answer.
 pub struct Answer {
     pub status: u16,

@@ -13,13 +13,10 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use der::Encode;
-use ring::rand::{SecureRandom, SystemRandom};
-
-use hsm_est_pki::ocsp::{build_request, cert_id_for, verify_response};
+use hsm_est_pki::ocsp::{build_request, cert_id_for, random_nonce, verify_response};
 use hsm_est_proto::{DeviceFilter, OcspCertId, OcspHash, Request, Response};
 
-use super::http::{exchange, Answer};
+use super::http::{exchange, Answer, Target};
 use super::{cpu_of, outcome, shares, Report};
 
 #[derive(clap::Args)]
@@ -70,7 +67,7 @@ pub fn run(a: OcspArgs) -> Result<(), String> {
     if a.concurrency == 0 || a.concurrency > 1000 || a.requests == 0 {
         return Err("--concurrency 1-1000 and --requests > 0".into());
     }
-    let target = Target::parse(&a.url)?;
+    let target = Target::parse(&a.url, "http")?;
     let (ca, ids) = certificates(&a.config, a.devices, &a.serials, hash)?;
     let plan = Plan {
         target,
@@ -96,29 +93,6 @@ pub fn run(a: OcspArgs) -> Result<(), String> {
     outcome(&report)
 }
 
-struct Target {
-    host: String,
-    port: u16,
-    path: String,
-}
-
-impl Target {
-    fn parse(url: &str) -> Result<Target, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or("--url must be http://HOST:PORT/PATH")?;
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (host, port) = authority
-            .rsplit_once(':')
-            .ok_or("--url needs an explicit port")?;
-        Ok(Target {
-            host: host.to_string(),
-            port: port.parse().map_err(|_| "bad port in --url")?,
-            path: format!("/{path}"),
-        })
-    }
-}
-
 /// The CA certificate and the CertIDs to ask about.
 fn certificates(
     config: &std::path::Path,
@@ -127,13 +101,7 @@ fn certificates(
     hash: OcspHash,
 ) -> Result<(x509_cert::Certificate, Vec<OcspCertId>), String> {
     let cfg = crate::load(config)?;
-    let chain = std::fs::read_to_string(&cfg.ca_chain_file)
-        .map_err(|e| format!("{}: {e}", cfg.ca_chain_file.display()))?;
-    let ca_der = hsm_est_pki::pem_certificates(&chain)?
-        .into_iter()
-        .next()
-        .ok_or("no CA certificate")?;
-    let ca = hsm_est_pki::cert::parse_certificate(&ca_der)?;
+    let ca = hsm_est_signer::ca::CaChain::load(&cfg.ca_chain_file)?.certificate;
     let mut wanted: Vec<Vec<u8>> = Vec::new();
     for s in serials {
         wanted.push(hex::decode(s.trim()).map_err(|_| format!("--serial {s:?} is not hex"))?);
@@ -193,22 +161,12 @@ struct Prepared {
 }
 
 impl Plan {
-    fn prepare(&self, n: u64, rng: &SystemRandom) -> Result<Vec<Prepared>, String> {
+    fn prepare(&self, n: u64) -> Result<Vec<Prepared>, String> {
         use base64ct::{Base64, Encoding};
         let mut out = Vec::with_capacity(n as usize);
         for i in 0..n {
             let id = (i as usize) % self.ids.len();
-            let nonce = if self.nonce {
-                let mut b = [0u8; 16];
-                rng.fill(&mut b).map_err(|_| "no randomness")?;
-                Some(
-                    der::asn1::OctetString::new(b.to_vec())
-                        .and_then(|o| o.to_der())
-                        .map_err(|e| e.to_string())?,
-                )
-            } else {
-                None
-            };
+            let nonce = self.nonce.then(random_nonce).transpose()?;
             let der = build_request(std::slice::from_ref(&self.ids[id]), nonce.as_deref())
                 .map_err(|e| e.to_string())?;
             let host = format!("{}:{}", self.target.host, self.target.port);
@@ -250,12 +208,11 @@ impl Plan {
         warmup: u64,
         pids: &[u32],
     ) -> Result<(Report, u64), String> {
-        let rng = SystemRandom::new();
         if warmup > 0 {
-            let prepared = self.prepare(warmup, &rng)?;
+            let prepared = self.prepare(warmup)?;
             self.drive(prepared, concurrency);
         }
-        let prepared = self.prepare(requests, &rng)?;
+        let prepared = self.prepare(requests)?;
         let cpu_before = cpu_of(pids)?;
         let start = Instant::now();
         let (mut report, verified) = self.drive(prepared, concurrency);
