@@ -250,3 +250,473 @@ fn kill_9_of_the_signer_and_the_frontend_under_load_loses_nothing() {
         demo.path("signer.yaml").to_str().unwrap(),
     ]));
 }
+
+/// What one bootstrap through the frontend got: status, head, body.
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Reply {
+    fn unavailable_with_retry_after(&self) -> bool {
+        self.status == 503 && self.head.to_ascii_lowercase().contains("retry-after:")
+    }
+}
+
+/// One bootstrap of `cn` (a new P-256 key) on a new TLS connection.
+fn bootstrap(demo: &Demo, basic: &str, cn: &str) -> Reply {
+    let csr = csrgen::csr_for_key(&csrgen::P256Key::generate(), cn);
+    let mut request = format!(
+        "POST /.well-known/est/rfc/bootstrap HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Authorization: Basic {basic}\r\nContent-Type: application/pkcs10\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n",
+        csr.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&csr);
+    reply(common::rawtls::exchange(demo.port, &demo.ca(), &request, Duration::from_secs(30)).0)
+}
+
+fn reply(answer: String) -> Reply {
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    Reply {
+        status: common::rawtls::status(head),
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+fn readyz(demo: &Demo) -> Reply {
+    let request = b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    reply(common::rawtls::exchange(demo.port, &demo.ca(), request, Duration::from_secs(30)).0)
+}
+
+/// Every certificate a client received is in the ledger byte for byte, no other certificate
+/// of these CNs is there, SQLite's integrity_check passes and the audit chain verifies.
+fn nothing_lost_nothing_extra(
+    demo: &Demo,
+    ledger_path: &std::path::Path,
+    received: &[(String, Vec<u8>)],
+    prefix: &str,
+) {
+    let ledger = hsm_est_signer::ledger::SqliteLedger::open(ledger_path).unwrap();
+    for (cn, cert) in received {
+        let serial = hsm_est_pki::cert::parse_certificate(cert)
+            .unwrap()
+            .tbs_certificate
+            .serial_number
+            .as_bytes()
+            .to_vec();
+        let stored = ledger
+            .certificate(&serial)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{cn}: a delivered certificate is not in the ledger"));
+        assert_eq!(
+            &stored.record.der, cert,
+            "{cn}: the ledger holds other bytes"
+        );
+    }
+    let conn = rusqlite::Connection::open(ledger_path).unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let stored: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM certificates WHERE common_name LIKE ?1",
+            [format!("{prefix}%")],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        stored,
+        received.len() as i64,
+        "the ledger holds certificates no client received"
+    );
+    ok(&demo.estctl(&[
+        "audit",
+        "verify",
+        "--config",
+        demo.path("signer.yaml").to_str().unwrap(),
+    ]));
+}
+
+/// Writes a file until the filesystem is full; removing it gives the space back.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 4096];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+/// Moves a file to another filesystem.
+fn move_file(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::copy(from, to).unwrap();
+    std::fs::remove_file(from).unwrap();
+}
+
+/// A small tmpfs, unmounted when dropped (also when the test fails).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(path: std::path::PathBuf, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(&path).unwrap();
+        ok(&run(std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)));
+        SmallDisk(path)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_under_the_ledger_or_the_audit_log_answers_503_issues_nothing_and_recovers() {
+    let mut demo = Demo::start("diskfull-e2e", "base64");
+    demo.stop();
+    // The ledger and the audit log each on a filesystem of their own, as small as a
+    // forgotten /var partition.
+    let ledger_disk = SmallDisk::mount(demo.path("ledger-disk"), "8m");
+    let audit_disk = SmallDisk::mount(demo.path("audit-disk"), "8m");
+    for f in ["ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"] {
+        if demo.path(f).exists() {
+            move_file(&demo.path(f), &ledger_disk.0.join(f));
+        }
+    }
+    move_file(&demo.path("audit.jsonl"), &audit_disk.0.join("audit.jsonl"));
+    demo.edit(
+        "signer.yaml",
+        "path: ledger.sqlite",
+        "path: ledger-disk/ledger.sqlite",
+    );
+    demo.edit(
+        "signer.yaml",
+        "path: audit.jsonl",
+        "path: audit-disk/audit.jsonl",
+    );
+    let signer = demo.spawn_ready(&signer_bin(), "signer.yaml", "signer.log");
+    let frontend = demo.spawn_ready(&frontend_bin(), "frontend.yaml", "frontend.log");
+    let basic = <base64ct::Base64 as base64ct::Encoding>::encode_string(demo.basic().as_bytes());
+    let prefix = format!("disk-{}-", std::process::id());
+    let mut received: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut n = 0;
+    let mut next_cn = || {
+        n += 1;
+        format!("{prefix}{n}")
+    };
+
+    for disk in [&ledger_disk, &audit_disk] {
+        let name = disk.0.file_name().unwrap().to_string_lossy().into_owned();
+        let cn = next_cn();
+        let r = bootstrap(&demo, &basic, &cn);
+        assert_eq!(r.status, 200, "{name}: before filling: {}", r.head);
+        received.push((cn.clone(), certificate_for(&r.body, &cn).unwrap()));
+
+        let filler = fill(&disk.0);
+        // Some writes still fit (SQLite reuses its WAL, the last block has room): keep
+        // enrolling until the disk refuses; from then on nothing may be issued.
+        let mut refused = 0;
+        for _ in 0..400 {
+            let cn = next_cn();
+            let r = bootstrap(&demo, &basic, &cn);
+            match r.status {
+                200 => {
+                    assert_eq!(refused, 0, "{name}: issued after the disk refused a write");
+                    received.push((cn.clone(), certificate_for(&r.body, &cn).unwrap()));
+                }
+                _ => {
+                    assert!(
+                        r.unavailable_with_retry_after(),
+                        "{name}: a full disk must be 503 with Retry-After: {}\n{}",
+                        r.head,
+                        r.body
+                    );
+                    assert!(
+                        !r.body.contains("No space") && !r.body.contains("SQLITE"),
+                        "{name}: internal detail leaked: {}",
+                        r.body
+                    );
+                    refused += 1;
+                    if refused == 5 {
+                        break;
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            refused, 5,
+            "{name}: the full disk never refused an issuance"
+        );
+
+        // Space returns: issuance resumes without a restart.
+        std::fs::remove_file(filler).unwrap();
+        let cn = next_cn();
+        let mut resumed = None;
+        for _ in 0..20 {
+            let r = bootstrap(&demo, &basic, &cn);
+            if r.status == 200 {
+                resumed = Some(certificate_for(&r.body, &cn).unwrap());
+                break;
+            }
+            assert!(r.unavailable_with_retry_after(), "{name}: {}", r.head);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let cert = resumed.unwrap_or_else(|| panic!("{name}: no issuance once space returned"));
+        received.push((cn, cert));
+    }
+    drop(frontend);
+    drop(signer);
+    nothing_lost_nothing_extra(
+        &demo,
+        &ledger_disk.0.join("ledger.sqlite"),
+        &received,
+        &prefix,
+    );
+}
+
+/// Moves the token's object files (the CA key among them) out of the token directory and
+/// returns where they went.
+fn take_objects(token_dir: &std::path::Path, away: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::create_dir_all(away).unwrap();
+    let mut moved = Vec::new();
+    for entry in std::fs::read_dir(token_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("token.") || name == "generation" {
+            continue;
+        }
+        if name.ends_with(".object") {
+            let to = away.join(&name);
+            std::fs::rename(&path, &to).unwrap();
+            moved.push(to);
+        } else if name.ends_with(".lock") {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    assert!(moved.len() >= 2, "the CA key pair's objects were not found");
+    moved
+}
+
+fn the_token_directory(demo: &Demo) -> std::path::PathBuf {
+    let tokens = demo.path("token/tokens");
+    let mut dirs: Vec<_> = std::fs::read_dir(&tokens)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "one token");
+    dirs.pop().unwrap()
+}
+
+fn wait_ready(demo: &Demo, want: u16, within: Duration) -> Reply {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = readyz(demo);
+        if r.status == want || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_token_that_stops_signing_turns_readyz_false_answers_503_and_recovers() {
+    let mut demo = Demo::start("token-fault", "base64");
+    demo.stop();
+    demo.edit(
+        "signer.yaml",
+        "  sessions: 2\n",
+        "  sessions: 2\n  restart_after_seconds: 8\n",
+    );
+    let mut signer = demo.spawn_ready(&signer_bin(), "signer.yaml", "signer.log");
+    let _frontend = demo.spawn_ready(&frontend_bin(), "frontend.yaml", "frontend.log");
+    let basic = <base64ct::Base64 as base64ct::Encoding>::encode_string(demo.basic().as_bytes());
+    let prefix = format!("tok-{}-", std::process::id());
+    let mut received: Vec<(String, Vec<u8>)> = Vec::new();
+    let issue = |received: &mut Vec<(String, Vec<u8>)>, cn: &str| {
+        let r = bootstrap(&demo, &basic, cn);
+        assert_eq!(r.status, 200, "{cn}: {}\n{}", r.head, r.body);
+        received.push((cn.to_string(), certificate_for(&r.body, cn).unwrap()));
+    };
+    let refused = |cn: &str| {
+        let r = bootstrap(&demo, &basic, cn);
+        assert!(
+            r.unavailable_with_retry_after(),
+            "{cn}: {}\n{}",
+            r.head,
+            r.body
+        );
+    };
+    issue(&mut received, &format!("{prefix}1"));
+    assert_eq!(readyz(&demo).status, 200);
+    let pid = signer.0.as_ref().unwrap().id();
+    let token_dir = the_token_directory(&demo);
+
+    // 1. The key's objects vanish from the token (a network HSM whose partition is
+    //    reloaded, here files moved away): 503, readyz false with the reason.
+    let moved = take_objects(&token_dir, &demo.path("objects-away"));
+    refused(&format!("{prefix}2"));
+    let r = readyz(&demo);
+    assert_eq!(r.status, 503, "{}", r.head);
+    assert!(r.body.contains("token cannot sign"), "{}", r.body);
+    let ping = demo.estctl(&[
+        "ping",
+        "--config",
+        demo.path("signer.yaml").to_str().unwrap(),
+    ]);
+    assert!(!ping.status.success());
+    assert!(
+        String::from_utf8_lossy(&ping.stderr).contains("signer.token_unavailable"),
+        "{}",
+        String::from_utf8_lossy(&ping.stderr)
+    );
+    // Another key appears under the CA key's label (imported, so neither always sensitive
+    // nor never extractable): the signer finds it, refuses it, and signs nothing with it.
+    let before: std::collections::BTreeSet<_> = std::fs::read_dir(&token_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    import_key(&demo, "hsm-est-demo-ca");
+    refused(&format!("{prefix}2b"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        readyz(&demo).status,
+        503,
+        "a foreign key under the CA label"
+    );
+    let ping = demo.estctl(&[
+        "ping",
+        "--config",
+        demo.path("signer.yaml").to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&ping.stderr).contains("not protected by the token"),
+        "{}",
+        String::from_utf8_lossy(&ping.stderr)
+    );
+    for path in std::fs::read_dir(&token_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+    {
+        if !before.contains(&path) {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    // The real objects come back (restored under new object names), and another application writes to
+    // the token, which makes SoftHSM read its directory again: the signer finds the key by
+    // its label, checks it is the same protected key, and signs again without a restart.
+    for object in &moved {
+        let fresh = token_dir.join(format!("{:032x}", rand_u128()));
+        std::fs::copy(object, fresh.with_extension("object")).unwrap();
+        std::fs::write(fresh.with_extension("lock"), b"").unwrap();
+    }
+    touch_token(&demo);
+    let r = wait_ready(&demo, 200, Duration::from_secs(20));
+    assert_eq!(r.status, 200, "readyz did not come back: {}", r.body);
+    issue(&mut received, &format!("{prefix}3"));
+    assert_eq!(
+        signer.0.as_ref().unwrap().id(),
+        pid,
+        "recovered in the same process"
+    );
+    let log = std::fs::read_to_string(demo.path("signer.log")).unwrap();
+    assert!(log.contains("found the key again"), "{log}");
+    assert!(log.contains("token available again"), "{log}");
+
+    // 2. The whole token directory goes away. SoftHSM never shows a token again in a
+    //    process that saw it go: the signer says why and exits with status 75 after
+    //    `restart_after_seconds`; systemd (here the test) starts it again.
+    let away = demo.path("token-away");
+    std::fs::rename(&token_dir, &away).unwrap();
+    refused(&format!("{prefix}4"));
+    assert_eq!(readyz(&demo).status, 503);
+    let status = {
+        let child = signer.0.as_mut().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "the signer did not exit");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    signer.0 = None;
+    assert_eq!(status.code(), Some(75), "{status}");
+    let log = std::fs::read_to_string(demo.path("signer.log")).unwrap();
+    assert!(
+        log.contains("the token has not signed for 8 s") && log.contains("exiting with status 75"),
+        "{log}"
+    );
+    // While it is down the frontend answers 503 with Retry-After, as for any outage.
+    refused(&format!("{prefix}5"));
+    std::fs::rename(&away, &token_dir).unwrap();
+    signer = demo.spawn_ready(&signer_bin(), "signer.yaml", "signer.log");
+    let r = wait_ready(&demo, 200, Duration::from_secs(20));
+    assert_eq!(r.status, 200, "{}", r.body);
+    issue(&mut received, &format!("{prefix}6"));
+    let audit = std::fs::read_to_string(demo.path("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("token-lost"),
+        "the stop is audited with its cause"
+    );
+
+    drop(signer);
+    nothing_lost_nothing_extra(&demo, &demo.path("ledger.sqlite"), &received, &prefix);
+}
+
+fn rand_u128() -> u128 {
+    let mut b = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).unwrap();
+    u128::from_be_bytes(b)
+}
+
+/// Another application writes to the token (imports a throwaway key under its own label),
+/// which moves SoftHSM's generation counter on.
+fn touch_token(demo: &Demo) {
+    import_key(demo, "fault-probe");
+}
+
+/// Imports a new P-256 key into the demo's token under `label` with softhsm2-util.
+fn import_key(demo: &Demo, label: &str) {
+    let key = demo.path(&format!("{label}.pem"));
+    ok(&run(std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&key)));
+    ok(&run(std::process::Command::new("softhsm2-util")
+        .arg("--import")
+        .arg(&key)
+        .args([
+            "--token",
+            "hsm-est-demo",
+            "--label",
+            label,
+            "--id",
+            "0a0b",
+            "--pin",
+        ])
+        .arg(
+            std::fs::read_to_string(demo.path("token-pin"))
+                .unwrap()
+                .trim(),
+        )
+        .env("SOFTHSM2_CONF", demo.path("token/softhsm2.conf"))));
+}

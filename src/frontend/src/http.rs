@@ -336,10 +336,17 @@ fn index(state: &AppState) -> HttpResponse {
     }
 }
 
-/// `/readyz`: ready when the signer answers a ping within the deadline.
+/// `/readyz`: ready when the signer answers a ping within the deadline; the signer answers
+/// a ping only while its token signs.
 async fn ready(state: &AppState, id: u64) -> HttpResponse {
     match state.signer.call(id, &SignerRequest::Ping).await {
         Ok(SignerResponse::Pong { .. }) => text(StatusCode::OK, "ready"),
+        Ok(SignerResponse::Error(e)) if e.reason == hsm_est_proto::REASON_TOKEN_UNAVAILABLE => {
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the signer's token cannot sign",
+            )
+        }
         Ok(_) | Err(_) => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the signer does not answer",

@@ -220,10 +220,16 @@ struct RawToken {
     key_label: String,
     #[serde(default = "default_sessions")]
     sessions: usize,
+    #[serde(default = "default_restart_after")]
+    restart_after_seconds: u64,
 }
 
 fn default_sessions() -> usize {
     2
+}
+
+fn default_restart_after() -> u64 {
+    30
 }
 
 #[derive(Deserialize)]
@@ -329,6 +335,10 @@ pub struct TokenConfig {
     pub pin: PinSource,
     pub key_label: String,
     pub sessions: usize,
+    /// How long the token may stay unable to sign before the signer exits for a restart
+    /// (a fresh C_Initialize and login): the recovery for modules that never see a token
+    /// again once it went away.
+    pub restart_after: std::time::Duration,
 }
 
 /// One role's socket.
@@ -567,12 +577,16 @@ fn token_config(path: &Path, t: RawToken) -> Result<TokenConfig, String> {
             "token.sessions: must be between 1 and {MAX_TOKEN_SESSIONS}"
         ));
     }
+    if !(1..=86_400).contains(&t.restart_after_seconds) {
+        return Err("token.restart_after_seconds: must be between 1 and 86400".into());
+    }
     Ok(TokenConfig {
         module: resolve(path, &t.module),
         selector,
         pin,
         key_label: t.key_label,
         sessions: t.sessions,
+        restart_after: std::time::Duration::from_secs(t.restart_after_seconds),
     })
 }
 

@@ -38,6 +38,9 @@ pub enum StartError {
     Config(String),
     Storage(String),
     Token(token::TokenError),
+    /// The token stopped signing while the signer ran (see `workers`); the status to exit
+    /// with so that the service manager starts the signer again.
+    TokenLost(i32),
 }
 
 impl std::fmt::Display for StartError {
@@ -46,6 +49,10 @@ impl std::fmt::Display for StartError {
             StartError::Config(m) => write!(f, "configuration: {m}"),
             StartError::Storage(m) => write!(f, "storage: {m}"),
             StartError::Token(e) => write!(f, "token: {e}"),
+            StartError::TokenLost(status) => write!(
+                f,
+                "the token stopped signing; exiting with status {status} for a restart"
+            ),
         }
     }
 }
@@ -59,6 +66,7 @@ impl StartError {
             | StartError::Token(token::TokenError::PinLocked) => 4,
             StartError::Token(token::TokenError::KeyNotProtected(_)) => 5,
             StartError::Token(_) => 6,
+            StartError::TokenLost(status) => *status,
         }
     }
 }
@@ -112,17 +120,20 @@ pub fn run(config: SignerConfig) -> Result<(), StartError> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     let signal = signals.wait().unwrap_or(Signal::SIGTERM);
-    tracing::info!("{signal} received, stopping");
-    let _ = journal.record(
-        vec![AuditRecord::Stop {
-            signal: signal.as_str().to_string(),
-        }],
-        vec![],
-    );
+    let lost = workers::token_lost();
+    let cause = match lost {
+        Some(_) => "token-lost".to_string(),
+        None => signal.as_str().to_string(),
+    };
+    tracing::info!("{cause}: stopping");
+    let _ = journal.record(vec![AuditRecord::Stop { signal: cause }], vec![]);
     for socket in &config.sockets {
         server::unlink(&socket.path);
     }
-    Ok(())
+    match lost {
+        Some(status) => Err(StartError::TokenLost(status)),
+        None => Ok(()),
+    }
 }
 
 /// Everything the signer needs to decide and issue, opened and checked in order: policy,
@@ -194,15 +205,38 @@ pub fn open_service(
             }
             let spki = token::public_key_info(&session, public).map_err(StartError::Token)?;
             let alg = token::ca_signature_algorithm(&spki).map_err(StartError::Token)?;
-            Some((private, spki, alg))
+            Some((key_label.clone(), private, spki, alg))
         }
     };
 
-    let pool =
-        workers::SigningPool::start(&tok, session, config.token.sessions, private, algorithm)
-            .map_err(StartError::Token)?;
-    let responder = responder_key
-        .map(|(key, spki, alg)| ocsp::Responder::new(Arc::new(pool.with_key(key, alg)), spki));
+    let pool = workers::SigningPool::start(
+        &tok,
+        session,
+        config.token.sessions,
+        config.token.restart_after,
+        workers::KeyRef {
+            label: tok.key_label.clone(),
+            handle: private,
+            public_der: ca.spki_der(),
+            algorithm,
+        },
+    )
+    .map_err(StartError::Token)?;
+    let responder = match responder_key {
+        None => None,
+        Some((label, key, spki, alg)) => {
+            let der = spki
+                .to_der()
+                .map_err(|e| StartError::Config(format!("OCSP responder key: {e}")))?;
+            let signer = pool.with_key(workers::KeyRef {
+                label,
+                handle: key,
+                public_der: der,
+                algorithm: alg,
+            });
+            Some(ocsp::Responder::new(Arc::new(signer), spki))
+        }
+    };
     let ocsp = ocsp::Ocsp::new(
         config.ocsp.clone(),
         &ca,
@@ -223,7 +257,8 @@ pub fn open_service(
         .map_err(|e| StartError::Storage(e.to_string()))?;
     let (journal, _commit_thread) = journal::Journal::start(audit, Arc::clone(&ledger));
     let service = Arc::new(
-        service::SignerService::new(policy, ca, ledger, journal.clone(), Arc::new(pool))
+        service::SignerService::new(policy, ca, ledger, journal.clone(), Arc::new(pool.clone()))
+            .with_token_health(pool.health())
             .with_registration_authorities(ra)
             .with_crl(config.crl.clone())
             .with_ocsp(ocsp),

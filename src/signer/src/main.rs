@@ -31,7 +31,10 @@ fn main() -> ExitCode {
     match hsm_est_signer::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("not starting: {e}");
+            match e {
+                hsm_est_signer::StartError::TokenLost(_) => tracing::error!("{e}"),
+                _ => tracing::error!("not starting: {e}"),
+            }
             eprintln!("est-signer: {e}");
             ExitCode::from(e.exit_code() as u8)
         }

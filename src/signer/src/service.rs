@@ -8,7 +8,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use hsm_est_pki::cert::CaSigner;
 use hsm_est_policy::Policy;
-use hsm_est_proto::{Response, Stats};
+use hsm_est_proto::{ErrorCode, Response, Stats, WireError};
 
 use crate::ca::CaChain;
 use crate::devices::Claims;
@@ -43,8 +43,14 @@ pub struct SignerService {
     pub(crate) crls: crate::crl::Crls,
     /// The OCSP responder's key, cache and counters.
     pub(crate) ocsp: crate::ocsp::Ocsp,
+    /// `Some(why)` while the token cannot sign (see `workers`); absent for in-process
+    /// signers.
+    token_health: Option<TokenHealthProbe>,
     rng: SystemRandom,
 }
+
+/// Says why the token cannot sign, or `None` while it can.
+pub type TokenHealthProbe = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 impl CallContext {
     /// The audit actor: the role and uid the signer saw, then what the caller says.
@@ -74,8 +80,20 @@ impl SignerService {
             registration_authorities: None,
             refusals: std::sync::Mutex::default(),
             crls: crate::crl::Crls::default(),
+            token_health: None,
             rng: SystemRandom::new(),
         }
+    }
+
+    /// Readiness follows the token: `probe` says why it cannot sign.
+    pub fn with_token_health(mut self, probe: TokenHealthProbe) -> Self {
+        self.token_health = Some(probe);
+        self
+    }
+
+    /// Why the token cannot sign now, if it cannot.
+    pub fn token_unavailable(&self) -> Option<String> {
+        self.token_health.as_ref().and_then(|p| p())
     }
 
     /// CRLs as `config` says (file, validity).
@@ -97,6 +115,14 @@ impl SignerService {
     }
 
     pub(crate) fn pong(&self) -> Response {
+        if let Some(why) = self.token_unavailable() {
+            // Not ready: both readyz endpoints turn false, and callers learn why.
+            return Response::Error(WireError::new(
+                ErrorCode::Unavailable,
+                hsm_est_proto::REASON_TOKEN_UNAVAILABLE,
+                format!("the token cannot sign: {why}"),
+            ));
+        }
         let (commits, decisions) = self.journal.stats();
         Response::Pong {
             version: format!("hsm-est {}", env!("CARGO_PKG_VERSION")),

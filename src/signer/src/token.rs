@@ -259,17 +259,27 @@ impl Token {
         label: &str,
         creator: &str,
     ) -> Result<(ObjectHandle, ObjectHandle), TokenError> {
-        let private =
-            Self::find_one(session, ObjectClass::PRIVATE_KEY, label)?.ok_or_else(|| {
-                TokenError::KeyNotFound(format!(
-                    "no private key labelled {label:?} (run `{creator}`)"
-                ))
-            })?;
-        let public = Self::find_one(session, ObjectClass::PUBLIC_KEY, label)?
-            .ok_or_else(|| TokenError::KeyNotFound(format!("no public key labelled {label:?}")))?;
-        Ok((private, public))
+        find_pair(session, label, creator)
     }
+}
 
+/// The key pair labelled `label` in the session's token: (private, public).
+pub fn find_pair(
+    session: &Session,
+    label: &str,
+    creator: &str,
+) -> Result<(ObjectHandle, ObjectHandle), TokenError> {
+    let private = Token::find_one(session, ObjectClass::PRIVATE_KEY, label)?.ok_or_else(|| {
+        TokenError::KeyNotFound(format!(
+            "no private key labelled {label:?} (run `{creator}`)"
+        ))
+    })?;
+    let public = Token::find_one(session, ObjectClass::PUBLIC_KEY, label)?
+        .ok_or_else(|| TokenError::KeyNotFound(format!("no public key labelled {label:?}")))?;
+    Ok((private, public))
+}
+
+impl Token {
     pub fn key_exists(&self, session: &Session) -> Result<bool, TokenError> {
         Self::labelled_key_exists(session, &self.key_label)
     }
@@ -565,17 +575,68 @@ impl CaSigner for SessionSigner<'_> {
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let start = std::time::Instant::now();
-        let signature = self.sign_untimed(message);
-        SIGNS.fetch_add(1, Relaxed);
-        SIGN_MICROS.fetch_add(start.elapsed().as_micros() as u64, Relaxed);
-        signature
+        self.try_sign(message).map_err(|f| f.to_string())
+    }
+}
+
+/// Why the token did not sign, as far as recovery cares.
+#[derive(Debug)]
+pub enum SignFault {
+    /// The key's object handle is no longer valid in this process (the token's objects
+    /// were reloaded, or the key is gone): finding the key by its label again may help.
+    HandleLost(String),
+    /// The session, the login or the token itself is gone: only a new login helps, which
+    /// this process never attempts twice.
+    TokenLost(String),
+    /// Anything else (a malformed answer, an unsupported algorithm, a module error that
+    /// says nothing about the token's state).
+    Other(String),
+}
+
+impl fmt::Display for SignFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignFault::HandleLost(m) | SignFault::TokenLost(m) | SignFault::Other(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+fn sign_fault(e: CkError) -> SignFault {
+    let message = format!("C_Sign: {e}");
+    match e {
+        CkError::Pkcs11(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid, _) => {
+            SignFault::HandleLost(message)
+        }
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+            | RvError::SessionClosed
+            | RvError::UserNotLoggedIn
+            | RvError::TokenNotPresent
+            | RvError::TokenNotRecognized
+            | RvError::DeviceRemoved
+            | RvError::DeviceError
+            | RvError::CryptokiNotInitialized,
+            _,
+        ) => SignFault::TokenLost(message),
+        _ => SignFault::Other(message),
     }
 }
 
 impl SessionSigner<'_> {
-    fn sign_untimed(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+    /// Signs `message`; a failure says whether the token or the key handle was lost.
+    pub fn try_sign(&self, message: &[u8]) -> Result<Vec<u8>, SignFault> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let start = std::time::Instant::now();
+        let signature = self.try_sign_untimed(message);
+        SIGNS.fetch_add(1, Relaxed);
+        SIGN_MICROS.fetch_add(start.elapsed().as_micros() as u64, Relaxed);
+        signature
+    }
+
+    fn try_sign_untimed(&self, message: &[u8]) -> Result<Vec<u8>, SignFault> {
+        let other = |e: String| SignFault::Other(e);
         match self.algorithm {
             // SoftHSM has no hash-and-sign ECDSA mechanism: hash here, sign raw, and DER-encode
             // the r‖s the token returns.
@@ -589,23 +650,23 @@ impl SessionSigner<'_> {
                 let rs = self
                     .session
                     .sign(&Mechanism::Ecdsa, self.key, digest.as_ref())
-                    .map_err(|e| format!("C_Sign: {e}"))?;
+                    .map_err(sign_fault)?;
                 if rs.is_empty() || rs.len() % 2 != 0 {
-                    return Err("token returned a malformed ECDSA signature".into());
+                    return Err(other("token returned a malformed ECDSA signature".into()));
                 }
                 let (r, s) = rs.split_at(rs.len() / 2);
                 EcdsaSigValue {
-                    r: UintRef::new(r).map_err(|e| e.to_string())?,
-                    s: UintRef::new(s).map_err(|e| e.to_string())?,
+                    r: UintRef::new(r).map_err(|e| other(e.to_string()))?,
+                    s: UintRef::new(s).map_err(|e| other(e.to_string()))?,
                 }
                 .to_der()
-                .map_err(|e| e.to_string())
+                .map_err(|e| other(e.to_string()))
             }
             SignatureAlgorithm::RsaPkcs1Sha256 => self
                 .session
                 .sign(&Mechanism::Sha256RsaPkcs, self.key, message)
-                .map_err(|e| format!("C_Sign: {e}")),
-            other => Err(format!("CA cannot sign with {}", other.name())),
+                .map_err(sign_fault),
+            alg => Err(other(format!("CA cannot sign with {}", alg.name()))),
         }
     }
 }

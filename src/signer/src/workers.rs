@@ -1,8 +1,19 @@
 //! Signing workers: one thread per token session (a PKCS#11 session may move between threads
 //! but must not be shared). Callers hand over the bytes to sign and wait for the signature.
+//!
+//! The token can fail under a running signer: a network HSM drops off the network, a token
+//! directory disappears. The pool then says the token is unavailable ([`TokenHealth`]: the
+//! signer's ping answers "unavailable", so both readyz endpoints turn false, and issuance
+//! answers 503), and it recovers by itself where the module allows: when a key's object
+//! handle is no longer valid, a worker finds the key again by its label, checks that it is
+//! still protected and still the same public key, and signs with the new handle. When the
+//! session or the login is gone, only a new login helps, and the signer never logs in
+//! twice in one life: it logs why and exits, and systemd starts it again.
 
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
@@ -10,79 +21,315 @@ use cryptoki::session::Session;
 use hsm_est_pki::cert::CaSigner;
 use hsm_est_pki::keys::SignatureAlgorithm;
 
-use super::token::{SessionSigner, Token, TokenError};
+use super::token::{self, SessionSigner, SignFault, Token, TokenError};
 
 /// Signing requests that may queue before callers block.
 const QUEUE_DEPTH: usize = 1024;
 
+/// The exit status when the token's session or login is lost. Not one of the unit's
+/// `RestartPreventExitStatus`, so systemd starts the signer again.
+pub const EXIT_TOKEN_LOST: i32 = 75;
+
+/// How often an unavailable token is tried again without any request asking for it.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Signed by the health probe; never a certificate or a CRL.
+const PROBE_MESSAGE: &[u8] = b"hsm-est signer token probe";
+
 struct SignJob {
-    key: ObjectHandle,
-    algorithm: SignatureAlgorithm,
+    key: usize,
     message: Vec<u8>,
     reply: SyncSender<Result<Vec<u8>, String>>,
+}
+
+/// A private key in the token, and how to find it again: its label and the public key it
+/// must still have.
+pub struct KeyRef {
+    pub label: String,
+    pub handle: ObjectHandle,
+    pub public_der: Vec<u8>,
+    pub algorithm: SignatureAlgorithm,
+}
+
+/// A key the pool signs with: its label, the public key it must still have when found
+/// again, and its current object handle.
+struct PoolKey {
+    label: String,
+    public_der: Vec<u8>,
+    algorithm: SignatureAlgorithm,
+    handle: Mutex<ObjectHandle>,
+}
+
+/// Whether the token signs, and why not.
+#[derive(Default)]
+pub struct TokenHealth {
+    unavailable: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl TokenHealth {
+    /// `None` while the token signs; otherwise what went wrong.
+    pub fn unavailable(&self) -> Option<String> {
+        if !self.unavailable.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.reason.lock().map(|r| r.clone()).unwrap_or_default())
+    }
+
+    fn set_unavailable(&self, reason: &str) {
+        if let Ok(mut r) = self.reason.lock() {
+            *r = reason.to_string();
+        }
+        if !self.unavailable.swap(true, Ordering::AcqRel) {
+            tracing::error!("token unavailable: {reason}; answering 503 until it recovers");
+        }
+    }
+
+    fn set_available(&self) {
+        if self.unavailable.swap(false, Ordering::AcqRel) {
+            tracing::warn!("token available again; signing resumes");
+        }
+    }
+}
+
+struct Shared {
+    rx: Mutex<Receiver<SignJob>>,
+    keys: RwLock<Vec<Arc<PoolKey>>>,
+    health: TokenHealth,
 }
 
 /// A handle on the pool for one key; cheap to clone. Implements [`CaSigner`].
 #[derive(Clone)]
 pub struct SigningPool {
     tx: SyncSender<SignJob>,
-    key: ObjectHandle,
+    shared: Arc<Shared>,
+    key: usize,
     algorithm: SignatureAlgorithm,
 }
 
 impl SigningPool {
     /// Starts one worker per session. `first` is the session that logged in; it is kept
-    /// open for the life of the pool so that the login state lasts.
+    /// open for the life of the pool so that the login state lasts. `label` and
+    /// `public_der` say how to find `key` again and what it must still be.
     pub fn start(
         token: &Token,
         first: Session,
         sessions: usize,
-        key: ObjectHandle,
-        algorithm: SignatureAlgorithm,
+        restart_after: Duration,
+        key: KeyRef,
     ) -> Result<SigningPool, TokenError> {
         let (tx, rx) = mpsc::sync_channel::<SignJob>(QUEUE_DEPTH);
-        let rx = Arc::new(Mutex::new(rx));
+        let shared = Arc::new(Shared {
+            rx: Mutex::new(rx),
+            keys: RwLock::new(Vec::new()),
+            health: TokenHealth::default(),
+        });
         let mut all = vec![first];
         for _ in 1..sessions {
             all.push(token.open_session(false)?);
         }
         for (i, session) in all.into_iter().enumerate() {
-            let rx = Arc::clone(&rx);
+            let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name(format!("token-{i}"))
-                .spawn(move || worker(session, rx))
+                .spawn(move || worker(session, &shared))
                 .map_err(|e| TokenError::Pkcs11(format!("cannot start a worker: {e}")))?;
         }
-        Ok(SigningPool { tx, key, algorithm })
+        let pool = SigningPool {
+            tx,
+            shared,
+            key: 0,
+            algorithm: key.algorithm,
+        }
+        .with_key(key);
+        let probe = pool.clone();
+        std::thread::Builder::new()
+            .name("token-probe".into())
+            .spawn(move || probe_loop(&probe, restart_after))
+            .map_err(|e| TokenError::Pkcs11(format!("cannot start the token probe: {e}")))?;
+        Ok(pool)
     }
 
     /// The same workers signing with another key of the same token (object handles hold
     /// across the sessions of one process).
-    pub fn with_key(&self, key: ObjectHandle, algorithm: SignatureAlgorithm) -> SigningPool {
+    pub fn with_key(&self, key: KeyRef) -> SigningPool {
+        let mut keys = self.shared.keys.write().unwrap_or_else(|p| p.into_inner());
+        keys.push(Arc::new(PoolKey {
+            label: key.label,
+            public_der: key.public_der,
+            algorithm: key.algorithm,
+            handle: Mutex::new(key.handle),
+        }));
         SigningPool {
             tx: self.tx.clone(),
-            key,
-            algorithm,
+            shared: Arc::clone(&self.shared),
+            key: keys.len() - 1,
+            algorithm: key.algorithm,
+        }
+    }
+
+    /// The token's state, shared by every handle on this pool.
+    pub fn health(&self) -> Arc<dyn Fn() -> Option<String> + Send + Sync> {
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move || shared.health.unavailable())
+    }
+}
+
+/// While the token is unavailable, signs a probe message twice a second so that readiness
+/// returns without waiting for a request. Still unavailable after `restart_after`, the
+/// signer exits: some modules (SoftHSM among them) never show a token again in a process
+/// that saw it go, and only a fresh start with a new login recovers.
+fn probe_loop(pool: &SigningPool, restart_after: Duration) {
+    let mut since: Option<Instant> = None;
+    loop {
+        std::thread::sleep(PROBE_INTERVAL);
+        if pool.shared.health.unavailable().is_none() {
+            since = None;
+            continue;
+        }
+        let _ = pool.sign(PROBE_MESSAGE);
+        let Some(why) = pool.shared.health.unavailable() else {
+            since = None;
+            continue;
+        };
+        let first = *since.get_or_insert_with(Instant::now);
+        if first.elapsed() >= restart_after {
+            tracing::error!(
+                "the token has not signed for {} s ({why}); exiting with status \
+                 {EXIT_TOKEN_LOST} so that the service manager starts the signer again",
+                restart_after.as_secs()
+            );
+            exit_now(EXIT_TOKEN_LOST);
         }
     }
 }
 
-fn worker(session: Session, rx: Arc<Mutex<Receiver<SignJob>>>) {
+/// Set when the token is lost for good: the status the signer exits with.
+static LOST: AtomicI32 = AtomicI32::new(0);
+
+/// `Some(status)` once a token thread decided that the signer must exit.
+pub fn token_lost() -> Option<i32> {
+    match LOST.load(Ordering::Acquire) {
+        0 => None,
+        status => Some(status),
+    }
+}
+
+/// Asks the main thread to stop, as SIGTERM does, with `status`: exiting from this thread
+/// would run the module's static destructors here, beside threads inside the module, and
+/// SoftHSM's then hang. Stops taking jobs meanwhile.
+fn exit_now(status: i32) -> ! {
+    LOST.store(status, Ordering::Release);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGTERM);
     loop {
-        let job = match rx.lock() {
+        std::thread::park();
+    }
+}
+
+fn key_at(shared: &Shared, index: usize) -> Option<Arc<PoolKey>> {
+    let keys = shared.keys.read().unwrap_or_else(|p| p.into_inner());
+    keys.get(index).cloned()
+}
+
+fn worker(session: Session, shared: &Shared) {
+    loop {
+        let job = match shared.rx.lock() {
             Ok(r) => match r.recv() {
                 Ok(j) => j,
                 Err(_) => return,
             },
             Err(_) => return,
         };
-        let signer = SessionSigner {
-            session: &session,
-            key: job.key,
-            algorithm: job.algorithm,
+        let result = match key_at(shared, job.key) {
+            Some(key) => sign_with(&session, shared, &key, &job.message),
+            None => Err("no such key in the signing pool".to_string()),
         };
-        let _ = job.reply.send(signer.sign(&job.message));
+        let _ = job.reply.send(result);
     }
+}
+
+/// Signs once; when the key's handle is lost, finds the key again and signs once more.
+fn sign_with(
+    session: &Session,
+    shared: &Shared,
+    key: &PoolKey,
+    message: &[u8],
+) -> Result<Vec<u8>, String> {
+    let handle = *key.handle.lock().unwrap_or_else(|p| p.into_inner());
+    let first = SessionSigner {
+        session,
+        key: handle,
+        algorithm: key.algorithm,
+    }
+    .try_sign(message);
+    let fault = match first {
+        Ok(signature) => {
+            shared.health.set_available();
+            return Ok(signature);
+        }
+        Err(f) => f,
+    };
+    match fault {
+        SignFault::HandleLost(why) => {
+            let found = match refind(session, key) {
+                Ok(h) => h,
+                Err(e) => {
+                    shared
+                        .health
+                        .set_unavailable(&format!("{why}; finding {:?} again: {e}", key.label));
+                    return Err(format!("{why}; the key is not available"));
+                }
+            };
+            *key.handle.lock().unwrap_or_else(|p| p.into_inner()) = found;
+            tracing::warn!(
+                "the token's handle on key {:?} was no longer valid; found the key again",
+                key.label
+            );
+            match (SessionSigner {
+                session,
+                key: found,
+                algorithm: key.algorithm,
+            })
+            .try_sign(message)
+            {
+                Ok(signature) => {
+                    shared.health.set_available();
+                    Ok(signature)
+                }
+                Err(f) => {
+                    shared.health.set_unavailable(&f.to_string());
+                    Err(f.to_string())
+                }
+            }
+        }
+        SignFault::TokenLost(why) => {
+            // The login is gone with the session; a second C_Login from this process is
+            // what the one-attempt rule forbids. A fresh start logs in once, or stops with
+            // a clear error when the PIN is refused.
+            tracing::error!(
+                "the token session or login is lost ({why}); exiting with status \
+                 {EXIT_TOKEN_LOST} so that the service manager starts the signer again"
+            );
+            exit_now(EXIT_TOKEN_LOST);
+        }
+        SignFault::Other(why) => Err(why),
+    }
+}
+
+/// Finds `key` again by its label, and accepts it only when it is still protected and
+/// still the public key the CA certificate names.
+fn refind(session: &Session, key: &PoolKey) -> Result<ObjectHandle, TokenError> {
+    let (private, public) = token::find_pair(session, &key.label, "estctl ca init")?;
+    token::check_key_protection(session, private)?;
+    let spki = token::public_key_info(session, public)?;
+    let der = der::Encode::to_der(&spki).map_err(|e| TokenError::Pkcs11(e.to_string()))?;
+    if der != key.public_der {
+        return Err(TokenError::KeyNotFound(format!(
+            "the key labelled {:?} is not the key the signer started with",
+            key.label
+        )));
+    }
+    Ok(private)
 }
 
 impl CaSigner for SigningPool {
@@ -95,7 +342,6 @@ impl CaSigner for SigningPool {
         self.tx
             .send(SignJob {
                 key: self.key,
-                algorithm: self.algorithm,
                 message: message.to_vec(),
                 reply,
             })

@@ -196,6 +196,9 @@ pub struct WireError {
     pub message: String,
 }
 
+/// The reason a ping gets while the signer's token cannot sign (readyz turns false).
+pub const REASON_TOKEN_UNAVAILABLE: &str = "signer.token_unavailable";
+
 impl WireError {
     pub fn new(code: ErrorCode, reason: &str, message: impl Into<String>) -> Self {
         let mut message = message.into();
