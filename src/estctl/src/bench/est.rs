@@ -65,6 +65,12 @@ pub struct EstArgs {
     /// A new TLS connection for every request instead of keep-alive.
     #[arg(long)]
     new_connection: bool,
+    /// Spread the clients over this many loopback source addresses (127.0.X.Y from
+    /// 127.0.0.2), as that many gateways would come from their own addresses; the
+    /// frontend caps connections per address (`server.max_connections_per_address`).
+    /// Only for a loopback target. 0: the system's choice.
+    #[arg(long, default_value_t = 0)]
+    source_addresses: u32,
     /// Device keys: p256, p384 or rsa2048.
     #[arg(long, default_value = "p256")]
     key: String,
@@ -249,6 +255,41 @@ struct Bench {
     op: Op,
     basic: Option<String>,
     new_connection: bool,
+    source_addresses: u32,
+}
+
+/// The `i`-th of `n` loopback source addresses: 127.0.0.2, 127.0.0.3, … 127.0.0.251,
+/// 127.0.1.2, …
+fn source_address(i: usize, n: u32) -> Option<std::net::Ipv4Addr> {
+    if n == 0 {
+        return None;
+    }
+    let k = (i as u32) % n;
+    Some(std::net::Ipv4Addr::new(
+        127,
+        0,
+        (k / 250) as u8,
+        (2 + k % 250) as u8,
+    ))
+}
+
+/// A TCP connection to `to` from the address `from` (port chosen by the system).
+fn tcp_from(from: std::net::Ipv4Addr, to: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    use nix::sys::socket::SockaddrIn;
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType};
+    let std::net::SocketAddr::V4(to) = to else {
+        return Err(std::io::ErrorKind::Unsupported.into());
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    bind(raw, &SockaddrIn::from(std::net::SocketAddrV4::new(from, 0)))?;
+    connect(raw, &SockaddrIn::from(to))?;
+    Ok(TcpStream::from(fd))
 }
 
 fn roots(ca: &Path) -> Result<rustls::RootCertStore, String> {
@@ -324,6 +365,7 @@ pub fn run(a: EstArgs) -> Result<(), String> {
         op,
         basic,
         new_connection: a.new_connection || a.client_cert,
+        source_addresses: a.source_addresses,
     };
     let run_id = std::process::id();
     let prepared = bench.prepare(&a, &roots, run_id)?;
@@ -475,6 +517,7 @@ impl Bench {
             let setup = Bench {
                 op: step,
                 new_connection: step != Op::Bootstrap,
+                source_addresses: self.source_addresses,
                 target: self.target.clone(),
                 server_name: self.server_name.clone(),
                 tls: Arc::clone(&self.tls),
@@ -536,10 +579,12 @@ impl Bench {
         std::thread::scope(|s| {
             let handles: Vec<_> = shares(prepared, concurrency)
                 .into_iter()
-                .map(|share| {
+                .enumerate()
+                .map(|(i, share)| {
+                    let from = source_address(i, self.source_addresses);
                     std::thread::Builder::new()
                         .stack_size(256 * 1024)
-                        .spawn_scoped(s, move || self.worker(share))
+                        .spawn_scoped(s, move || self.worker(share, from))
                 })
                 .collect();
             handles
@@ -555,9 +600,18 @@ impl Bench {
     fn connect(
         &self,
         tls: &Arc<rustls::ClientConfig>,
+        from: Option<std::net::Ipv4Addr>,
     ) -> Result<BufReader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>, String> {
-        let tcp = TcpStream::connect((self.target.host.as_str(), self.target.port))
-            .map_err(|e| format!("connect: {}", e.kind()))?;
+        let tcp = match from {
+            None => TcpStream::connect((self.target.host.as_str(), self.target.port)),
+            Some(from) => std::net::ToSocketAddrs::to_socket_addrs(&(
+                self.target.host.as_str(),
+                self.target.port,
+            ))
+            .and_then(|mut a| a.next().ok_or(std::io::ErrorKind::NotFound.into()))
+            .and_then(|to| tcp_from(from, to)),
+        }
+        .map_err(|e| format!("connect: {}", e.kind()))?;
         let _ = tcp.set_nodelay(true);
         let _ = tcp.set_read_timeout(Some(Duration::from_secs(60)));
         let conn = rustls::ClientConnection::new(Arc::clone(tls), self.server_name.clone())
@@ -565,7 +619,11 @@ impl Bench {
         Ok(BufReader::new(rustls::StreamOwned::new(conn, tcp)))
     }
 
-    fn worker(&self, share: Vec<Prepared>) -> Vec<(Prepared, Outcome)> {
+    fn worker(
+        &self,
+        share: Vec<Prepared>,
+        from: Option<std::net::Ipv4Addr>,
+    ) -> Vec<(Prepared, Outcome)> {
         let mut out = Vec::with_capacity(share.len());
         let mut conn = None;
         for p in share {
@@ -573,7 +631,7 @@ impl Bench {
             let tls = p.tls.as_ref().unwrap_or(&self.tls);
             let attempt = |conn: &mut Option<_>| -> Result<Answer, String> {
                 if conn.is_none() || self.new_connection {
-                    *conn = Some(self.connect(tls)?);
+                    *conn = Some(self.connect(tls, from)?);
                 }
                 let c = conn.as_mut().ok_or("no connection")?;
                 let answer = exchange(c, &p.bytes)?;
