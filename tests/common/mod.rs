@@ -8,6 +8,7 @@ pub mod csrgen;
 pub mod demo;
 pub mod preload;
 pub mod rawtls;
+#[allow(unused_imports)]
 pub use preload::preload_devices;
 
 use std::io::{BufRead, BufReader};
