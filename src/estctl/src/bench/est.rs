@@ -31,6 +31,9 @@ use hsm_est_pki::cert::assemble_signed;
 use hsm_est_pki::keys::SignatureAlgorithm;
 use hsm_est_pki::{name, oid};
 
+#[path = "soak.rs"]
+pub mod soak;
+
 use super::http::{exchange, Answer, Target};
 use super::{cpu_of, outcome, rss_kib, shares, Report};
 

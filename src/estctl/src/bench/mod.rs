@@ -19,6 +19,9 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// EST enrolments (bootstrap, simpleenroll, simplereenroll) or cacerts over TLS.
     Est(est::EstArgs),
+    /// A long run at a steady rate with the gateway's mix of operations and client
+    /// certificates, sampling the server processes' RSS and descriptors.
+    Soak(est::soak::SoakArgs),
     /// OCSP answers per second from the publication listener.
     Ocsp(ocsp::OcspArgs),
     /// The raw PKCS#11 signing rate of the configured token and CA key (signer stopped, or
@@ -29,6 +32,7 @@ pub enum BenchCommand {
 pub fn run(cmd: BenchCommand) -> Result<(), String> {
     match cmd {
         BenchCommand::Est(a) => est::run(a),
+        BenchCommand::Soak(a) => est::soak::run(a),
         BenchCommand::Ocsp(a) => ocsp::run(a),
         BenchCommand::Token(a) => token::run(a),
     }
