@@ -68,6 +68,13 @@ pub struct EstArgs {
     /// A new TLS connection for every request instead of keep-alive.
     #[arg(long)]
     new_connection: bool,
+    /// HTTP/2 (ALPN h2) instead of HTTP/1.1: --concurrency streams at once, multiplexed
+    /// over --connections connections (or a new connection per request).
+    #[arg(long)]
+    http2: bool,
+    /// With --http2: the connections the streams share.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
     /// Spread the clients over this many loopback source addresses (127.0.X.Y from
     /// 127.0.0.2), as that many gateways would come from their own addresses; the
     /// frontend caps connections per address (`server.max_connections_per_address`).
@@ -259,6 +266,8 @@ struct Bench {
     basic: Option<String>,
     new_connection: bool,
     source_addresses: u32,
+    /// `Some(connections)`: HTTP/2 over that many connections.
+    http2: Option<usize>,
 }
 
 /// The `i`-th of `n` loopback source addresses: 127.0.0.2, 127.0.0.3, … 127.0.0.251,
@@ -369,6 +378,7 @@ pub fn run(a: EstArgs) -> Result<(), String> {
         basic,
         new_connection: a.new_connection || a.client_cert,
         source_addresses: a.source_addresses,
+        http2: a.http2.then_some(a.connections.max(1)),
     };
     let run_id = std::process::id();
     let prepared = bench.prepare(&a, &roots, run_id)?;
@@ -412,10 +422,11 @@ pub fn run(a: EstArgs) -> Result<(), String> {
         } else {
             "Basic"
         },
-        if bench.new_connection {
-            ", a new connection each"
-        } else {
-            ", keep-alive"
+        match (bench.http2, bench.new_connection) {
+            (Some(_), true) => ", HTTP/2, a new connection each".to_string(),
+            (Some(c), false) => format!(", HTTP/2 over {c} connection(s)"),
+            (None, true) => ", a new connection each".to_string(),
+            (None, false) => ", keep-alive".to_string(),
         },
         a.requests,
         a.concurrency
@@ -521,6 +532,7 @@ impl Bench {
                 op: step,
                 new_connection: step != Op::Bootstrap,
                 source_addresses: self.source_addresses,
+                http2: None,
                 target: self.target.clone(),
                 server_name: self.server_name.clone(),
                 tls: Arc::clone(&self.tls),
@@ -578,6 +590,22 @@ impl Bench {
     /// Sends every request over `concurrency` threads; answers come back in the order
     /// of `prepared`'s shares (each with its request).
     fn drive(&self, prepared: Vec<Prepared>, concurrency: usize) -> Vec<(Prepared, Outcome)> {
+        if let Some(connections) = self.http2 {
+            let work = prepared
+                .iter()
+                .map(|p| super::h2::Work {
+                    raw: p.bytes.clone(),
+                    tls: Arc::clone(p.tls.as_ref().unwrap_or(&self.tls)),
+                })
+                .collect();
+            let shape = super::h2::Shape {
+                streams: concurrency,
+                connections,
+                new_connection: self.new_connection,
+            };
+            let outcomes = super::h2::drive(&self.target, &self.server_name, work, shape);
+            return prepared.into_iter().zip(outcomes).collect();
+        }
         let concurrency = concurrency.min(prepared.len()).max(1);
         std::thread::scope(|s| {
             let handles: Vec<_> = shares(prepared, concurrency)

@@ -6,6 +6,7 @@
 //! (utime + stime from /proc); `--json` prints one object per run.
 
 mod est;
+mod h2;
 mod http;
 mod ocsp;
 mod token;

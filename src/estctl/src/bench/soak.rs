@@ -128,6 +128,7 @@ pub fn run(a: SoakArgs) -> Result<(), String> {
         basic: Some(basic),
         new_connection: false,
         source_addresses: 0,
+        http2: None,
     };
     let keys = KeyMaker::new("p256")?;
     let fleet = Fleet {
@@ -399,6 +400,7 @@ fn one(
             op,
             new_connection: true,
             source_addresses: 0,
+            http2: None,
         };
         exchange(&mut conn, &unauthenticated.request(op, Some(&device.csr)))?
     };
