@@ -288,6 +288,42 @@ pub fn verify_certificate_signature(
     keys::verify_signature(&key, alg, signed, sig).map_err(|e| e.to_string())
 }
 
+/// A certificate's three parts, borrowed: the TBSCertificate is not decoded.
+#[derive(der::Sequence)]
+struct CertificateParts<'a> {
+    tbs: der::asn1::AnyRef<'a>,
+    algorithm: spki::AlgorithmIdentifierRef<'a>,
+    signature: der::asn1::BitStringRef<'a>,
+}
+
+/// The pre-release check of a certificate this process just built and had signed: its
+/// outer signature algorithm is `alg`, and its signature over the exact TBSCertificate
+/// bytes it carries verifies with `issuer`. Unlike [`verify_certificate_signature`] it
+/// does not decode the TBSCertificate (the signer built it) nor the issuer's key again
+/// (inspected once at start): on the issuance path that decoding cost as much as a third
+/// of the check.
+pub fn verify_issued_signature(
+    cert_der: &[u8],
+    issuer: &keys::PublicKey,
+    alg: SignatureAlgorithm,
+) -> Result<(), String> {
+    let parts =
+        CertificateParts::from_der(cert_der).map_err(|e| format!("bad certificate: {e}"))?;
+    let expected = alg.algorithm_identifier();
+    if parts.algorithm.oid != expected.oid
+        || parts.algorithm.parameters.map(|p| p.to_der().ok())
+            != expected.parameters.as_ref().map(|p| p.to_der().ok())
+    {
+        return Err("the certificate names another signature algorithm".into());
+    }
+    let signed = super::signed_part(cert_der).map_err(|e| e.to_string())?;
+    let sig = parts
+        .signature
+        .as_bytes()
+        .ok_or_else(|| "signature has unused bits".to_string())?;
+    keys::verify_signature(issuer, alg, signed, sig).map_err(|e| e.to_string())
+}
+
 /// The SubjectKeyIdentifier of a certificate, if it has one.
 pub fn subject_key_id(cert: &Certificate) -> Option<Vec<u8>> {
     cert.tbs_certificate

@@ -16,6 +16,8 @@ pub struct CaChain {
     pub chain: Vec<Vec<u8>>,
     pub certificate: Certificate,
     pub spki: SubjectPublicKeyInfoOwned,
+    /// The CA public key, inspected once: the pre-release self-check verifies with it.
+    pub key: hsm_est_pki::keys::PublicKey,
     pub subject: Name,
     pub key_id: Vec<u8>,
     pub not_after: SystemTime,
@@ -46,6 +48,7 @@ impl CaChain {
             .map_err(|e| format!("chain does not verify: {e}"))?;
         }
         let spki = certificate.tbs_certificate.subject_public_key_info.clone();
+        let key = hsm_est_pki::keys::inspect_spki(&spki).map_err(|e| format!("CA key: {}", e.0))?;
         let key_id =
             cert::subject_key_id(&certificate).unwrap_or_else(|| cert::key_identifier(&spki));
         let not_after = certificate
@@ -58,6 +61,7 @@ impl CaChain {
             chain,
             certificate,
             spki,
+            key,
             key_id,
             not_after,
         })

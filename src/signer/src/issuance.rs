@@ -317,7 +317,8 @@ impl SignerService {
     /// Pre-issuance self-check: a certificate whose signature does not verify with the CA
     /// public key is never stored or released.
     fn self_check(&self, ctx: &CallContext, serial: &[u8], der: &[u8]) -> Result<(), SignerError> {
-        let Err(e) = cert::verify_certificate_signature(der, &self.ca.spki) else {
+        let Err(e) = cert::verify_issued_signature(der, &self.ca.key, self.signer.algorithm())
+        else {
             return Ok(());
         };
         let record = AuditRecord::SignFailed {

@@ -380,4 +380,36 @@ pub(crate) mod tests {
         ));
         assert!(service.ledger.device("pump-1").unwrap().is_some());
     }
+
+    /// The light pre-release check agrees with the full one, and refuses a certificate
+    /// that names another algorithm, one signed by another key and one with a flipped bit.
+    #[test]
+    fn the_pre_release_check_refuses_what_the_full_check_refuses() {
+        use hsm_est_pki::cert::{verify_certificate_signature, verify_issued_signature};
+        use hsm_est_pki::keys::SignatureAlgorithm;
+        let dir = temp_dir("light-check");
+        let service = soft_ca(&dir, false);
+        let Response::Issued { cert_der, .. } = bootstrap(&service, "pump-1") else {
+            panic!("not issued");
+        };
+        let alg = service.signer.algorithm();
+        assert!(verify_certificate_signature(&cert_der, &service.ca.spki).is_ok());
+        assert!(verify_issued_signature(&cert_der, &service.ca.key, alg).is_ok());
+        assert!(verify_issued_signature(
+            &cert_der,
+            &service.ca.key,
+            SignatureAlgorithm::EcdsaSha384
+        )
+        .is_err());
+        let other = soft_ca(&temp_dir("light-check-other"), false);
+        assert!(verify_issued_signature(&cert_der, &other.ca.key, alg).is_err());
+        for i in [4, cert_der.len() / 2, cert_der.len() - 3] {
+            let mut bad = cert_der.clone();
+            bad[i] ^= 0x01;
+            assert!(
+                verify_issued_signature(&bad, &service.ca.key, alg).is_err(),
+                "bit flipped at {i} accepted"
+            );
+        }
+    }
 }

@@ -1,5 +1,8 @@
-//! Signing workers: one thread per token session (a PKCS#11 session may move between threads
-//! but must not be shared). Callers hand over the bytes to sign and wait for the signature.
+//! The token's sessions, shared by the threads that sign: a caller takes a free session,
+//! signs on its own thread and gives the session back (a PKCS#11 session may move between
+//! threads but must not be shared). Signing on the caller's thread, rather than handing the
+//! bytes to a worker thread and waiting for its answer, saves two thread wake-ups per
+//! signature; callers beyond the number of sessions wait for one in turn.
 //!
 //! The token can fail under a running signer: a network HSM drops off the network, a token
 //! directory disappears. The pool then says the token is unavailable ([`TokenHealth`]: the
@@ -11,8 +14,7 @@
 //! twice in one life: it logs why and exits, and systemd starts it again.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use cryptoki::object::ObjectHandle;
@@ -23,9 +25,6 @@ use hsm_est_pki::keys::SignatureAlgorithm;
 
 use super::token::{self, SessionSigner, SignFault, Token, TokenError};
 
-/// Signing requests that may queue before callers block.
-const QUEUE_DEPTH: usize = 1024;
-
 /// The exit status when the token's session or login is lost. Not one of the unit's
 /// `RestartPreventExitStatus`, so systemd starts the signer again.
 pub const EXIT_TOKEN_LOST: i32 = 75;
@@ -35,12 +34,6 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Signed by the health probe; never a certificate or a CRL.
 const PROBE_MESSAGE: &[u8] = b"hsm-est signer token probe";
-
-struct SignJob {
-    key: usize,
-    message: Vec<u8>,
-    reply: SyncSender<Result<Vec<u8>, String>>,
-}
 
 /// A private key in the token, and how to find it again: its label and the public key it
 /// must still have.
@@ -93,7 +86,9 @@ impl TokenHealth {
 }
 
 struct Shared {
-    rx: Mutex<Receiver<SignJob>>,
+    /// The sessions not in use.
+    free: Mutex<Vec<Session>>,
+    freed: Condvar,
     keys: RwLock<Vec<Arc<PoolKey>>>,
     health: TokenHealth,
 }
@@ -101,16 +96,16 @@ struct Shared {
 /// A handle on the pool for one key; cheap to clone. Implements [`CaSigner`].
 #[derive(Clone)]
 pub struct SigningPool {
-    tx: SyncSender<SignJob>,
     shared: Arc<Shared>,
     key: usize,
     algorithm: SignatureAlgorithm,
 }
 
 impl SigningPool {
-    /// Starts one worker per session. `first` is the session that logged in; it is kept
-    /// open for the life of the pool so that the login state lasts. `label` and
-    /// `public_der` say how to find `key` again and what it must still be.
+    /// Opens `sessions` sessions (`first`, the one that logged in, among them: all stay
+    /// open for the life of the pool, so the login state lasts) and starts the probe that
+    /// watches an unavailable token. `key` says how to find the key again and what it must
+    /// still be.
     pub fn start(
         token: &Token,
         first: Session,
@@ -118,25 +113,17 @@ impl SigningPool {
         restart_after: Duration,
         key: KeyRef,
     ) -> Result<SigningPool, TokenError> {
-        let (tx, rx) = mpsc::sync_channel::<SignJob>(QUEUE_DEPTH);
-        let shared = Arc::new(Shared {
-            rx: Mutex::new(rx),
-            keys: RwLock::new(Vec::new()),
-            health: TokenHealth::default(),
-        });
         let mut all = vec![first];
         for _ in 1..sessions {
             all.push(token.open_session(false)?);
         }
-        for (i, session) in all.into_iter().enumerate() {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name(format!("token-{i}"))
-                .spawn(move || worker(session, &shared))
-                .map_err(|e| TokenError::Pkcs11(format!("cannot start a worker: {e}")))?;
-        }
+        let shared = Arc::new(Shared {
+            free: Mutex::new(all),
+            freed: Condvar::new(),
+            keys: RwLock::new(Vec::new()),
+            health: TokenHealth::default(),
+        });
         let pool = SigningPool {
-            tx,
             shared,
             key: 0,
             algorithm: key.algorithm,
@@ -161,7 +148,6 @@ impl SigningPool {
             handle: Mutex::new(key.handle),
         }));
         SigningPool {
-            tx: self.tx.clone(),
             shared: Arc::clone(&self.shared),
             key: keys.len() - 1,
             algorithm: key.algorithm,
@@ -229,23 +215,6 @@ fn exit_now(status: i32) -> ! {
 fn key_at(shared: &Shared, index: usize) -> Option<Arc<PoolKey>> {
     let keys = shared.keys.read().unwrap_or_else(|p| p.into_inner());
     keys.get(index).cloned()
-}
-
-fn worker(session: Session, shared: &Shared) {
-    loop {
-        let job = match shared.rx.lock() {
-            Ok(r) => match r.recv() {
-                Ok(j) => j,
-                Err(_) => return,
-            },
-            Err(_) => return,
-        };
-        let result = match key_at(shared, job.key) {
-            Some(key) => sign_with(&session, shared, &key, &job.message),
-            None => Err("no such key in the signing pool".to_string()),
-        };
-        let _ = job.reply.send(result);
-    }
 }
 
 /// Signs once; when the key's handle is lost, finds the key again and signs once more.
@@ -338,14 +307,29 @@ impl CaSigner for SigningPool {
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
-        let (reply, wait) = mpsc::sync_channel(1);
-        self.tx
-            .send(SignJob {
-                key: self.key,
-                message: message.to_vec(),
-                reply,
-            })
-            .map_err(|_| "signing workers stopped".to_string())?;
-        wait.recv().map_err(|_| "signing worker died".to_string())?
+        let key = key_at(&self.shared, self.key).ok_or("no such key in the signing pool")?;
+        let session = {
+            let mut free = self.shared.free.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                match free.pop() {
+                    Some(s) => break s,
+                    None => {
+                        free = self
+                            .shared
+                            .freed
+                            .wait(free)
+                            .unwrap_or_else(|p| p.into_inner())
+                    }
+                }
+            }
+        };
+        let result = sign_with(&session, &self.shared, &key, message);
+        self.shared
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(session);
+        self.shared.freed.notify_one();
+        result
     }
 }
