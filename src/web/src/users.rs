@@ -21,7 +21,11 @@ use zeroize::Zeroizing;
 pub const MIN_PASSWORD_LEN: usize = 16;
 pub const MAX_PASSWORD_LEN: usize = 1024;
 pub const MAX_USER_LEN: usize = 64;
-/// How long a successful verification is remembered.
+/// How long a successful verification is remembered after its last use. Each use renews
+/// it, so a gateway that keeps enrolling never meets an expiry (which would send all its
+/// requests of that moment to Argon2 at once, and most of them away with 503). An entry
+/// is only good while the user's stored hash is the one it verified against: a changed
+/// password or a removed user ends it at once.
 pub const CACHE_TTL: Duration = Duration::from_secs(300);
 /// Entries in the verification cache before it is emptied.
 const CACHE_MAX: usize = 10_000;
@@ -204,7 +208,9 @@ struct State {
     users: HashMap<String, UserEntry>,
     /// SHA-256 of each API token's secret, to its user.
     tokens: HashMap<[u8; 32], String>,
-    cache: HashMap<[u8; 32], (String, Instant)>,
+    /// HMAC tag of (user, password) → the user, the password hash it verified against,
+    /// and when it was last used.
+    cache: HashMap<[u8; 32], (String, String, Instant)>,
 }
 
 pub struct Verifier {
@@ -301,8 +307,11 @@ impl Verifier {
         let mut state = self.state.lock().ok()?;
         self.refresh(&mut state);
         let entry = state.users.get(user)?.clone();
-        match state.cache.get(&key) {
-            Some((cached_user, at)) if cached_user == user && at.elapsed() < CACHE_TTL => {
+        match state.cache.get_mut(&key) {
+            Some((cached_user, hash, at))
+                if *cached_user == user && *hash == entry.hash && at.elapsed() < CACHE_TTL =>
+            {
+                *at = Instant::now();
                 Some(entry)
             }
             _ => None,
@@ -340,7 +349,9 @@ impl Verifier {
                     if state.cache.len() >= CACHE_MAX {
                         state.cache.clear();
                     }
-                    state.cache.insert(key, (user.to_string(), Instant::now()));
+                    state
+                        .cache
+                        .insert(key, (user.to_string(), e.hash.clone(), Instant::now()));
                 }
                 Verdict::Valid(e)
             }
@@ -385,6 +396,27 @@ mod tests {
             v.verify("nobody", "correct horse battery staple"),
             Verdict::Invalid
         );
+        // A changed password ends the cached verification of the old one at once.
+        std::thread::sleep(Duration::from_millis(20));
+        let mut changed = UsersFile::default();
+        changed.users.push(UserEntry {
+            name: "iqe-gateway".into(),
+            hash: hash_password("a new passphrase for the gateway").unwrap(),
+            labels: vec![],
+            operations: vec![],
+        });
+        save(&path, &changed).unwrap();
+        assert_eq!(
+            v.verify("iqe-gateway", "correct horse battery staple"),
+            Verdict::Invalid
+        );
+        assert!(v
+            .cached("iqe-gateway", "correct horse battery staple")
+            .is_none());
+        assert!(matches!(
+            v.verify("iqe-gateway", "a new passphrase for the gateway"),
+            Verdict::Valid(_)
+        ));
         // Deleting the user takes effect at once, cache or not.
         std::thread::sleep(Duration::from_millis(20));
         save(&path, &UsersFile::default()).unwrap();
