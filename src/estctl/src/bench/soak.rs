@@ -43,8 +43,10 @@ pub struct SoakArgs {
     rate: u32,
     #[arg(long, default_value_t = 60)]
     seconds: u64,
-    /// Client threads taking operations from the schedule.
-    #[arg(long, default_value_t = 32)]
+    /// Client threads taking operations from the schedule. Each may hold two connections
+    /// (its kept-alive one and a pump's), all from one address, as from one gateway: keep
+    /// twice this under the frontend's `max_connections_per_address` (64).
+    #[arg(long, default_value_t = 16)]
     clients: usize,
     /// Seconds between samples of RSS and descriptors (default: a twelfth of the run).
     #[arg(long)]
