@@ -301,6 +301,8 @@ impl Demo {
             .arg("--config")
             .arg(self.path(config))
             .env("SOFTHSM2_CONF", self.path("token/softhsm2.conf"))
+            // As the units and `estctl demo` run them.
+            .env("MALLOC_ARENA_MAX", "2")
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

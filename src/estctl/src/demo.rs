@@ -287,6 +287,8 @@ fn spawn_ready(dir: &Path, program: &str, config: &Path, log: &Path) -> Result<C
         .arg("--config")
         .arg(config)
         .env("SOFTHSM2_CONF", dir.join("token/softhsm2.conf"))
+        // As the units set it: see systemd/est-signer.service.
+        .env("MALLOC_ARENA_MAX", "2")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log_file)
