@@ -140,6 +140,37 @@ fn kill_9(process: &mut ChildGuard) {
     let _ = child.wait();
 }
 
+/// Every (CN, certificate) a client received is in the ledger byte for byte, and SQLite's
+/// integrity_check passes; returns a connection for further questions.
+fn delivered_are_in_the_ledger(
+    ledger_path: &std::path::Path,
+    received: &[(String, Vec<u8>)],
+) -> rusqlite::Connection {
+    let ledger = hsm_est_signer::ledger::SqliteLedger::open(ledger_path).unwrap();
+    for (cn, cert) in received {
+        let serial = hsm_est_pki::cert::parse_certificate(cert)
+            .unwrap()
+            .tbs_certificate
+            .serial_number
+            .as_bytes()
+            .to_vec();
+        let stored = ledger
+            .certificate(&serial)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{cn}: a delivered certificate is not in the ledger"));
+        assert_eq!(
+            &stored.record.der, cert,
+            "{cn}: the ledger holds other bytes"
+        );
+    }
+    let conn = rusqlite::Connection::open(ledger_path).unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    conn
+}
+
 #[test]
 fn kill_9_of_the_signer_and_the_frontend_under_load_loses_nothing() {
     let mut demo = Demo::start("faults", "base64");
@@ -210,28 +241,7 @@ fn kill_9_of_the_signer_and_the_frontend_under_load_loses_nothing() {
     // Stop both, then look at what is on disk.
     drop(frontend);
     drop(signer);
-    let ledger = hsm_est_signer::ledger::SqliteLedger::open(&demo.path("ledger.sqlite")).unwrap();
-    for (cn, cert) in certificates.iter() {
-        let serial = hsm_est_pki::cert::parse_certificate(cert)
-            .unwrap()
-            .tbs_certificate
-            .serial_number
-            .as_bytes()
-            .to_vec();
-        let stored = ledger
-            .certificate(&serial)
-            .unwrap()
-            .unwrap_or_else(|| panic!("{cn}: a delivered certificate is not in the ledger"));
-        assert_eq!(
-            &stored.record.der, cert,
-            "{cn}: the ledger holds other bytes"
-        );
-    }
-    let conn = rusqlite::Connection::open(demo.path("ledger.sqlite")).unwrap();
-    let integrity: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(integrity, "ok");
+    let conn = delivered_are_in_the_ledger(&demo.path("ledger.sqlite"), &certificates);
     let devices: i64 = conn
         .query_row(
             "SELECT count(*) FROM devices WHERE common_name LIKE ?1",
@@ -300,28 +310,7 @@ fn nothing_lost_nothing_extra(
     received: &[(String, Vec<u8>)],
     prefix: &str,
 ) {
-    let ledger = hsm_est_signer::ledger::SqliteLedger::open(ledger_path).unwrap();
-    for (cn, cert) in received {
-        let serial = hsm_est_pki::cert::parse_certificate(cert)
-            .unwrap()
-            .tbs_certificate
-            .serial_number
-            .as_bytes()
-            .to_vec();
-        let stored = ledger
-            .certificate(&serial)
-            .unwrap()
-            .unwrap_or_else(|| panic!("{cn}: a delivered certificate is not in the ledger"));
-        assert_eq!(
-            &stored.record.der, cert,
-            "{cn}: the ledger holds other bytes"
-        );
-    }
-    let conn = rusqlite::Connection::open(ledger_path).unwrap();
-    let integrity: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(integrity, "ok");
+    let conn = delivered_are_in_the_ledger(ledger_path, received);
     let stored: i64 = conn
         .query_row(
             "SELECT count(*) FROM certificates WHERE common_name LIKE ?1",

@@ -352,34 +352,14 @@ pub fn run(a: EstArgs) -> Result<(), String> {
         return Err("simplereenroll needs --client-cert (the device's current certificate)".into());
     }
     let basic = match (&a.user, &a.password_file) {
-        (Some(u), Some(f)) => {
-            let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-            let password = text.lines().next().unwrap_or("").to_string();
-            Some(<base64ct::Base64 as base64ct::Encoding>::encode_string(
-                format!("{u}:{password}").as_bytes(),
-            ))
-        }
+        (Some(u), Some(f)) => Some(basic_header(u, f)?),
         (None, None) => None,
         _ => return Err("give --user with --password-file".into()),
     };
-    let target = Target::parse(&a.url, "https")?;
-    let roots = roots(&a.ca)?;
-    let ca_text = std::fs::read_to_string(&a.ca).map_err(|e| e.to_string())?;
-    let ca_der = hsm_est_pki::pem_certificates(&ca_text)?
-        .into_iter()
-        .next()
-        .ok_or("no certificate in --ca")?;
-    let bench = Bench {
-        server_name: ServerName::try_from(target.host.clone()).map_err(|e| e.to_string())?,
-        target,
-        tls: client_config(&roots, None)?,
-        ca: hsm_est_pki::cert::parse_certificate(&ca_der)?,
-        op,
-        basic,
-        new_connection: a.new_connection || a.client_cert,
-        source_addresses: a.source_addresses,
-        http2: a.http2.then_some(a.connections.max(1)),
-    };
+    let (mut bench, roots) = Bench::new(&a.url, &a.ca, op, basic)?;
+    bench.new_connection = a.new_connection || a.client_cert;
+    bench.source_addresses = a.source_addresses;
+    bench.http2 = a.http2.then_some(a.connections.max(1));
     let run_id = std::process::id();
     let prepared = bench.prepare(&a, &roots, run_id)?;
     let cpu_before = cpu_of(&a.pids)?;
@@ -437,7 +417,46 @@ pub fn run(a: EstArgs) -> Result<(), String> {
 
 type Outcome = Result<(Answer, Duration), String>;
 
+/// The Basic authorization value for `user` and the first line of `password_file`.
+fn basic_header(user: &str, password_file: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(password_file)
+        .map_err(|e| format!("{}: {e}", password_file.display()))?;
+    let password = text.lines().next().unwrap_or("");
+    Ok(<base64ct::Base64 as base64ct::Encoding>::encode_string(
+        format!("{user}:{password}").as_bytes(),
+    ))
+}
+
 impl Bench {
+    /// A keep-alive HTTP/1.1 benchmark of `op` against `url`, trusting and checking with the
+    /// first certificate of `ca`; also the trust roots, for client configurations.
+    fn new(
+        url: &str,
+        ca: &Path,
+        op: Op,
+        basic: Option<String>,
+    ) -> Result<(Bench, rustls::RootCertStore), String> {
+        let target = Target::parse(url, "https")?;
+        let roots = roots(ca)?;
+        let ca_text = std::fs::read_to_string(ca).map_err(|e| e.to_string())?;
+        let ca_der = hsm_est_pki::pem_certificates(&ca_text)?
+            .into_iter()
+            .next()
+            .ok_or("no certificate in --ca")?;
+        let bench = Bench {
+            server_name: ServerName::try_from(target.host.clone()).map_err(|e| e.to_string())?,
+            target,
+            tls: client_config(&roots, None)?,
+            ca: hsm_est_pki::cert::parse_certificate(&ca_der)?,
+            op,
+            basic,
+            new_connection: false,
+            source_addresses: 0,
+            http2: None,
+        };
+        Ok((bench, roots))
+    }
+
     fn request(&self, op: Op, body: Option<&[u8]>) -> Vec<u8> {
         let host = format!("{}:{}", self.target.host, self.target.port);
         let path = format!("{}/{}", self.target.path, op.path());

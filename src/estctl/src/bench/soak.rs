@@ -109,29 +109,8 @@ pub fn run(a: SoakArgs) -> Result<(), String> {
     if a.rate == 0 || a.rate > 100_000 || a.seconds == 0 || a.clients == 0 || a.clients > 5000 {
         return Err("--rate 1-100000, --seconds > 0, --clients 1-5000".into());
     }
-    let password = std::fs::read_to_string(&a.password_file)
-        .map_err(|e| format!("{}: {e}", a.password_file.display()))?;
-    let basic = <base64ct::Base64 as base64ct::Encoding>::encode_string(
-        format!("{}:{}", a.user, password.lines().next().unwrap_or("")).as_bytes(),
-    );
-    let target = Target::parse(&a.url, "https")?;
-    let roots = roots(&a.ca)?;
-    let ca_text = std::fs::read_to_string(&a.ca).map_err(|e| e.to_string())?;
-    let ca_der = hsm_est_pki::pem_certificates(&ca_text)?
-        .into_iter()
-        .next()
-        .ok_or("no certificate in --ca")?;
-    let bench = Bench {
-        server_name: ServerName::try_from(target.host.clone()).map_err(|e| e.to_string())?,
-        target,
-        tls: client_config(&roots, None)?,
-        ca: hsm_est_pki::cert::parse_certificate(&ca_der)?,
-        op: Op::Bootstrap,
-        basic: Some(basic),
-        new_connection: false,
-        source_addresses: 0,
-        http2: None,
-    };
+    let basic = basic_header(&a.user, &a.password_file)?;
+    let (bench, roots) = Bench::new(&a.url, &a.ca, Op::Bootstrap, Some(basic))?;
     let keys = KeyMaker::new("p256")?;
     let fleet = Fleet {
         delivered: match &a.delivered {
