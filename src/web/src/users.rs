@@ -217,6 +217,7 @@ pub struct Verifier {
     path: PathBuf,
     state: Mutex<State>,
     cache_key: ring::hmac::Key,
+    cache_ttl: Duration,
     dummy_hash: String,
 }
 
@@ -238,6 +239,7 @@ impl Verifier {
                 cache: HashMap::new(),
             }),
             cache_key: key,
+            cache_ttl: CACHE_TTL,
             dummy_hash: hash_password("not a password of anyone, only for equal timing")?,
         })
     }
@@ -309,7 +311,7 @@ impl Verifier {
         let entry = state.users.get(user)?.clone();
         match state.cache.get_mut(&key) {
             Some((cached_user, hash, at))
-                if *cached_user == user && *hash == entry.hash && at.elapsed() < CACHE_TTL =>
+                if *cached_user == user && *hash == entry.hash && at.elapsed() < self.cache_ttl =>
             {
                 *at = Instant::now();
                 Some(entry)
@@ -363,6 +365,48 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each use renews a cached verification: a gateway that keeps enrolling is never sent
+    /// back to Argon2 by the clock, and one that goes quiet is after the TTL.
+    #[test]
+    fn a_cached_verification_is_renewed_by_use_and_expires_when_unused() {
+        let dir = std::env::temp_dir().join(format!("hsm-est-users-ttl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("users.yaml");
+        let mut file = UsersFile::default();
+        file.users.push(UserEntry {
+            name: "iqe-gateway".into(),
+            hash: hash_password("correct horse battery staple").unwrap(),
+            labels: vec![],
+            operations: vec![],
+        });
+        save(&path, &file).unwrap();
+        let mut v = Verifier::new(&path).unwrap();
+        v.cache_ttl = Duration::from_secs(2);
+        let (user, password) = ("iqe-gateway", "correct horse battery staple");
+        assert!(v.cached(user, password).is_none(), "nothing verified yet");
+        assert!(matches!(v.verify(user, password), Verdict::Valid(_)));
+        // Used every 100 ms for more than twice the TTL: never expires.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(4500) {
+            assert!(
+                v.cached(user, password).is_some(),
+                "expired while in use, {:?} after the first verification",
+                start.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Unused for longer than the TTL: gone, and the next verify runs Argon2 again.
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(
+            v.cached(user, password).is_none(),
+            "outlived its TTL unused"
+        );
+        assert!(matches!(v.verify(user, password), Verdict::Valid(_)));
+        assert!(v.cached(user, password).is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn add_verify_cache_and_reload() {
