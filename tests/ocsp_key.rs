@@ -6,12 +6,7 @@
 mod common;
 
 use common::*;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-use cryptoki::session::UserType;
-use secrecy::SecretString;
+use cryptoki::object::{Attribute, AttributeType};
 
 /// The only test in this binary: it loads the PKCS#11 module in-process (SoftHSM reads
 /// SOFTHSM2_CONF once, at C_Initialize).
@@ -19,28 +14,9 @@ use secrecy::SecretString;
 fn the_responder_key_stays_in_the_token_and_an_extractable_one_stops_the_signer() {
     let app = Appliance::create("ocsp-key", "ec-p256");
     ok(&app.estctl(&["ocsp", "init", "--config", app.config_arg()]));
-    std::env::set_var("SOFTHSM2_CONF", &app.softhsm_conf);
     {
-        let pkcs11 = Pkcs11::new("/usr/lib/softhsm/libsofthsm2.so").unwrap();
-        pkcs11
-            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .unwrap();
-        let slot = pkcs11
-            .get_slots_with_token()
-            .unwrap()
-            .into_iter()
-            .find(|s| pkcs11.get_token_info(*s).unwrap().label().trim_end() == "hsm-est-test")
-            .expect("token by label");
-        let session = pkcs11.open_rw_session(slot).unwrap();
-        session
-            .login(UserType::User, Some(&SecretString::from(app.token_pin())))
-            .unwrap();
-        let found = session
-            .find_objects(&[
-                Attribute::Class(ObjectClass::PRIVATE_KEY),
-                Attribute::Label(b"test-ca-ocsp".to_vec()),
-            ])
-            .unwrap();
+        let (pkcs11, session) = hsm::open_user_session(&app);
+        let found = hsm::private_keys(&session, "test-ca-ocsp");
         assert_eq!(found.len(), 1, "ocsp init made one private key");
         let key = found[0];
         let attrs = session
@@ -65,55 +41,9 @@ fn the_responder_key_stays_in_the_token_and_an_extractable_one_stops_the_signer(
         }
         assert_eq!(attrs.len(), 4);
         // The value cannot be read, nor wrapped out, nor the key loosened.
-        match session.get_attributes(key, &[AttributeType::Value]) {
-            Ok(a) => assert!(a.iter().all(|a| !matches!(a, Attribute::Value(_)))),
-            Err(e) => assert!(
-                matches!(e, CkError::Pkcs11(RvError::AttributeSensitive, _)),
-                "{e}"
-            ),
-        }
-        let wrapping = session
-            .generate_key(
-                &Mechanism::AesKeyGen,
-                &[
-                    Attribute::Token(false),
-                    Attribute::ValueLen(32.into()),
-                    Attribute::Wrap(true),
-                    Attribute::Encrypt(true),
-                ],
-            )
-            .unwrap();
-        let wrapped = session.wrap_key(&Mechanism::AesKeyWrapPad, wrapping, key);
-        assert!(
-            matches!(wrapped, Err(CkError::Pkcs11(RvError::KeyUnextractable, _))),
-            "wrap: {wrapped:?}"
-        );
-        assert!(session
-            .update_attributes(key, &[Attribute::Extractable(true)])
-            .is_err());
-
+        hsm::assert_key_cannot_leave(&session, key);
         // A responder key another tool made extractable.
-        session
-            .generate_key_pair(
-                &Mechanism::EccKeyPairGen,
-                &[
-                    Attribute::Token(true),
-                    Attribute::Verify(true),
-                    Attribute::EcParams(vec![
-                        0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
-                    ]),
-                    Attribute::Label(b"loose-ocsp".to_vec()),
-                ],
-                &[
-                    Attribute::Token(true),
-                    Attribute::Private(true),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(true),
-                    Attribute::Sign(true),
-                    Attribute::Label(b"loose-ocsp".to_vec()),
-                ],
-            )
-            .unwrap();
+        hsm::make_extractable_p256_key(&session, "loose-ocsp");
         drop(session);
         pkcs11.finalize().unwrap();
     }

@@ -7,101 +7,20 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 
 use common::*;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-use cryptoki::session::UserType;
-use secrecy::SecretString;
 
 /// The only test in this binary that loads the PKCS#11 module in-process (SoftHSM reads
 /// SOFTHSM2_CONF once, at C_Initialize).
 #[test]
 fn ca_key_cannot_be_read_wrapped_or_unprotected_and_an_extractable_key_stops_the_signer() {
     let app = Appliance::create("extract", "ec-p256");
-    std::env::set_var("SOFTHSM2_CONF", &app.softhsm_conf);
     {
-        let pkcs11 = Pkcs11::new("/usr/lib/softhsm/libsofthsm2.so").unwrap();
-        pkcs11
-            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .unwrap();
-        let slot = pkcs11
-            .get_slots_with_token()
-            .unwrap()
-            .into_iter()
-            .find(|s| pkcs11.get_token_info(*s).unwrap().label().trim_end() == "hsm-est-test")
-            .expect("token by label");
-        let session = pkcs11.open_rw_session(slot).unwrap();
-        session
-            .login(UserType::User, Some(&SecretString::from(app.token_pin())))
-            .unwrap();
-        let key = session
-            .find_objects(&[
-                Attribute::Class(ObjectClass::PRIVATE_KEY),
-                Attribute::Label(b"test-ca".to_vec()),
-            ])
-            .unwrap()[0];
-
-        // K2: the value cannot be read ...
-        match session.get_attributes(key, &[AttributeType::Value]) {
-            Ok(attrs) => assert!(
-                attrs.iter().all(|a| !matches!(a, Attribute::Value(_))),
-                "CKA_VALUE was returned"
-            ),
-            Err(e) => assert!(
-                matches!(e, CkError::Pkcs11(RvError::AttributeSensitive, _)),
-                "{e}"
-            ),
-        }
-        // ... nor wrapped out under a key we control ...
-        let wrapping = session
-            .generate_key(
-                &Mechanism::AesKeyGen,
-                &[
-                    Attribute::Token(false),
-                    Attribute::ValueLen(32.into()),
-                    Attribute::Wrap(true),
-                    Attribute::Encrypt(true),
-                ],
-            )
-            .unwrap();
-        let wrapped = session.wrap_key(&Mechanism::AesKeyWrapPad, wrapping, key);
-        assert!(
-            matches!(wrapped, Err(CkError::Pkcs11(RvError::KeyUnextractable, _))),
-            "wrap: {wrapped:?}"
-        );
-        // ... nor made extractable or non-sensitive.
-        for attr in [Attribute::Extractable(true), Attribute::Sensitive(false)] {
-            assert!(
-                session
-                    .update_attributes(key, std::slice::from_ref(&attr))
-                    .is_err(),
-                "{attr:?} was accepted"
-            );
-        }
-
+        let (pkcs11, session) = hsm::open_user_session(&app);
+        let key = hsm::private_keys(&session, "test-ca")[0];
+        // K2: the value cannot be read, nor wrapped out under a key we control, nor the
+        // key made extractable or non-sensitive.
+        hsm::assert_key_cannot_leave(&session, key);
         // A key that a careless tool made extractable, under another label.
-        session
-            .generate_key_pair(
-                &Mechanism::EccKeyPairGen,
-                &[
-                    Attribute::Token(true),
-                    Attribute::Verify(true),
-                    Attribute::EcParams(vec![
-                        0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
-                    ]),
-                    Attribute::Label(b"loose-ca".to_vec()),
-                ],
-                &[
-                    Attribute::Token(true),
-                    Attribute::Private(true),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(true),
-                    Attribute::Sign(true),
-                    Attribute::Label(b"loose-ca".to_vec()),
-                ],
-            )
-            .unwrap();
+        hsm::make_extractable_p256_key(&session, "loose-ca");
         drop(session);
         pkcs11.finalize().unwrap();
     }

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod csrgen;
 pub mod demo;
+pub mod hsm;
 pub mod preload;
 pub mod rawtls;
 #[allow(unused_imports)]
