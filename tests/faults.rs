@@ -534,19 +534,9 @@ fn a_token_that_stops_signing_turns_readyz_false_answers_503_and_recovers() {
     let prefix = format!("tok-{}-", std::process::id());
     let mut received: Vec<(String, Vec<u8>)> = Vec::new();
     let issue = |received: &mut Vec<(String, Vec<u8>)>, cn: &str| {
-        let r = bootstrap(&demo, &basic, cn);
-        assert_eq!(r.status, 200, "{cn}: {}\n{}", r.head, r.body);
-        received.push((cn.to_string(), certificate_for(&r.body, cn).unwrap()));
+        received.push(issued(&demo, &basic, cn));
     };
-    let refused = |cn: &str| {
-        let r = bootstrap(&demo, &basic, cn);
-        assert!(
-            r.unavailable_with_retry_after(),
-            "{cn}: {}\n{}",
-            r.head,
-            r.body
-        );
-    };
+    let refused = |cn: &str| refused_with_retry_after(&demo, &basic, cn);
     issue(&mut received, &format!("{prefix}1"));
     assert_eq!(readyz(&demo).status, 200);
     let pid = signer.0.as_ref().unwrap().id();
@@ -630,18 +620,7 @@ fn a_token_that_stops_signing_turns_readyz_false_answers_503_and_recovers() {
     std::fs::rename(&token_dir, &away).unwrap();
     refused(&format!("{prefix}4"));
     assert_eq!(readyz(&demo).status, 503);
-    let status = {
-        let child = signer.0.as_mut().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "the signer did not exit");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    signer.0 = None;
+    let status = wait_exit(&mut signer, Duration::from_secs(60));
     assert_eq!(status.code(), Some(75), "{status}");
     let log = std::fs::read_to_string(demo.path("signer.log")).unwrap();
     assert!(
@@ -661,6 +640,135 @@ fn a_token_that_stops_signing_turns_readyz_false_answers_503_and_recovers() {
         "the stop is audited with its cause"
     );
 
+    drop(signer);
+    nothing_lost_nothing_extra(&demo, &demo.path("ledger.sqlite"), &received, &prefix);
+}
+
+/// A bootstrap that must succeed: (CN, certificate).
+fn issued(demo: &Demo, basic: &str, cn: &str) -> (String, Vec<u8>) {
+    let r = bootstrap(demo, basic, cn);
+    assert_eq!(r.status, 200, "{cn}: {}\n{}", r.head, r.body);
+    (cn.to_string(), certificate_for(&r.body, cn).unwrap())
+}
+
+/// A bootstrap that must be answered 503 with Retry-After.
+fn refused_with_retry_after(demo: &Demo, basic: &str, cn: &str) {
+    let r = bootstrap(demo, basic, cn);
+    assert!(
+        r.unavailable_with_retry_after(),
+        "{cn}: {}\n{}",
+        r.head,
+        r.body
+    );
+}
+
+/// Waits for the process to exit by itself; the guard no longer holds it.
+fn wait_exit(process: &mut ChildGuard, within: Duration) -> std::process::ExitStatus {
+    let child = process.0.as_mut().unwrap();
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the process did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    process.0 = None;
+    status
+}
+
+/// The PKCS#11 module of `tests/fault-module`, built into the demo's directory: SoftHSM,
+/// with C_SignInit and C_Sign answering the CK_RV in `fault` while that file exists.
+fn fault_module(demo: &Demo) -> std::path::PathBuf {
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fault-module/pkcs11_fault.c");
+    let module = demo.path("fault-module.so");
+    ok(&run(std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&module)
+        .arg(&source)
+        .arg("-ldl")));
+    module
+}
+
+/// The token's module starts failing under a running signer. A failure that says nothing
+/// about the token (`CKR_FUNCTION_FAILED`) turns readyz false and answers 503 until a
+/// signature works again, in the same process. A lost session (`CKR_SESSION_HANDLE_INVALID`)
+/// or a failing device (`CKR_DEVICE_ERROR`) cannot be mended without a new login, which
+/// the signer never makes twice: it exits with status 75 at once, not after
+/// `restart_after_seconds`, and says why; a restart signs again. Nothing is issued while
+/// the module fails, and every certificate delivered is in the ledger.
+#[test]
+fn a_module_that_returns_errors_turns_readyz_false_and_a_lost_session_restarts_the_signer() {
+    let mut demo = Demo::start("module-fault", "base64");
+    demo.stop();
+    let module = fault_module(&demo);
+    demo.edit(
+        "signer.yaml",
+        "  module: /usr/lib/softhsm/libsofthsm2.so\n",
+        &format!("  module: {}\n", module.display()),
+    );
+    demo.edit(
+        "signer.yaml",
+        "  sessions: 2\n",
+        "  sessions: 2\n  restart_after_seconds: 600\n",
+    );
+    let fault = demo.path("fault");
+    let env = [("HSM_EST_FAULT_FILE", fault.as_path())];
+    let spawn_signer = || demo.spawn_ready_with(&signer_bin(), "signer.yaml", "signer.log", &env);
+    let mut signer = spawn_signer();
+    let _frontend = demo.spawn_ready(&frontend_bin(), "frontend.yaml", "frontend.log");
+    let basic = <base64ct::Base64 as base64ct::Encoding>::encode_string(demo.basic().as_bytes());
+    let prefix = format!("mod-{}-", std::process::id());
+    let mut received = vec![issued(&demo, &basic, &format!("{prefix}1"))];
+    let pid = signer.0.as_ref().unwrap().id();
+
+    // 1. CKR_FUNCTION_FAILED: not ready, 503, and back without a restart.
+    std::fs::write(&fault, "6").unwrap();
+    refused_with_retry_after(&demo, &basic, &format!("{prefix}2"));
+    let r = readyz(&demo);
+    assert_eq!(r.status, 503, "{}", r.head);
+    assert!(r.body.contains("token cannot sign"), "{}", r.body);
+    refused_with_retry_after(&demo, &basic, &format!("{prefix}3"));
+    std::fs::remove_file(&fault).unwrap();
+    let r = wait_ready(&demo, 200, Duration::from_secs(20));
+    assert_eq!(r.status, 200, "readyz did not come back: {}", r.body);
+    received.push(issued(&demo, &basic, &format!("{prefix}4")));
+    assert_eq!(signer.0.as_ref().unwrap().id(), pid, "same process");
+
+    // 2. and 3. A lost session, then a device error: exit 75 at once, with the reason.
+    for (rv, name) in [("b3", "SessionHandleInvalid"), ("30", "DeviceError")] {
+        std::fs::write(&fault, rv).unwrap();
+        let started = Instant::now();
+        refused_with_retry_after(&demo, &basic, &format!("{prefix}{rv}"));
+        let status = wait_exit(&mut signer, Duration::from_secs(30));
+        assert_eq!(status.code(), Some(75), "{name}: {status}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{name}: the signer waited for restart_after_seconds"
+        );
+        let log = std::fs::read_to_string(demo.path("signer.log")).unwrap();
+        let said = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("the token session or login is lost"))
+            .unwrap_or_else(|| panic!("{name}: no reason in the log:\n{log}"));
+        assert!(said.contains(name), "{name}: {said}");
+        assert!(said.contains("exiting with status 75"), "{said}");
+        // Down, the frontend answers 503 with Retry-After; restarted, it signs again.
+        refused_with_retry_after(&demo, &basic, &format!("{prefix}{rv}-down"));
+        std::fs::remove_file(&fault).unwrap();
+        signer = spawn_signer();
+        let r = wait_ready(&demo, 200, Duration::from_secs(20));
+        assert_eq!(r.status, 200, "{}", r.body);
+        received.push(issued(&demo, &basic, &format!("{prefix}{rv}-after")));
+    }
+    let audit = std::fs::read_to_string(demo.path("audit.jsonl")).unwrap();
+    assert_eq!(
+        audit.matches("token-lost").count(),
+        2,
+        "each stop is audited with its cause"
+    );
     drop(signer);
     nothing_lost_nothing_extra(&demo, &demo.path("ledger.sqlite"), &received, &prefix);
 }

@@ -292,6 +292,17 @@ impl Demo {
     /// Runs one of the appliance's processes on this directory's config (the demo itself
     /// stopped), waiting for its `ready` line.
     pub fn spawn_ready(&self, program: &Path, config: &str, log: &str) -> ChildGuard {
+        self.spawn_ready_with(program, config, log, &[])
+    }
+
+    /// `spawn_ready` with more environment variables.
+    pub fn spawn_ready_with(
+        &self,
+        program: &Path,
+        config: &str,
+        log: &str,
+        env: &[(&str, &Path)],
+    ) -> ChildGuard {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -303,6 +314,7 @@ impl Demo {
             .env("SOFTHSM2_CONF", self.path("token/softhsm2.conf"))
             // As the units and `estctl demo` run them.
             .env("MALLOC_ARENA_MAX", "2")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

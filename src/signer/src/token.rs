@@ -604,7 +604,11 @@ impl fmt::Display for SignFault {
 }
 
 fn sign_fault(e: CkError) -> SignFault {
-    let message = format!("C_Sign: {e}");
+    // The return value's name too: an operator matches it against the HSM's documentation.
+    let message = match &e {
+        CkError::Pkcs11(rv, _) => format!("C_Sign: {e} [{rv:?}]"),
+        _ => format!("C_Sign: {e}"),
+    };
     match e {
         CkError::Pkcs11(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid, _) => {
             SignFault::HandleLost(message)

@@ -281,7 +281,13 @@ fn sign_with(
             );
             exit_now(EXIT_TOKEN_LOST);
         }
-        SignFault::Other(why) => Err(why),
+        SignFault::Other(why) => {
+            // A module that fails to sign says nothing about why; until a signature (a
+            // request's or the probe's) succeeds again, the signer is not ready, and after
+            // `restart_after_seconds` it exits for a fresh start.
+            shared.health.set_unavailable(&why);
+            Err(why)
+        }
     }
 }
 
