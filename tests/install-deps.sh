@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite and the demo need on a fresh Debian machine, and nothing
 # when it is already there: softhsm2, openssl, curl, file, systemd-analyze, strongSwan's
-# pki, chromium, freeradius and eapol_test (Debian), pkilint (a Python venv), cargo-audit, cargo-deny and cargo-fuzz. Prints the venv's bin directory on the last line of its output.
+# pki, chromium, freeradius, eapol_test, lintian and dpkg-dev (Debian), pkilint (a Python
+# venv), cargo-audit, cargo-deny, cargo-fuzz and cargo-deb. Prints the venv's bin directory on the last line of its output.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${HSM_EST_VENV:-$here/target/pkilint-venv}
@@ -24,6 +25,9 @@ command -v freeradius >/dev/null || need_apt+=(freeradius)
 command -v eapol_test >/dev/null || need_apt+=(eapoltest)
 # cargo-fuzz's libFuzzer is C++.
 command -v g++ >/dev/null || need_apt+=(g++)
+# The package test: lintian checks the .deb; dpkg-shlibdeps (dpkg-dev) gives its Depends.
+command -v lintian >/dev/null || need_apt+=(lintian)
+command -v dpkg-shlibdeps >/dev/null || need_apt+=(dpkg-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian)" >&2
   sudo_cmd=""
@@ -48,6 +52,11 @@ fi
 if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz 0.13.2" ]; then
   echo "installing cargo-fuzz" >&2
   cargo install -q --locked cargo-fuzz@0.13.2 >&2
+fi
+# cargo-deb builds the appliance's .deb (tests/package.rs, docs/OPERATIONS.md).
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb 3.8.0" ]; then
+  echo "installing cargo-deb" >&2
+  cargo install -q --locked cargo-deb@3.8.0 >&2
 fi
 if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny 0.20.2" ]; then
   echo "installing cargo-deny" >&2

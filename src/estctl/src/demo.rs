@@ -58,7 +58,7 @@ pub struct DemoArgs {
     pub key_type: String,
 }
 
-fn random_secret(len: usize) -> Result<String, String> {
+pub fn random_secret(len: usize) -> Result<String, String> {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
     let rng = SystemRandom::new();
     let mut out = String::with_capacity(len);
@@ -78,7 +78,7 @@ fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), String> {
 }
 
 /// The first slot whose token matches `want`.
-fn find_slot(
+pub fn find_slot(
     pkcs11: &Pkcs11,
     want: impl Fn(&cryptoki::slot::TokenInfo) -> bool,
 ) -> Result<Option<cryptoki::slot::Slot>, String> {
@@ -89,12 +89,17 @@ fn find_slot(
         .find(|s| pkcs11.get_token_info(*s).map(|i| want(&i)).unwrap_or(false)))
 }
 
-/// Creates and initialises a SoftHSM token in `dir/token` through PKCS#11 (no PIN on any
-/// command line). The user PIN goes to `dir/token-pin`, the SO PIN to `dir/token/so-pin`.
-fn create_token(dir: &Path) -> Result<(), String> {
-    let token_dir = dir.join("token");
-    std::fs::create_dir_all(token_dir.join("tokens")).map_err(|e| e.to_string())?;
-    std::fs::set_permissions(&token_dir, std::fs::Permissions::from_mode(0o700))
+/// Creates and initialises a SoftHSM token labelled `label` in `token_dir` through PKCS#11
+/// (no PIN on any command line): `token_dir/softhsm2.conf`, `token_dir/tokens/`, the SO PIN
+/// in `token_dir/so-pin` and the user PIN in `user_pin` (both 0600). Returns the config.
+pub fn create_softhsm_token(
+    token_dir: &Path,
+    label: &str,
+    user_pin: &Path,
+) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(token_dir.join("tokens"))
+        .map_err(|e| format!("{}: {e}", token_dir.display()))?;
+    std::fs::set_permissions(token_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| e.to_string())?;
     let conf = token_dir.join("softhsm2.conf");
     write_file(
@@ -105,9 +110,9 @@ fn create_token(dir: &Path) -> Result<(), String> {
         ),
         0o600,
     )?;
-    let user_pin = random_secret(24)?;
+    let user_pin_text = random_secret(24)?;
     let so_pin = random_secret(24)?;
-    write_file(&dir.join("token-pin"), &user_pin, 0o600)?;
+    write_file(user_pin, &user_pin_text, 0o600)?;
     write_file(&token_dir.join("so-pin"), &so_pin, 0o600)?;
     // SoftHSM reads its configuration at C_Initialize; this process is single-threaded here.
     std::env::set_var("SOFTHSM2_CONF", &conf);
@@ -119,10 +124,10 @@ fn create_token(dir: &Path) -> Result<(), String> {
         find_slot(&pkcs11, |i| !i.token_initialized())?.ok_or("SoftHSM offers no free slot")?;
     let so = SecretString::from(so_pin);
     pkcs11
-        .init_token(free, &so, TOKEN_LABEL)
+        .init_token(free, &so, label)
         .map_err(|e| format!("C_InitToken: {e}"))?;
     // Slot ids change after C_InitToken: find the token again by label.
-    let slot = find_slot(&pkcs11, |i| i.label().trim_end() == TOKEN_LABEL)?
+    let slot = find_slot(&pkcs11, |i| i.label().trim_end() == label)?
         .ok_or("the new token is not visible")?;
     {
         let session = pkcs11.open_rw_session(slot).map_err(|e| e.to_string())?;
@@ -130,11 +135,11 @@ fn create_token(dir: &Path) -> Result<(), String> {
             .login(UserType::So, Some(&so))
             .map_err(|e| format!("SO login: {e}"))?;
         session
-            .init_pin(&SecretString::from(user_pin))
+            .init_pin(&SecretString::from(user_pin_text))
             .map_err(|e| format!("C_InitPIN: {e}"))?;
     }
     pkcs11.finalize().map_err(|e| e.to_string())?;
-    Ok(())
+    Ok(conf)
 }
 
 /// The signer's config; with `publish`, it keeps a CRL file current (what the publication
@@ -429,7 +434,7 @@ fn write_configs(
             "creating a SoftHSM token in {}",
             dir.join("token").display()
         );
-        create_token(dir)?;
+        create_softhsm_token(&dir.join("token"), TOKEN_LABEL, &dir.join("token-pin"))?;
     }
     let policy = dir.join("policy");
     if !policy.exists() {

@@ -9,6 +9,7 @@ mod crl;
 mod demo;
 mod ocsp;
 mod server_cert;
+mod setup;
 mod users;
 
 use std::path::{Path, PathBuf};
@@ -171,6 +172,19 @@ enum Command {
         #[arg(long)]
         admins: Option<PathBuf>,
         id: String,
+    },
+    /// First-time setup of an installed appliance (as root): the token, the CA, the TLS
+    /// certificates, the first gateway user and admin, check-config. Safe to run again.
+    Setup(setup::SetupArgs),
+    /// Used by `setup --softhsm`: creates a SoftHSM token in its own process.
+    #[command(hide = true)]
+    SetupSofthsmToken {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        label: String,
+        #[arg(long)]
+        pin_out: PathBuf,
     },
     /// A complete local appliance on a SoftHSM token, for a first try and for tests.
     Demo {
@@ -414,6 +428,12 @@ fn main() -> ExitCode {
             users::admins_path(config.as_deref(), admins.as_deref())
                 .and_then(|p| users::delete_admin_token(&p, &id))
         }
+        Command::Setup(args) => setup::run(args),
+        Command::SetupSofthsmToken {
+            dir,
+            label,
+            pin_out,
+        } => demo::create_softhsm_token(&dir, &label, &pin_out).map(drop),
         Command::Demo {
             dir,
             port,
