@@ -434,6 +434,29 @@ fn the_package_installs_sets_up_and_runs_each_process_under_its_own_user() {
             .output()
             .unwrap()
     };
+    // A PIN file others may read is refused before anything is made, and so is a
+    // setup by anyone but root.
+    let weak = work.join("weak-pin");
+    std::fs::write(&weak, "0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&weak, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = sh(Command::new("/usr/bin/estctl")
+        .args(["setup", "--non-interactive", "--pin-file"])
+        .arg(&weak));
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("mode 0644") && text(&refused).contains("0600"),
+        "{}",
+        text(&refused)
+    );
+    assert!(!Path::new("/etc/hsm-est/token-pin").exists());
+    let not_root = as_user("est-frontend", "hsm-est", "/usr/bin/estctl", &["setup"]);
+    assert!(!not_root.status.success());
+    assert!(
+        text(&not_root).contains("runs as root"),
+        "{}",
+        text(&not_root)
+    );
+
     let first = setup();
     assert!(first.status.success(), "{}", text(&first));
     std::fs::write(MARKER, b"").unwrap();
@@ -559,6 +582,16 @@ fn the_package_installs_sets_up_and_runs_each_process_under_its_own_user() {
     let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
     let (status, _) = client.post("simplereenroll", &csr4, &auth);
     assert_eq!(status, 200, "simplereenroll with the enrolled certificate");
+
+    // Setup again with the appliance running: nothing changes, the token is not opened
+    // by a second process.
+    let third = setup();
+    assert!(third.status.success(), "{}", text(&third));
+    assert!(
+        text(&third).contains("the signer is running with it; not opened again"),
+        "{}",
+        text(&third)
+    );
 
     // As the frontend's user: only the frontend socket, none of the signer's secrets.
     let estctl = "/usr/bin/estctl";

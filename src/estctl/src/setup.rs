@@ -443,7 +443,14 @@ fn token_step(
     for (k, v) in &env {
         check.env(k, v);
     }
-    if cfg.ca_chain_file.exists() {
+    let signer_running = super::operator_socket(cfg)
+        .ok()
+        .is_some_and(|p| std::os::unix::net::UnixStream::connect(p).is_ok());
+    if signer_running {
+        // Two processes on one SoftHSM token directory fail intermittently; the running
+        // signer checked the token and the key when it started.
+        println!("token: the signer is running with it; not opened again");
+    } else if cfg.ca_chain_file.exists() {
         let out = check.output().map_err(|e| e.to_string())?;
         if !out.status.success() {
             return Err(format!(
