@@ -670,6 +670,8 @@ fn the_package_installs_sets_up_and_runs_each_process_under_its_own_user() {
     assert_eq!(count(), 6);
     let audit = std::fs::read(format!("{STATE}/audit.jsonl")).unwrap();
 
+    hsm_token_and_a_ca_under_the_hospitals_root(&work);
+
     // Removal keeps the configuration and the records.
     must(Command::new("dpkg").args(["--remove", PACKAGE]));
     assert!(!Path::new("/usr/bin/est-signer").exists());
@@ -707,4 +709,183 @@ fn the_package_installs_sets_up_and_runs_each_process_under_its_own_user() {
     let _ = std::fs::remove_dir_all(STATE);
     let _ = std::fs::remove_dir_all(CREDENTIALS);
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The production path of `estctl setup`, on a second configuration beside the first: the
+/// token is an existing one found by label (a SoftHSM token standing for the HSM), its PIN
+/// given with `--pin-file`; the CA is a CSR that the hospital's root (openssl) signs, and a
+/// second run imports it. A third run finds the token, accepts the PIN and changes nothing.
+fn hsm_token_and_a_ca_under_the_hospitals_root(work: &Path) {
+    let ext = work.join("hsm");
+    let hsm = ext.join("token");
+    let conf = ext.join("conf");
+    let state = ext.join("state");
+    std::fs::create_dir_all(conf.join("policy")).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    must(
+        Command::new(repo().join("softhsm/init-token.sh"))
+            .arg(&hsm)
+            .arg("hospital-hsm"),
+    );
+    for f in ["signer.yaml", "frontend.yaml", "admin.yaml"] {
+        std::fs::copy(format!("{CONFIG}/{f}"), conf.join(f)).unwrap();
+    }
+    for e in std::fs::read_dir(format!("{CONFIG}/policy")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), conf.join("policy").join(e.file_name())).unwrap();
+    }
+    let (c, st) = (conf.display().to_string(), state.display().to_string());
+    let edit = |file: &str, pairs: &[(&str, String)]| {
+        let path = conf.join(file);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        for (from, to) in pairs {
+            assert!(text.contains(from), "{file}: {from}");
+            text = text.replacen(from, to, 1);
+        }
+        std::fs::write(&path, text).unwrap();
+    };
+    edit(
+        "signer.yaml",
+        &[
+            ("  label: hsm-est\n", "  label: hospital-hsm\n".into()),
+            (
+                "/var/lib/hsm-est/ca-chain.pem",
+                format!("{st}/ca-chain.pem"),
+            ),
+            (
+                "/var/lib/hsm-est/ledger.sqlite",
+                format!("{st}/ledger.sqlite"),
+            ),
+            ("/var/lib/hsm-est/audit.jsonl", format!("{st}/audit.jsonl")),
+            ("dir: /etc/hsm-est/policy", format!("dir: {c}/policy")),
+        ],
+    );
+    edit(
+        "frontend.yaml",
+        &[
+            ("/etc/hsm-est/server.pem", format!("{c}/server.pem")),
+            ("/etc/hsm-est/server.key", format!("{c}/server.key")),
+            ("/etc/hsm-est/ca.pem", format!("{c}/ca.pem")),
+            ("/etc/hsm-est/users.yaml", format!("{c}/users.yaml")),
+        ],
+    );
+    edit(
+        "admin.yaml",
+        &[
+            ("/etc/hsm-est/admin.pem", format!("{c}/admin.pem")),
+            ("/etc/hsm-est/admin.key", format!("{c}/admin.key")),
+            ("/etc/hsm-est/admins.yaml", format!("{c}/admins.yaml")),
+        ],
+    );
+    let setup = |extra: &[&str]| {
+        sh(Command::new("/usr/bin/estctl")
+            .args([
+                "setup",
+                "--non-interactive",
+                "--config-dir",
+                &c,
+                "--pin-file",
+            ])
+            .arg(hsm.join("token-pin"))
+            .args([
+                "--ca-subject",
+                "CN=Ward Devices Issuing CA,O=TestHospital,C=US",
+                "--est-dns",
+                "est.hospital.example",
+                "--gateway-user",
+                "iqe-gateway",
+                "--gateway-password-file",
+            ])
+            .arg(work.join("gateway.pw"))
+            .args(["--admin-user", "alice", "--admin-password-file"])
+            .arg(work.join("admin.pw"))
+            .args(extra)
+            .env("SOFTHSM2_CONF", hsm.join("softhsm2.conf")))
+    };
+    let csr = ext.join("ca.csr");
+    let first = setup(&["--ca-csr", csr.to_str().unwrap()]);
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        text(&first).contains("Have the hospital's root sign it"),
+        "{}",
+        text(&first)
+    );
+    assert!(!state.join("ca-chain.pem").exists());
+    expect(
+        conf.join("token-pin").to_str().unwrap(),
+        "root",
+        "root",
+        0o600,
+    );
+
+    let (root_key, root) = (ext.join("root.key"), ext.join("root.pem"));
+    must(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt",
+            ])
+            .args(["ec_paramgen_curve:P-384", "-sha384", "-days", "7300"])
+            .args([
+                "-subj",
+                "/C=US/O=TestHospital/CN=TestHospital Root CA",
+                "-keyout",
+            ])
+            .arg(&root_key)
+            .arg("-out")
+            .arg(&root)
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]),
+    );
+    let extfile = ext.join("issuing.ext");
+    std::fs::write(
+        &extfile,
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n\
+         subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+    )
+    .unwrap();
+    let signed = ext.join("issuing.pem");
+    must(
+        Command::new("openssl")
+            .args(["x509", "-req", "-sha384", "-days", "3650", "-in"])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&root)
+            .arg("-CAkey")
+            .arg(&root_key)
+            .args(["-CAcreateserial", "-extfile"])
+            .arg(&extfile)
+            .arg("-out")
+            .arg(&signed),
+    );
+    let second = setup(&[
+        "--ca-cert",
+        signed.to_str().unwrap(),
+        "--ca-chain",
+        root.to_str().unwrap(),
+    ]);
+    assert!(second.status.success(), "{}", text(&second));
+    // The public chain names the hospital's root; the issuing CA is the imported one.
+    let listed = must(Command::new("sh").arg("-c").arg(format!(
+        "openssl crl2pkcs7 -nocrl -certfile {c}/ca.pem | openssl pkcs7 -print_certs -noout"
+    )));
+    assert!(
+        listed.contains("Ward Devices Issuing CA") && listed.contains("TestHospital Root CA"),
+        "{listed}"
+    );
+    expect(
+        conf.join("server.key").to_str().unwrap(),
+        "est-frontend",
+        "root",
+        0o400,
+    );
+    expect(&st, "hsm-est-signer", "hsm-est", 0o700);
+
+    let third = setup(&[]);
+    assert!(third.status.success(), "{}", text(&third));
+    assert!(
+        text(&third).contains("token: hospital-hsm found, PIN accepted, CA key protected"),
+        "{}",
+        text(&third)
+    );
+    let _ = std::fs::remove_dir_all(&ext);
 }
