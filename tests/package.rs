@@ -471,6 +471,24 @@ fn the_package_installs_sets_up_and_runs_each_process_under_its_own_user() {
         "{said}"
     );
     let ca_before = std::fs::read(format!("{CONFIG}/ca.pem")).unwrap();
+    // The maintainer scripts run again (a reinstall) without touching what setup made or
+    // the administrator's edits of the conffiles.
+    must(
+        Command::new("dpkg")
+            .args(["--install", "--force-confold"])
+            .arg(&deb)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    );
+    assert!(std::fs::read_to_string(format!("{CONFIG}/frontend.yaml"))
+        .unwrap()
+        .contains(&format!("  port: {port}\n")));
+    expect(
+        &format!("{CONFIG}/server.key"),
+        "est-frontend",
+        "root",
+        0o400,
+    );
+    expect(STATE, "hsm-est-signer", "hsm-est", 0o700);
     let second = setup();
     assert!(second.status.success(), "{}", text(&second));
     for kept in [
