@@ -31,40 +31,13 @@ fn intermediate_under_an_existing_root_issues_verifiable_certificates() {
         .arg(&csr)));
 
     // The hospital's root, made with openssl, signs the intermediate.
-    let root_key = d.join("root.key");
-    let root = d.join("root.pem");
-    ok(&run(Command::new("openssl")
-        .args([
-            "req", "-x509", "-new", "-nodes", "-newkey", "rsa:3072", "-sha256", "-days", "7300",
-        ])
-        .args(["-subj", "/C=US/O=Hospital/CN=Hospital Root CA", "-keyout"])
-        .arg(&root_key)
-        .arg("-out")
-        .arg(&root)
-        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-        .args([
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ])));
-    let ext = d.join("intermediate.ext");
-    std::fs::write(
-        &ext,
-        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n\
-         subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
-    )
-    .unwrap();
-    let signed = d.join("intermediate.pem");
-    ok(&run(Command::new("openssl")
-        .args(["x509", "-req", "-sha256", "-days", "3650", "-in"])
-        .arg(&csr)
-        .arg("-CA")
-        .arg(&root)
-        .arg("-CAkey")
-        .arg(&root_key)
-        .args(["-CAcreateserial", "-extfile"])
-        .arg(&ext)
-        .arg("-out")
-        .arg(&signed)));
+    let (root, signed) = root_signs_ca_csr(
+        &d,
+        &csr,
+        &["rsa:3072"],
+        "-sha256",
+        "/C=US/O=Hospital/CN=Hospital Root CA",
+    );
 
     // A certificate for some other key is refused.
     let stranger = d.join("stranger.pem");

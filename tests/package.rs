@@ -412,24 +412,18 @@ fn the_package_installs_sets_up_and_runs_each_process_under_its_own_user() {
     std::fs::write(work.join("gateway.pw"), format!("{gateway_password}\n")).unwrap();
     std::fs::write(work.join("admin.pw"), "admin-passphrase-0123456789\n").unwrap();
     let setup = || {
-        Command::new("/usr/bin/estctl")
+        setup_command(&work)
             .args([
-                "setup",
-                "--non-interactive",
                 "--softhsm",
-                "--ca-subject",
-                "CN=Test Hospital Device CA,O=TestHospital,C=US",
                 "--est-dns",
                 "localhost",
                 "--est-ip",
                 "127.0.0.1",
-                "--gateway-user",
-                "iqe-gateway",
-                "--gateway-password-file",
             ])
-            .arg(work.join("gateway.pw"))
-            .args(["--admin-user", "alice", "--admin-password-file"])
-            .arg(work.join("admin.pw"))
+            .args([
+                "--ca-subject",
+                "CN=Test Hospital Device CA,O=TestHospital,C=US",
+            ])
             .env_remove("SOFTHSM2_CONF")
             .output()
             .unwrap()
@@ -502,23 +496,17 @@ fn the_package_installs_sets_up_and_runs_each_process_under_its_own_user() {
         ca_before,
         "a second setup changed the CA"
     );
-    expect(&format!("{CONFIG}/token-pin"), "root", "root", 0o600);
-    expect(&format!("{CONFIG}/token-so-pin"), "root", "root", 0o600);
-    expect(
-        &format!("{CONFIG}/server.key"),
-        "est-frontend",
-        "root",
-        0o400,
-    );
-    expect(&format!("{CONFIG}/admin.key"), "est-admin", "root", 0o400);
-    expect(&format!("{CONFIG}/users.yaml"), "root", "hsm-est", 0o640);
-    expect(
-        &format!("{CONFIG}/admins.yaml"),
-        "root",
-        "hsm-est-admin",
-        0o640,
-    );
-    expect(&format!("{CONFIG}/ca.pem"), "root", "root", 0o644);
+    for (file, user, group, mode) in [
+        ("token-pin", "root", "root", 0o600),
+        ("token-so-pin", "root", "root", 0o600),
+        ("server.key", "est-frontend", "root", 0o400),
+        ("admin.key", "est-admin", "root", 0o400),
+        ("users.yaml", "root", "hsm-est", 0o640),
+        ("admins.yaml", "root", "hsm-est-admin", 0o640),
+        ("ca.pem", "root", "root", 0o644),
+    ] {
+        expect(&format!("{CONFIG}/{file}"), user, group, mode);
+    }
     for f in ["ledger.sqlite", "audit.jsonl"] {
         expect(&format!("{STATE}/{f}"), "hsm-est-signer", "hsm-est", 0o600);
     }
@@ -729,6 +717,23 @@ fn the_package_installs_sets_up_and_runs_each_process_under_its_own_user() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// `estctl setup --non-interactive` with the first gateway user and admin (passwords in
+/// `work`).
+fn setup_command(work: &Path) -> Command {
+    let mut c = Command::new("/usr/bin/estctl");
+    c.args([
+        "setup",
+        "--non-interactive",
+        "--gateway-user",
+        "iqe-gateway",
+    ])
+    .arg("--gateway-password-file")
+    .arg(work.join("gateway.pw"))
+    .args(["--admin-user", "alice", "--admin-password-file"])
+    .arg(work.join("admin.pw"));
+    c
+}
+
 /// The production path of `estctl setup`, on a second configuration beside the first: the
 /// token is an existing one found by label (a SoftHSM token standing for the HSM), its PIN
 /// given with `--pin-file`; the CA is a CSR that the hospital's root (openssl) signs, and a
@@ -778,45 +783,21 @@ fn hsm_token_and_a_ca_under_the_hospitals_root(work: &Path) {
             ("dir: /etc/hsm-est/policy", format!("dir: {c}/policy")),
         ],
     );
-    edit(
-        "frontend.yaml",
-        &[
-            ("/etc/hsm-est/server.pem", format!("{c}/server.pem")),
-            ("/etc/hsm-est/server.key", format!("{c}/server.key")),
-            ("/etc/hsm-est/ca.pem", format!("{c}/ca.pem")),
-            ("/etc/hsm-est/users.yaml", format!("{c}/users.yaml")),
-        ],
-    );
-    edit(
-        "admin.yaml",
-        &[
-            ("/etc/hsm-est/admin.pem", format!("{c}/admin.pem")),
-            ("/etc/hsm-est/admin.key", format!("{c}/admin.key")),
-            ("/etc/hsm-est/admins.yaml", format!("{c}/admins.yaml")),
-        ],
-    );
+    // Every file the frontend and est-admin name moves to the second directory.
+    for file in ["frontend.yaml", "admin.yaml"] {
+        let path = conf.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("/etc/hsm-est/", &format!("{c}/"))).unwrap();
+    }
     let setup = |extra: &[&str]| {
-        sh(Command::new("/usr/bin/estctl")
-            .args([
-                "setup",
-                "--non-interactive",
-                "--config-dir",
-                &c,
-                "--pin-file",
-            ])
-            .arg(hsm.join("token-pin"))
+        sh(setup_command(work)
+            .args(["--config-dir", &c, "--est-dns", "est.hospital.example"])
             .args([
                 "--ca-subject",
                 "CN=Ward Devices Issuing CA,O=TestHospital,C=US",
-                "--est-dns",
-                "est.hospital.example",
-                "--gateway-user",
-                "iqe-gateway",
-                "--gateway-password-file",
             ])
-            .arg(work.join("gateway.pw"))
-            .args(["--admin-user", "alice", "--admin-password-file"])
-            .arg(work.join("admin.pw"))
+            .arg("--pin-file")
+            .arg(hsm.join("token-pin"))
             .args(extra)
             .env("SOFTHSM2_CONF", hsm.join("softhsm2.conf")))
     };
@@ -836,44 +817,12 @@ fn hsm_token_and_a_ca_under_the_hospitals_root(work: &Path) {
         0o600,
     );
 
-    let (root_key, root) = (ext.join("root.key"), ext.join("root.pem"));
-    must(
-        Command::new("openssl")
-            .args([
-                "req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt",
-            ])
-            .args(["ec_paramgen_curve:P-384", "-sha384", "-days", "7300"])
-            .args([
-                "-subj",
-                "/C=US/O=TestHospital/CN=TestHospital Root CA",
-                "-keyout",
-            ])
-            .arg(&root_key)
-            .arg("-out")
-            .arg(&root)
-            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]),
-    );
-    let extfile = ext.join("issuing.ext");
-    std::fs::write(
-        &extfile,
-        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n\
-         subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
-    )
-    .unwrap();
-    let signed = ext.join("issuing.pem");
-    must(
-        Command::new("openssl")
-            .args(["x509", "-req", "-sha384", "-days", "3650", "-in"])
-            .arg(&csr)
-            .arg("-CA")
-            .arg(&root)
-            .arg("-CAkey")
-            .arg(&root_key)
-            .args(["-CAcreateserial", "-extfile"])
-            .arg(&extfile)
-            .arg("-out")
-            .arg(&signed),
+    let (root, signed) = root_signs_ca_csr(
+        &ext,
+        &csr,
+        &["ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        "-sha384",
+        "/C=US/O=TestHospital/CN=TestHospital Root CA",
     );
     let second = setup(&[
         "--ca-cert",

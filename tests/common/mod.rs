@@ -559,6 +559,53 @@ pub fn openssl(args: &[&str]) -> String {
     ok(&run(Command::new("openssl").args(args)))
 }
 
+/// A hospital's root made with openssl (`newkey`: the `-newkey` value and its options,
+/// `digest` e.g. `-sha256`) signs the CA's CSR as an issuing CA: CA:TRUE, pathlen 0,
+/// keyCertSign and cRLSign, key identifiers. Returns (the root's PEM, the signed CA's PEM),
+/// both in `dir`.
+pub fn root_signs_ca_csr(
+    dir: &Path,
+    csr: &Path,
+    newkey: &[&str],
+    digest: &str,
+    root_subj: &str,
+) -> (PathBuf, PathBuf) {
+    let root_key = dir.join("root.key");
+    let root = dir.join("root.pem");
+    ok(&run(Command::new("openssl")
+        .args(["req", "-x509", "-new", "-nodes", "-newkey"])
+        .args(newkey)
+        .args([digest, "-days", "7300", "-subj", root_subj, "-keyout"])
+        .arg(&root_key)
+        .arg("-out")
+        .arg(&root)
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args([
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])));
+    let ext = dir.join("issuing-ca.ext");
+    std::fs::write(
+        &ext,
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n\
+         subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+    )
+    .unwrap();
+    let signed = dir.join("issuing-ca.pem");
+    ok(&run(Command::new("openssl")
+        .args(["x509", "-req", digest, "-days", "3650", "-in"])
+        .arg(csr)
+        .arg("-CA")
+        .arg(&root)
+        .arg("-CAkey")
+        .arg(&root_key)
+        .args(["-CAcreateserial", "-extfile"])
+        .arg(&ext)
+        .arg("-out")
+        .arg(&signed)));
+    (root, signed)
+}
+
 /// A self-signed P-256 certificate (`openssl req -x509`) with the given `-addext` values.
 pub fn self_signed_p256(key: &Path, cert: &Path, subj: &str, extensions: &[&str]) {
     let mut cmd = Command::new("openssl");

@@ -208,45 +208,37 @@ pub fn run(args: SetupArgs) -> Result<(), String> {
             "--chain",
             path_str(chain)?,
         ])?;
-    } else if let Some(csr) = &args.ca_csr {
-        let subject = ask.value(args.ca_subject.clone(), "--ca-subject", "CA subject")?;
-        tool.run(&[
-            "ca",
-            "csr",
-            "--config",
-            path_str(&signer_yaml)?,
-            "--subject",
-            &subject,
-            "--key-type",
-            &args.ca_key_type,
-            "--out",
-            path_str(csr)?,
-        ])?;
-        own_state(&state, &accounts)?;
-        println!(
-            "CA: the key is in the token and its CSR in {}. Have the hospital's root sign it \
-             (CA:TRUE, pathLenConstraint 0, keyCertSign and cRLSign), then run estctl setup \
-             again with --ca-cert <signed.pem> --ca-chain <root chain.pem>.",
-            csr.display()
-        );
-        return Ok(());
     } else {
         let subject = ask.value(
             args.ca_subject.clone(),
             "--ca-subject",
             "CA subject (e.g. CN=Hospital Device CA,O=Hospital,C=US)",
         )?;
-        println!("CA: creating {subject} ({})", args.ca_key_type);
-        tool.run(&[
+        let kind = if args.ca_csr.is_some() { "csr" } else { "init" };
+        let mut ca_args = vec![
             "ca",
-            "init",
+            kind,
             "--config",
             path_str(&signer_yaml)?,
             "--subject",
             &subject,
             "--key-type",
             &args.ca_key_type,
-        ])?;
+        ];
+        if let Some(csr) = &args.ca_csr {
+            ca_args.extend(["--out", path_str(csr)?]);
+            tool.run(&ca_args)?;
+            own_state(&state, &accounts)?;
+            println!(
+                "CA: the key is in the token and its CSR in {}. Have the hospital's root sign \
+                 it (CA:TRUE, pathLenConstraint 0, keyCertSign and cRLSign), then run estctl \
+                 setup again with --ca-cert <signed.pem> --ca-chain <root chain.pem>.",
+                csr.display()
+            );
+            return Ok(());
+        }
+        println!("CA: creating {subject} ({})", args.ca_key_type);
+        tool.run(&ca_args)?;
     }
     own_state(&state, &accounts)?;
     // The public chain, for the frontend (client certificates) and the gateway team.

@@ -366,11 +366,10 @@ impl Verifier {
 mod tests {
     use super::*;
 
-    /// Each use renews a cached verification: a gateway that keeps enrolling is never sent
-    /// back to Argon2 by the clock, and one that goes quiet is after the TTL.
-    #[test]
-    fn a_cached_verification_is_renewed_by_use_and_expires_when_unused() {
-        let dir = std::env::temp_dir().join(format!("hsm-est-users-ttl-{}", std::process::id()));
+    /// A fresh directory with a users file holding `iqe-gateway` (password "correct horse
+    /// battery staple").
+    fn gateway_users_file(name: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("hsm-est-users-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("users.yaml");
@@ -382,6 +381,14 @@ mod tests {
             operations: vec![],
         });
         save(&path, &file).unwrap();
+        (dir, path)
+    }
+
+    /// Each use renews a cached verification: a gateway that keeps enrolling is never sent
+    /// back to Argon2 by the clock, and one that goes quiet is after the TTL.
+    #[test]
+    fn a_cached_verification_is_renewed_by_use_and_expires_when_unused() {
+        let (dir, path) = gateway_users_file("ttl");
         let mut v = Verifier::new(&path).unwrap();
         v.cache_ttl = Duration::from_secs(2);
         let (user, password) = ("iqe-gateway", "correct horse battery staple");
@@ -410,18 +417,7 @@ mod tests {
 
     #[test]
     fn add_verify_cache_and_reload() {
-        let dir = std::env::temp_dir().join(format!("hsm-est-users-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("users.yaml");
-        let mut file = UsersFile::default();
-        file.users.push(UserEntry {
-            name: "iqe-gateway".into(),
-            hash: hash_password("correct horse battery staple").unwrap(),
-            labels: vec![],
-            operations: vec![],
-        });
-        save(&path, &file).unwrap();
+        let (dir, path) = gateway_users_file("reload");
         let v = Verifier::new(&path).unwrap();
         assert!(matches!(
             v.verify("iqe-gateway", "correct horse battery staple"),
