@@ -694,6 +694,7 @@ fn print_next_steps(
             "base64 (RFC 7030)"
         }
     );
+    println!("  CSR format:     PKCS#10 as DER, PEM or base64; Content-Type: application/pkcs10");
     let admin_at = admin
         .listen
         .first()
