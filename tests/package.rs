@@ -451,8 +451,39 @@ fn the_package_installs_sets_up_and_runs_each_process_under_its_own_user() {
         text(&not_root)
     );
 
-    let first = setup();
+    // The first run is interactive, on a terminal (script(1) gives it one): it asks for
+    // the CA's subject and the accounts, and each password twice without echo.
+    let answers = format!(
+        "CN=Test Hospital Device CA,O=TestHospital,C=US\niqe-gateway\n{gateway_password}\n\
+         {gateway_password}\nalice\nadmin-passphrase-0123456789\nadmin-passphrase-0123456789\n"
+    );
+    let mut interactive = Command::new("script")
+        .args([
+            "-qec",
+            "/usr/bin/estctl setup --softhsm --est-dns localhost --est-ip 127.0.0.1",
+        ])
+        .arg("/dev/null")
+        .env_remove("SOFTHSM2_CONF")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut interactive.stdin.take().unwrap(), answers.as_bytes()).unwrap();
+    let first = interactive.wait_with_output().unwrap();
     assert!(first.status.success(), "{}", text(&first));
+    for question in [
+        "CA subject",
+        "the IQE gateway's user name",
+        "password for iqe-gateway",
+        "again",
+    ] {
+        assert!(
+            text(&first).contains(question),
+            "{question}: {}",
+            text(&first)
+        );
+    }
     std::fs::write(MARKER, b"").unwrap();
     let said = text(&first);
     assert!(
