@@ -604,9 +604,10 @@ impl fmt::Display for SignFault {
 }
 
 fn sign_fault(e: CkError) -> SignFault {
-    // The return value's name too: an operator matches it against the HSM's documentation.
+    // The return value by name, which an operator matches against the HSM's documentation;
+    // cryptoki's prose for it is long, and the reason travels in a 256-byte field.
     let message = match &e {
-        CkError::Pkcs11(rv, _) => format!("C_Sign: {e} [{rv:?}]"),
+        CkError::Pkcs11(rv, function) => format!("C_Sign: {function} returned {rv:?}"),
         _ => format!("C_Sign: {e}"),
     };
     match e {
