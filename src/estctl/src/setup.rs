@@ -190,8 +190,7 @@ pub fn run(args: SetupArgs) -> Result<(), String> {
         .ok_or("ledger.path has no directory")?
         .to_path_buf();
 
-    let env = token_step(&args, &cfg, &dir, &state, &accounts)?;
-    let tool = Tool { env };
+    let tool = token_step(&args, &cfg, &dir, &state, &accounts)?;
 
     // 2. The CA.
     if cfg.ca_chain_file.exists() {
@@ -331,14 +330,15 @@ pub fn run(args: SetupArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Prepares the token and returns the environment the child `estctl`s need for it.
+/// Prepares the token and returns the runner of child `estctl`s, with the environment they
+/// need for it.
 fn token_step(
     args: &SetupArgs,
     cfg: &SignerConfig,
     dir: &Path,
     state: &Path,
     accounts: &Accounts,
-) -> Result<Vec<(String, PathBuf)>, String> {
+) -> Result<Tool, String> {
     let label = match &cfg.token.selector {
         TokenSelector::Label(l) => l.clone(),
         TokenSelector::Serial(s) => format!("serial:{s}"),
@@ -403,10 +403,8 @@ fn token_step(
             }
             // The SO PIN re-initialises the token: root's, not the signer's.
             let so_pin = token_dir.join("so-pin");
-            let text = zeroize::Zeroizing::new(
-                std::fs::read_to_string(&so_pin).map_err(|e| e.to_string())?,
-            );
-            super::write_file(&dir.join("token-so-pin"), &text, 0o600, false)?;
+            let pin = zeroize::Zeroizing::new(std::fs::read(&so_pin).map_err(|e| e.to_string())?);
+            hsm_est_common::util::write_atomically(&dir.join("token-so-pin"), &pin, 0o600)?;
             std::fs::remove_file(&so_pin).map_err(|e| e.to_string())?;
         }
         write_drop_in(&conf)?;
@@ -415,9 +413,11 @@ fn token_step(
     } else if let Some(given) = &args.pin_file {
         check_secret_file(given)?;
         if given != &pin_path {
-            let pin = std::fs::read(given).map_err(|e| format!("{}: {e}", given.display()))?;
-            let pin = zeroize::Zeroizing::new(pin);
-            super::write_file(&pin_path, &String::from_utf8_lossy(&pin), 0o600, false)?;
+            let pin = zeroize::Zeroizing::new(
+                std::fs::read(given).map_err(|e| format!("{}: {e}", given.display()))?,
+            );
+            // The bytes as they are: a PIN need not be UTF-8.
+            hsm_est_common::util::write_atomically(&pin_path, &pin, 0o600)?;
             println!("token: PIN installed as {}", pin_path.display());
         }
     }
@@ -428,13 +428,7 @@ fn token_step(
         ));
     }
     check_secret_file(&pin_path)?;
-    // The token by label, and the PIN tried once (an HSM counts failed logins).
-    let mut check = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
-    check.args(["ca", "show", "--token", "--config"]);
-    check.arg(dir.join("signer.yaml"));
-    for (k, v) in &env {
-        check.env(k, v);
-    }
+    let tool = Tool { env };
     let signer_running = super::operator_socket(cfg)
         .ok()
         .is_some_and(|p| std::os::unix::net::UnixStream::connect(p).is_ok());
@@ -443,7 +437,12 @@ fn token_step(
         // signer checked the token and the key when it started.
         println!("token: the signer is running with it; not opened again");
     } else if cfg.ca_chain_file.exists() {
-        let out = check.output().map_err(|e| e.to_string())?;
+        // The token by label, and the PIN tried once (an HSM counts failed logins).
+        let signer_yaml = dir.join("signer.yaml");
+        let out = tool
+            .command(&["ca", "show", "--token", "--config", path_str(&signer_yaml)?])?
+            .output()
+            .map_err(|e| e.to_string())?;
         if !out.status.success() {
             return Err(format!(
                 "token {label}: {}",
@@ -452,7 +451,7 @@ fn token_step(
         }
         println!("token: {label} found, PIN accepted, CA key protected");
     }
-    Ok(env)
+    Ok(tool)
 }
 
 /// The PIN must be root's alone: owner root, no permission for group or others.
