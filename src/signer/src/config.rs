@@ -304,13 +304,107 @@ struct RawPolicy {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLedger {
-    path: String,
+    /// The embedded SQLite ledger (one appliance).
+    #[serde(default)]
+    path: Option<String>,
+    /// A PostgreSQL ledger shared by several signer nodes.
+    #[serde(default)]
+    postgres: Option<RawPostgres>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPostgres {
+    /// `postgresql://user@host:port/dbname` or `host=... user=... dbname=...`; never a
+    /// password (that goes in `password_file`).
+    url: String,
+    #[serde(default)]
+    password_file: Option<String>,
+    /// PEM trust anchors for the database server's certificate: with it, the connection
+    /// is TLS (rustls) and verified; without it, plain (loopback or a Unix socket only).
+    #[serde(default)]
+    ca_file: Option<String>,
+    /// Connections for reads; the commit thread and the device locks have one each more.
+    #[serde(default = "default_pg_pool")]
+    pool: usize,
+}
+
+fn default_pg_pool() -> usize {
+    8
+}
+
+/// Most connections `ledger.postgres.pool` may ask for.
+pub const MAX_PG_POOL: usize = 256;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAudit {
     path: String,
+    /// This signer's name among the nodes that share a ledger; written into every record.
+    #[serde(default)]
+    node: Option<String>,
+}
+
+/// Where the ledger lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerConfig {
+    Sqlite(PathBuf),
+    Postgres(PostgresConfig),
+}
+
+/// The validated `ledger.postgres` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    pub url: String,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub pool: usize,
+}
+
+fn ledger_config(path: &Path, raw: RawLedger) -> Result<LedgerConfig, String> {
+    match (raw.path, raw.postgres) {
+        (Some(p), None) => Ok(LedgerConfig::Sqlite(resolve(path, &p))),
+        (None, Some(pg)) => {
+            if !(1..=MAX_PG_POOL).contains(&pg.pool) {
+                return Err(format!(
+                    "ledger.postgres.pool: must be between 1 and {MAX_PG_POOL}"
+                ));
+            }
+            Ok(LedgerConfig::Postgres(PostgresConfig {
+                url: pg.url,
+                password_file: pg.password_file.as_deref().map(|f| resolve(path, f)),
+                ca_file: pg.ca_file.as_deref().map(|f| resolve(path, f)),
+                pool: pg.pool,
+            }))
+        }
+        (Some(_), Some(_)) => Err("ledger: either path (SQLite) or postgres, not both".into()),
+        (None, None) => Err("ledger: needs path (SQLite) or postgres".into()),
+    }
+}
+
+/// A node name: what audit records and the shared ledger key a signer by.
+fn node_name(node: Option<String>, ledger: &LedgerConfig) -> Result<Option<String>, String> {
+    let Some(node) = node else {
+        return match ledger {
+            LedgerConfig::Postgres(_) => Err(
+                "audit.node: required with a PostgreSQL ledger (each signer node keeps its own \
+                 audit chain, named by it)"
+                    .into(),
+            ),
+            LedgerConfig::Sqlite(_) => Ok(None),
+        };
+    };
+    let ok = !node.is_empty()
+        && node.len() <= 64
+        && node
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !ok {
+        return Err(format!(
+            "audit.node: {node:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(Some(node))
 }
 
 /// Where the token's user PIN comes from. Never argv, never the environment.
@@ -363,8 +457,10 @@ pub struct SignerConfig {
     /// The frontend's and the operator's sockets, and the admin's when configured.
     pub sockets: Vec<SocketConfig>,
     pub policy_dir: PathBuf,
-    pub ledger_path: PathBuf,
+    pub ledger: LedgerConfig,
     pub audit_path: PathBuf,
+    /// This signer's node name (`audit.node`); required with a PostgreSQL ledger.
+    pub node: Option<String>,
     /// `None`: no registration authority is accepted.
     pub registration_authorities: Option<RaConfig>,
     pub crl: CrlConfig,
@@ -419,6 +515,8 @@ impl SignerConfig {
             }
         }
         let log = raw.log.validate()?;
+        let ledger = ledger_config(path, raw.ledger)?;
+        let node = node_name(raw.audit.node, &ledger)?;
         let ocsp_responder_key_label = raw
             .ocsp
             .as_ref()
@@ -449,8 +547,9 @@ impl SignerConfig {
             ca_chain_file: resolve(path, &raw.ca.chain_file),
             sockets,
             policy_dir: resolve(path, &raw.policy.dir),
-            ledger_path: resolve(path, &raw.ledger.path),
+            ledger,
             audit_path: resolve(path, &raw.audit.path),
+            node,
             registration_authorities: raw
                 .registration_authorities
                 .map(|r| ra_config(path, r))

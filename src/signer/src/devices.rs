@@ -22,14 +22,17 @@ use crate::service::SignerService;
 #[derive(Default)]
 pub struct Claims(Mutex<HashSet<String>>);
 
-/// Releases a device claim when the decision is over, however it ends.
+/// Releases a device claim when the decision is over, however it ends: the ledger's hold
+/// (other signer nodes) first, then this process's.
 pub struct Claim<'a> {
     claims: &'a Claims,
     cn: String,
+    hold: Option<ledger::DeviceHold<'a>>,
 }
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
+        drop(self.hold.take());
         if let Ok(mut s) = self.claims.0.lock() {
             s.remove(&self.cn);
         }
@@ -46,13 +49,24 @@ impl Claims {
         Some(Claim {
             claims: self,
             cn: cn.to_string(),
+            hold: None,
         })
     }
 }
 
 impl SignerService {
-    pub(crate) fn claim(&self, cn: &str) -> Option<Claim<'_>> {
-        self.claims.claim(cn)
+    /// Claims device `cn` in this process and then in the ledger, so that no other
+    /// decision about it runs here or on another signer node until the claim is dropped.
+    pub(crate) fn claim(&self, cn: &str) -> Result<Claim<'_>, SignerError> {
+        let mut claim = self.claims.claim(cn).ok_or(SignerError::DeviceBusy)?;
+        match self.ledger.lock_device(cn) {
+            Ok(Some(hold)) => {
+                claim.hold = Some(hold);
+                Ok(claim)
+            }
+            Ok(None) => Err(SignerError::DeviceBusy),
+            Err(e) => Err(unavailable("ledger device lock", e)),
+        }
     }
 
     /// A bootstrap retry: the device is `bootstrap_only`, and its current certificate was

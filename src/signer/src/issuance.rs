@@ -152,10 +152,7 @@ impl SignerService {
         if !profile.track_devices {
             return self.sign_and_record(&decision);
         }
-        let _claim = self
-            .claim(&approved.common_name)
-            .ok_or(SignerError::DeviceBusy)
-            .map_err(refuse)?;
+        let _claim = self.claim(&approved.common_name).map_err(refuse)?;
         let device = self.current_device(&approved.common_name)?;
         let spki_sha256 = decision.key.sha256;
         if let Some(d) = &device {

@@ -30,7 +30,7 @@ use hsm_est_pki::cert::CaSigner;
 use hsm_est_policy::Policy;
 
 use audit::{AuditLog, AuditRecord};
-use ledger::{Ledger, SqliteLedger};
+use ledger::Ledger;
 
 /// Why the signer refused to start. Each maps to a distinct exit code.
 #[derive(Debug)]
@@ -148,14 +148,14 @@ pub fn open_service(
     let ca = ca::CaChain::load(&config.ca_chain_file).map_err(StartError::Config)?;
     let ra = ra::RaTrust::from_config(config.registration_authorities.as_ref(), &policy)
         .map_err(StartError::Config)?;
-    let ledger: Arc<dyn Ledger> = Arc::new(
-        SqliteLedger::open(&config.ledger_path).map_err(|e| StartError::Storage(e.to_string()))?,
-    );
+    let ledger: Arc<dyn Ledger> =
+        ledger::open(config).map_err(|e| StartError::Storage(e.to_string()))?;
     let head = ledger
         .audit_head()
         .map_err(|e| StartError::Storage(e.to_string()))?;
     let mut audit = AuditLog::open(&config.audit_path, head.as_ref())
-        .map_err(|e| StartError::Storage(e.to_string()))?;
+        .map_err(|e| StartError::Storage(e.to_string()))?
+        .with_node(config.node.clone());
     journal::recover_interrupted_commit(&mut audit, &config.audit_path, head.as_ref())
         .map_err(|e| StartError::Storage(e.to_string()))?;
 

@@ -71,7 +71,7 @@ impl SignerService {
         reason: u8,
         actor: &str,
     ) -> Result<u32, SignerError> {
-        let _claim = self.claim(cn).ok_or(SignerError::DeviceBusy)?;
+        let _claim = self.claim(cn)?;
         let device = self.device(cn)?;
         let mut serials = self.unexpired_device_certificates(cn)?;
         // The current certificate blocks the device when revoked, even if it has expired.
@@ -112,7 +112,7 @@ impl SignerService {
         keep_certificates: bool,
         actor: &str,
     ) -> Result<u32, SignerError> {
-        let _claim = self.claim(cn).ok_or(SignerError::DeviceBusy)?;
+        let _claim = self.claim(cn)?;
         let device = self.device(cn)?;
         match device.status {
             DeviceState::Deleted => return Err(SignerError::DeviceNotFound),
@@ -164,7 +164,7 @@ impl SignerService {
         cn: &str,
         actor: &str,
     ) -> Result<(), SignerError> {
-        let _claim = self.claim(cn).ok_or(SignerError::DeviceBusy)?;
+        let _claim = self.claim(cn)?;
         let device = self.device(cn)?;
         if device.status != DeviceState::Revoked {
             return Err(SignerError::DeviceNotRevoked);

@@ -95,6 +95,8 @@ pub struct AuditLog {
     next_seq: u64,
     last_hash: String,
     failed: bool,
+    /// This signer's node name, written into every record when set.
+    node: Option<String>,
 }
 
 impl AuditLog {
@@ -118,6 +120,7 @@ impl AuditLog {
             next_seq: 1,
             last_hash: GENESIS_HASH.to_string(),
             failed: false,
+            node: None,
         };
         let torn = log.load_tail()?;
         if let Some((seq, hash)) = ledger_head {
@@ -192,6 +195,13 @@ impl AuditLog {
         Ok(torn)
     }
 
+    /// Names this signer node in every record from now on (the shared ledger keeps one
+    /// chain per node).
+    pub fn with_node(mut self, node: Option<String>) -> Self {
+        self.node = node;
+        self
+    }
+
     /// The sequence number and hash of the last durable record.
     pub fn head(&self) -> (u64, String) {
         (self.next_seq - 1, self.last_hash.clone())
@@ -213,6 +223,9 @@ impl AuditLog {
             let mut map = e
                 .to_fields()
                 .map_err(|e| AuditError::Io(format!("cannot encode record: {e}")))?;
+            if let Some(node) = &self.node {
+                map.insert("node".into(), node.clone().into());
+            }
             map.insert("seq".into(), seq.into());
             map.insert("ts".into(), rfc3339_millis(now_millis()).into());
             map.insert("prev".into(), prev.clone().into());

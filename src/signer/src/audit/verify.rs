@@ -67,7 +67,7 @@ pub fn cross_check(
     let mut after: Option<Vec<u8>> = None;
     loop {
         let page = ledger
-            .serials_after(after.as_deref(), LEDGER_PAGE)
+            .node_serials_after(after.as_deref(), LEDGER_PAGE)
             .map_err(|e| vec![format!("ledger: {e}")])?;
         for serial in &page {
             certificates += 1;

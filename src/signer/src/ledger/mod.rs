@@ -3,9 +3,57 @@
 //! issuance. The embedded backend is SQLite ([`sqlite`]). The ledger owns its record types;
 //! the signer's dispatch edge turns them into wire messages.
 
+pub mod postgres;
 pub mod sqlite;
 
+use std::sync::Arc;
+
+pub use postgres::PgLedger;
 pub use sqlite::SqliteLedger;
+
+use crate::config::{LedgerConfig, SignerConfig};
+
+/// Opens the ledger `signer.yaml` names: SQLite, or PostgreSQL shared with other nodes
+/// under this signer's `audit.node`.
+pub fn open(config: &SignerConfig) -> Result<Arc<dyn Ledger>, LedgerError> {
+    Ok(match &config.ledger {
+        LedgerConfig::Sqlite(path) => Arc::new(SqliteLedger::open(path)?),
+        LedgerConfig::Postgres(pg) => {
+            let node = config
+                .node
+                .as_deref()
+                .ok_or_else(|| LedgerError::Storage("audit.node is not set".into()))?;
+            Arc::new(PgLedger::open(pg, node)?)
+        }
+    })
+}
+
+/// A hold on one device's decisions that other signer processes respect; released when
+/// dropped. An embedded ledger has one process, whose in-memory claim is enough.
+pub struct DeviceHold<'a>(#[allow(dead_code)] Option<Box<dyn Send + 'a>>);
+
+impl<'a> DeviceHold<'a> {
+    pub fn new(inner: Box<dyn Send + 'a>) -> Self {
+        DeviceHold(Some(inner))
+    }
+
+    /// Nothing to release: the process's own claim is the whole of it.
+    pub fn local() -> Self {
+        DeviceHold(None)
+    }
+}
+
+/// The least string above every string that starts with `prefix` (None: there is none).
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = char::from_u32(last as u32 + 1) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
 
 /// Where a device stands in the IQE life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +259,20 @@ pub trait Ledger: Send + Sync {
     /// entries (an expired certificate leaves the CRL, RFC 5280 §3.3).
     fn revoked_unexpired(&self, now: i64) -> Result<Vec<RevokedRow>, LedgerError>;
     fn audit_head(&self) -> Result<Option<AuditHead>, LedgerError>;
+    /// Serials this node issued, by key (an embedded ledger has one node: all of them):
+    /// what this node's audit chain must account for.
+    fn node_serials_after(
+        &self,
+        after: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<Vec<Vec<u8>>, LedgerError> {
+        self.serials_after(after, limit)
+    }
+    /// Holds `common_name` against decisions in other signer processes that share this
+    /// ledger, until the hold is dropped; `None` while another process holds it.
+    fn lock_device(&self, _common_name: &str) -> Result<Option<DeviceHold<'_>>, LedgerError> {
+        Ok(Some(DeviceHold::local()))
+    }
 }
 
 /// Whether a certificate row says revoked.

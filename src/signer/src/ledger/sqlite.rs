@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::{
-    AuditHead, CertificateRecord, DeviceQuery, DeviceRecord, DeviceState, Ledger, LedgerCounts,
-    LedgerError, LedgerWrite, RevokedRow, StoredCertificate,
+    prefix_end, AuditHead, CertificateRecord, DeviceQuery, DeviceRecord, DeviceState, Ledger,
+    LedgerCounts, LedgerError, LedgerWrite, RevokedRow, StoredCertificate,
 };
 
 impl From<rusqlite::Error> for LedgerError {
@@ -147,6 +147,32 @@ impl SqliteLedger {
         })
     }
 
+    /// A consistent copy of the whole ledger at one instant, taken while the signer keeps
+    /// writing (SQLite's online backup, a page at a time). `to` must not exist.
+    pub fn snapshot(&self, to: &Path) -> Result<(), LedgerError> {
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(to)
+                .map_err(|e| LedgerError::Storage(format!("{}: {e}", to.display())))?;
+        }
+        let source = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&source)?;
+        let mut target = Connection::open(to)?;
+        {
+            let backup = rusqlite::backup::Backup::new(&source, &mut target)?;
+            backup.run_to_completion(256, std::time::Duration::from_millis(5), None)?;
+        }
+        target.pragma_update(None, "journal_mode", "DELETE")?;
+        Ok(())
+    }
+
     fn with_reader<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, LedgerError>,
@@ -172,18 +198,6 @@ impl SqliteLedger {
         }
         result
     }
-}
-
-/// The least string above every string that starts with `prefix` (None: there is none).
-fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        if let Some(next) = char::from_u32(last as u32 + 1) {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
 }
 
 const CERTIFICATE_COLUMNS: &str = "serial, subject, common_name, sans, spki_sha256, \
