@@ -15,7 +15,6 @@ use hsm_est_pki::{name, pem_certificates, sha256, to_pem};
 use hsm_est_signer::audit::{AuditLog, AuditRecord};
 use hsm_est_signer::ca::CaChain;
 use hsm_est_signer::config::SignerConfig;
-use hsm_est_signer::ledger::{Ledger, SqliteLedger};
 use hsm_est_signer::token::{self, CaKeyType, SessionSigner, Token};
 
 /// Default lifetime of a self-signed CA certificate.
@@ -93,9 +92,11 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
 }
 
 pub(crate) fn open_audit(cfg: &SignerConfig) -> Result<AuditLog, String> {
-    let ledger = SqliteLedger::open(&cfg.ledger_path).map_err(|e| e.to_string())?;
+    let ledger = hsm_est_signer::ledger::open(cfg).map_err(|e| e.to_string())?;
     let head = ledger.audit_head().map_err(|e| e.to_string())?;
-    AuditLog::open(&cfg.audit_path, head.as_ref()).map_err(|e| e.to_string())
+    Ok(AuditLog::open(&cfg.audit_path, head.as_ref())
+        .map_err(|e| e.to_string())?
+        .with_node(cfg.node.clone()))
 }
 
 pub(crate) fn login(cfg: &SignerConfig) -> Result<(Token, cryptoki::session::Session), String> {

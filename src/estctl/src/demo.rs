@@ -56,6 +56,8 @@ pub struct DemoArgs {
     pub publication_port: Option<u16>,
     pub response_format: String,
     pub key_type: String,
+    /// (PostgreSQL URL, node name): a shared ledger instead of SQLite.
+    pub shared_ledger: Option<(String, String)>,
 }
 
 pub fn random_secret(len: usize) -> Result<String, String> {
@@ -144,11 +146,18 @@ pub fn create_softhsm_token(
 
 /// The signer's config; with `publish`, it keeps a CRL file current (what the publication
 /// listener serves).
-fn signer_yaml(dir: &Path, publish: bool) -> String {
+fn signer_yaml(dir: &Path, publish: bool, shared: Option<&(String, String)>) -> String {
     let crl = if publish {
         "crl:\n  file: ca.crl\n  validity_hours: 24\n"
     } else {
         ""
+    };
+    let (ledger, node) = match shared {
+        None => ("  path: ledger.sqlite".to_string(), String::new()),
+        Some((url, node)) => (
+            format!("  postgres:\n    url: {url:?}\n    pool: 8"),
+            format!("\n  node: {node}"),
+        ),
     };
     format!(
         "# Demo signer, written by `estctl demo`. See config/signer.yaml for every option.
@@ -182,9 +191,9 @@ sockets:
 policy:
   dir: policy
 ledger:
-  path: ledger.sqlite
+{ledger}
 audit:
-  path: audit.jsonl
+  path: audit.jsonl{node}
 {crl}log:
   target: stderr
   level: info
@@ -364,7 +373,8 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
         admin: args.admin_port,
         publication: args.publication_port,
     };
-    let (signer_cfg, frontend_cfg, admin_cfg) = write_configs(&dir, &ports, format)?;
+    let (signer_cfg, frontend_cfg, admin_cfg) =
+        write_configs(&dir, &ports, format, args.shared_ledger.as_ref())?;
     create_ca_and_tls(&dir, &signer_cfg, &args.key_type)?;
     create_demo_user(&dir)?;
     create_demo_admin(&dir)?;
@@ -428,6 +438,7 @@ fn write_configs(
     dir: &Path,
     ports: &Ports,
     format: hsm_est_frontend::est::ResponseFormat,
+    shared: Option<&(String, String)>,
 ) -> Result<(PathBuf, PathBuf, PathBuf), String> {
     if !dir.join("token/softhsm2.conf").exists() {
         println!(
@@ -460,7 +471,7 @@ fn write_configs(
     let admin_cfg = dir.join("admin.yaml");
     write_file(
         &signer_cfg,
-        &signer_yaml(dir, ports.publication.is_some()),
+        &signer_yaml(dir, ports.publication.is_some(), shared),
         0o644,
     )?;
     write_file(

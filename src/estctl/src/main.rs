@@ -7,6 +7,7 @@ mod bench;
 mod ca;
 mod crl;
 mod demo;
+mod ledger;
 mod ocsp;
 mod server_cert;
 mod setup;
@@ -22,7 +23,6 @@ use hsm_est_proto::client::SignerClient;
 use hsm_est_proto::{Request, Response};
 use hsm_est_signer::audit;
 use hsm_est_signer::config::SignerConfig;
-use hsm_est_signer::ledger::{Ledger, SqliteLedger};
 
 #[derive(Parser)]
 #[command(name = "estctl", version, about = "Operate an hsm-est appliance")]
@@ -61,6 +61,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Move a ledger to another store (SQLite to PostgreSQL).
+    Ledger {
+        #[command(subcommand)]
+        command: ledger::LedgerCommand,
     },
     /// Check a signer configuration and its policy and CA files (and a frontend
     /// configuration with --frontend) without starting anything.
@@ -203,6 +208,14 @@ enum Command {
         response_format: String,
         #[arg(long, default_value = "ec-p256")]
         key_type: String,
+        /// Keep the ledger in this PostgreSQL database (`postgresql://user@host:port/db`,
+        /// no password) instead of SQLite: several demos with copies of one token then act
+        /// as the nodes of one deployment.
+        #[arg(long, requires = "node")]
+        ledger_url: Option<String>,
+        /// This demo's node name (`audit.node`), with `--ledger-url`.
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Unrevoked certificates that expire soon, soonest first (for renewal alerts).
     Expiring {
@@ -322,6 +335,13 @@ enum AuditCommand {
     Verify {
         #[arg(long)]
         config: PathBuf,
+        /// With a shared (PostgreSQL) ledger: verify another node's chain, from a copy of
+        /// its log (`--log`), against that node's head and certificates in the ledger.
+        #[arg(long, requires = "log")]
+        node: Option<String>,
+        /// The log file to verify (default: `audit.path`).
+        #[arg(long)]
+        log: Option<PathBuf>,
     },
 }
 
@@ -353,8 +373,9 @@ fn main() -> ExitCode {
             reason,
         } => revoke(&config, &serial, &reason),
         Command::Audit {
-            command: AuditCommand::Verify { config },
-        } => audit_verify(&config),
+            command: AuditCommand::Verify { config, node, log },
+        } => audit_verify(&config, node.as_deref(), log.as_deref()),
+        Command::Ledger { command } => ledger::run(command),
         Command::CheckConfig {
             config,
             frontend,
@@ -441,6 +462,8 @@ fn main() -> ExitCode {
             publication_port,
             response_format,
             key_type,
+            ledger_url,
+            node,
         } => demo::run(demo::DemoArgs {
             dir,
             port,
@@ -448,6 +471,7 @@ fn main() -> ExitCode {
             publication_port,
             response_format,
             key_type,
+            shared_ledger: ledger_url.zip(node),
         }),
         Command::Ping { config, socket } => ping(config.as_deref(), socket.as_deref()),
     };
@@ -783,17 +807,29 @@ fn revoke(config: &Path, serial: &str, reason: &str) -> Result<(), String> {
 /// Problems `audit verify` lists before it stops counting.
 const MAX_REPORTED_PROBLEMS: usize = 20;
 
-fn audit_verify(config: &Path) -> Result<(), String> {
-    let cfg = load(config)?;
-    let ledger = if cfg.ledger_path.exists() {
-        Some(SqliteLedger::open(&cfg.ledger_path).map_err(|e| e.to_string())?)
-    } else {
-        None
+fn audit_verify(config: &Path, node: Option<&str>, log: Option<&Path>) -> Result<(), String> {
+    use hsm_est_signer::config::LedgerConfig;
+    let mut cfg = load(config)?;
+    if let Some(log) = log {
+        cfg.audit_path = log.to_path_buf();
+    }
+    if let Some(node) = node {
+        if !matches!(cfg.ledger, LedgerConfig::Postgres(_)) {
+            return Err("--node: only a shared (PostgreSQL) ledger has other nodes".into());
+        }
+        cfg.node = Some(node.to_string());
+    }
+    let ledger = match &cfg.ledger {
+        LedgerConfig::Sqlite(path) if !path.exists() => None,
+        _ => Some(hsm_est_signer::ledger::open(&cfg).map_err(|e| e.to_string())?),
     };
     let head = match &ledger {
         Some(l) => l.audit_head().map_err(|e| e.to_string())?,
         None => None,
     };
+    if let Some(node) = &cfg.node {
+        println!("node {node}: {}", cfg.audit_path.display());
+    }
     let summary = audit::verify_file(&cfg.audit_path, head.as_ref())
         .map_err(|f| format!("audit log {}: {f}", cfg.audit_path.display()))?;
     println!(
@@ -804,7 +840,12 @@ fn audit_verify(config: &Path) -> Result<(), String> {
         return Ok(());
     };
     let head_seq = head.as_ref().map(|(seq, _)| *seq).unwrap_or(0);
-    match audit::cross_check(&cfg.audit_path, &ledger, head_seq, MAX_REPORTED_PROBLEMS) {
+    match audit::cross_check(
+        &cfg.audit_path,
+        ledger.as_ref(),
+        head_seq,
+        MAX_REPORTED_PROBLEMS,
+    ) {
         Ok(c) => {
             println!(
                 "ledger agrees: {} certificates, each with its issued record; {} issued \

@@ -185,9 +185,9 @@ pub fn run(args: SetupArgs) -> Result<(), String> {
     let frontend = hsm_est_frontend::config::FrontendConfig::load(&frontend_yaml)?;
     let admin = hsm_est_admin::config::AdminConfig::load(&admin_yaml)?;
     let state = cfg
-        .ledger_path
+        .audit_path
         .parent()
-        .ok_or("ledger.path has no directory")?
+        .ok_or("audit.path has no directory")?
         .to_path_buf();
 
     let tool = token_step(&args, &cfg, &dir, &state, &accounts)?;
