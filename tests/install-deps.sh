@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite and the demo need on a fresh Debian machine, and nothing
 # when it is already there: softhsm2, openssl, curl, file, systemd-analyze, strongSwan's
-# pki, chromium, freeradius, eapol_test, lintian and dpkg-dev (Debian), pkilint (a Python
+# pki, chromium, freeradius, eapol_test, lintian, dpkg-dev and postgresql (Debian), pkilint (a Python
 # venv), cargo-audit, cargo-deny, cargo-fuzz and cargo-deb. Prints the venv's bin directory on the last line of its output.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,6 +28,9 @@ command -v g++ >/dev/null || need_apt+=(g++)
 # The package test: lintian checks the .deb; dpkg-shlibdeps (dpkg-dev) gives its Depends.
 command -v lintian >/dev/null || need_apt+=(lintian)
 command -v dpkg-shlibdeps >/dev/null || need_apt+=(dpkg-dev)
+# The shared ledger's tests start a private PostgreSQL server (initdb and pg_ctl in a temp
+# directory, as an unprivileged user); setpriv (util-linux) drops to that user.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian)" >&2
   sudo_cmd=""

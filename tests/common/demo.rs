@@ -59,11 +59,18 @@ pub struct Demo {
     /// est-admin's port (dashboard and admin API).
     pub admin_port: u16,
     child: Option<Child>,
-    counter: std::cell::Cell<u32>,
+    counter: std::sync::atomic::AtomicU32,
+    /// More `estctl demo` arguments, on every launch.
+    extra: Vec<String>,
 }
 
 impl Demo {
     pub fn start(name: &str, format: &str) -> Demo {
+        Self::start_with(name, format, &[])
+    }
+
+    /// A demo with more `estctl demo` arguments (`--ledger-url`, `--node`, ...).
+    pub fn start_with(name: &str, format: &str, extra: &[&str]) -> Demo {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -72,10 +79,67 @@ impl Demo {
             port: free_port(),
             admin_port: free_port(),
             child: None,
-            counter: std::cell::Cell::new(0),
+            counter: std::sync::atomic::AtomicU32::new(0),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         demo.launch(format);
         demo
+    }
+
+    /// A second node of this demo's deployment: a copy of its token (the same CA key, as
+    /// two appliances in front of one network HSM have), its CA, TLS certificate and
+    /// accounts, but its own audit log, sockets and ports, launched with `extra`.
+    pub fn node_copy(&self, name: &str, format: &str, extra: &[&str]) -> Demo {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_dir(&self.dir, &dir, &|n: &str| {
+            !(n.starts_with("audit.jsonl")
+                || n.starts_with("ledger.sqlite")
+                || n.ends_with(".sock")
+                || n.ends_with(".log")
+                || n.starts_with("curl-"))
+        });
+        let conf = dir.join("token/softhsm2.conf");
+        let text = std::fs::read_to_string(&conf).unwrap();
+        std::fs::write(
+            &conf,
+            text.replace(self.dir.to_str().unwrap(), dir.to_str().unwrap()),
+        )
+        .unwrap();
+        let mut demo = Demo {
+            dir,
+            port: free_port(),
+            admin_port: free_port(),
+            child: None,
+            counter: std::sync::atomic::AtomicU32::new(0),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        demo.launch(format);
+        demo
+    }
+
+    /// kill -9 of this demo's est-signer alone (a crash); `estctl demo` notices and stops
+    /// the frontend and est-admin ([`Demo::reap`] waits for that).
+    pub fn kill9_signer(&self) {
+        let pattern = format!("est-signer --config {}/", self.dir.display());
+        let out = Command::new("pkill")
+            .args(["-9", "-f", &pattern])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "no est-signer matched {pattern}");
+    }
+
+    /// The `estctl demo` arguments of later launches (a switch to a shared ledger).
+    pub fn set_extra(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Waits for `estctl demo` to end after one of its children died.
+    pub fn reap(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
     }
 
     /// Starts (or restarts) `estctl demo` on the same directory and port.
@@ -92,6 +156,7 @@ impl Demo {
                 "--response-format",
                 format,
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -216,8 +281,9 @@ impl Demo {
     }
 
     fn curl_url(&self, args: &[&str], url: &str) -> Answer {
-        let n = self.counter.get();
-        self.counter.set(n + 1);
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let body_file = self.path(&format!("curl-{n}.body"));
         let headers_file = self.path(&format!("curl-{n}.headers"));
         let out = run(Command::new("curl")
@@ -490,4 +556,23 @@ pub fn field(html: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name} in {html}"))
         + marker.len();
     html[start..].split('"').next().unwrap().to_string()
+}
+
+/// Copies the tree `from` to `to` (modes kept), leaving out top-level names `keep` refuses.
+fn copy_dir(from: &Path, to: &Path, keep: &dyn Fn(&str) -> bool) {
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !keep(&name) {
+            continue;
+        }
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &to.join(&name), &|_| true);
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
 }

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod csrgen;
 pub mod demo;
 pub mod hsm;
+pub mod postgres;
 pub mod preload;
 pub mod rawtls;
 #[allow(unused_imports)]
