@@ -90,6 +90,15 @@ impl Demo {
     /// two appliances in front of one network HSM have), its CA, TLS certificate and
     /// accounts, but its own audit log, sockets and ports, launched with `extra`.
     pub fn node_copy(&self, name: &str, format: &str, extra: &[&str]) -> Demo {
+        let mut demo = self.copy_without_records(name, extra);
+        demo.launch(format);
+        demo
+    }
+
+    /// This demo's directory copied to a new one, not launched: the token (as an HSM
+    /// vendor's key backup would bring it back), the CA, TLS files, accounts and configs
+    /// (paths pointed at the copy), but no ledger, audit log, socket or log.
+    pub fn copy_without_records(&self, name: &str, extra: &[&str]) -> Demo {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -100,23 +109,25 @@ impl Demo {
                 || n.ends_with(".log")
                 || n.starts_with("curl-"))
         });
-        let conf = dir.join("token/softhsm2.conf");
-        let text = std::fs::read_to_string(&conf).unwrap();
-        std::fs::write(
-            &conf,
-            text.replace(self.dir.to_str().unwrap(), dir.to_str().unwrap()),
-        )
-        .unwrap();
-        let mut demo = Demo {
+        let (old, new) = (self.dir.to_str().unwrap(), dir.to_str().unwrap());
+        for file in [
+            "token/softhsm2.conf",
+            "signer.yaml",
+            "frontend.yaml",
+            "admin.yaml",
+        ] {
+            let path = dir.join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(&path, text.replace(old, new)).unwrap();
+        }
+        Demo {
             dir,
             port: free_port(),
             admin_port: free_port(),
             child: None,
             counter: std::sync::atomic::AtomicU32::new(0),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        demo.launch(format);
-        demo
+        }
     }
 
     /// kill -9 of this demo's est-signer alone (a crash); `estctl demo` notices and stops

@@ -3,6 +3,7 @@
 //! uid, so that they are checked and audited by the signer like everything else.
 #![forbid(unsafe_code)]
 
+mod backup;
 mod bench;
 mod ca;
 mod crl;
@@ -61,6 +62,23 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// An online, consistent backup: the ledger, the audit log up to the ledger's head,
+    /// signer.yaml, the CA chain and the policy (never the token).
+    Backup {
+        #[arg(long)]
+        config: PathBuf,
+        /// A new directory (mode 0700).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Put a backup back where signer.yaml says, after checking its digests, its audit
+    /// chain and its ledger against the chain; never over an existing ledger or log.
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Move a ledger to another store (SQLite to PostgreSQL).
     Ledger {
@@ -376,6 +394,8 @@ fn main() -> ExitCode {
             command: AuditCommand::Verify { config, node, log },
         } => audit_verify(&config, node.as_deref(), log.as_deref()),
         Command::Ledger { command } => ledger::run(command),
+        Command::Backup { config, out } => backup::backup(&config, &out),
+        Command::Restore { from, config } => backup::restore(&from, &config),
         Command::CheckConfig {
             config,
             frontend,
