@@ -303,9 +303,13 @@ fn two_signers_two_frontends_one_database_decide_every_device_once() {
 
     // Each node's chain verifies against its own head and its own certificates, and a
     // node can check another's chain from a copy of its log.
-    for node in [&c.a, &c.b] {
+    for (node, other) in [(&c.a, "node-b"), (&c.b, "node-a")] {
         let out = audit_verifies(node);
         assert!(out.contains("ledger agrees"), "{out}");
+        assert!(
+            out.contains(&format!("node {other} shares this ledger")),
+            "{out}"
+        );
     }
     let out = ok(&c.a.estctl(&[
         "audit",

@@ -847,8 +847,18 @@ fn audit_verify(config: &Path, node: Option<&str>, log: Option<&Path>) -> Result
         Some(l) => l.audit_head().map_err(|e| e.to_string())?,
         None => None,
     };
-    if let Some(node) = &cfg.node {
+    if let (Some(node), LedgerConfig::Postgres(pg)) = (&cfg.node, &cfg.ledger) {
         println!("node {node}: {}", cfg.audit_path.display());
+        // The other chains the shared ledger knows of: each is verified from its log.
+        let all = hsm_est_signer::ledger::PgLedger::open(pg, node)
+            .and_then(|l| l.audit_heads())
+            .map_err(|e| e.to_string())?;
+        for (other, (seq, _)) in all.iter().filter(|(n, _)| n != node) {
+            println!(
+                "node {other} shares this ledger (its head: record {seq}); check its chain \
+                 with --node {other} --log <a copy of its audit log>"
+            );
+        }
     }
     let summary = audit::verify_file(&cfg.audit_path, head.as_ref())
         .map_err(|f| format!("audit log {}: {f}", cfg.audit_path.display()))?;
