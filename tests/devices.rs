@@ -200,17 +200,12 @@ fn fifty_concurrent_bootstraps_of_one_cn_issue_exactly_one_certificate() {
                 let mut client = hsm_est_proto::client::SignerClient::connect(&socket).unwrap();
                 barrier.wait();
                 client
-                    .call(&Request::Issue(hsm_est_proto::IssueRequest {
-                        operation: Operation::Bootstrap,
-                        profile: "iqe-bootstrap".into(),
-                        requester: "basic:iqe".into(),
-                        client_ip: "192.0.2.9".into(),
-                        csr_der: csr,
-                        client_cert_der: vec![],
-                        client_chain: vec![],
-                        tls_exporter: vec![],
-                        registration_authority: false,
-                    }))
+                    .call(&issue_request(
+                        Operation::Bootstrap,
+                        "iqe-bootstrap",
+                        &csr,
+                        &[],
+                    ))
                     .unwrap()
             })
         })

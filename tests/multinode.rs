@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier};
 
 use der::Decode;
 use hsm_est_proto::client::SignerClient;
-use hsm_est_proto::{ErrorCode, IssueRequest, Operation, Request, Response};
+use hsm_est_proto::{ErrorCode, Operation, Response};
 
 use common::csrgen::{self, C, CN, O};
 use common::demo::*;
@@ -167,17 +167,12 @@ fn two_signers_two_frontends_one_database_decide_every_device_once() {
                     let mut client = SignerClient::connect(socket).unwrap();
                     barrier.wait();
                     client
-                        .call(&Request::Issue(IssueRequest {
-                            operation: Operation::Bootstrap,
-                            profile: "iqe-bootstrap".into(),
-                            requester: "basic:demo".into(),
-                            client_ip: "192.0.2.66".into(),
-                            csr_der: csr,
-                            client_cert_der: vec![],
-                            client_chain: vec![],
-                            tls_exporter: vec![],
-                            registration_authority: false,
-                        }))
+                        .call(&common::issue_request(
+                            Operation::Bootstrap,
+                            "iqe-bootstrap",
+                            &csr,
+                            &[],
+                        ))
                         .unwrap()
                 })
             })
@@ -555,8 +550,8 @@ fn the_shared_ledger_refuses_stale_transitions_duplicate_serials_and_old_crl_num
     assert!(freed, "the lock of a closed connection was not released");
 }
 
-fn migrate(demo: &Demo, url: &str) -> String {
-    ok(&demo.estctl(&[
+fn migrate_run(demo: &Demo, url: &str) -> std::process::Output {
+    demo.estctl(&[
         "ledger",
         "migrate",
         "--from",
@@ -567,7 +562,11 @@ fn migrate(demo: &Demo, url: &str) -> String {
         url,
         "--node",
         "node-a",
-    ]))
+    ])
+}
+
+fn migrate(demo: &Demo, url: &str) -> String {
+    ok(&migrate_run(demo, url))
 }
 
 /// Moving a live appliance with 10,000 devices onto PostgreSQL: the copy is verified,
@@ -666,18 +665,7 @@ fn a_sqlite_ledger_with_ten_thousand_devices_migrates_and_keeps_its_device_rules
         1
     );
     // Once the node has moved on, the old SQLite ledger cannot be copied over it.
-    let refused = demo.estctl(&[
-        "ledger",
-        "migrate",
-        "--from",
-        "sqlite",
-        demo.path("ledger.sqlite").to_str().unwrap(),
-        "--to",
-        "postgres",
-        &url,
-        "--node",
-        "node-a",
-    ]);
+    let refused = migrate_run(&demo, &url);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("already runs on PostgreSQL"));
 }
@@ -745,4 +733,63 @@ fn a_password_in_the_url_or_a_readable_password_file_is_refused() {
     assert!(parse(&named).contains("audit.node"), "{}", parse(&named));
     let good = shared.replace("  # node: signer-a", "  node: signer-a");
     assert_eq!(parse(&good), "");
+}
+
+/// The database going away fails closed: 503 with Retry-After and nothing issued, then
+/// service resumes on its own when the database is back.
+#[test]
+fn a_lost_database_answers_503_and_issuance_resumes_when_it_returns() {
+    let pg = Postgres::start("mn-outage");
+    let url = pg.database("hsm_est");
+    let demo = Demo::start_with(
+        "mn-outage",
+        "der",
+        &["--ledger-url", &url, "--node", "node-a"],
+    );
+    let basic = demo.basic();
+    let (_, csr) = demo.csr("before", "/CN=outage-0/O=TestHospital/C=US");
+    assert_eq!(
+        post(&demo, &["-u", &basic], &csr, "iqe/bootstrap").status,
+        200
+    );
+    pg.stop();
+    for i in 1..4 {
+        let (_, csr) = demo.csr(
+            &format!("down-{i}"),
+            &format!("/CN=outage-{i}/O=TestHospital/C=US"),
+        );
+        let a = post(&demo, &["-u", &basic], &csr, "iqe/bootstrap");
+        assert_eq!(a.status, 503, "{}", a.text());
+        assert!(a.header("retry-after").is_some(), "{}", a.headers);
+        assert!(
+            !a.text().contains("postgres"),
+            "internal detail leaked: {}",
+            a.text()
+        );
+    }
+    pg.restart();
+    let mut resumed = false;
+    for i in 0..30 {
+        let (_, csr) = demo.csr(
+            &format!("up-{i}"),
+            &format!("/CN=back-{i}/O=TestHospital/C=US"),
+        );
+        if post(&demo, &["-u", &basic], &csr, "iqe/bootstrap").status == 200 {
+            resumed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(resumed, "no issuance after the database came back");
+    // None of the refused devices is on record; the audit chain explains them.
+    assert_eq!(
+        pg.count(
+            "hsm_est",
+            "SELECT count(*) FROM certificates WHERE common_name LIKE 'outage-%' \
+             AND common_name <> 'outage-0'"
+        ),
+        0
+    );
+    let out = ok(&demo.estctl(&["audit", "verify", "--config", &cfg(&demo)]));
+    assert!(out.contains("ledger agrees"), "{out}");
 }

@@ -71,19 +71,24 @@ impl Demo {
 
     /// A demo with more `estctl demo` arguments (`--ledger-url`, `--node`, ...).
     pub fn start_with(name: &str, format: &str, extra: &[&str]) -> Demo {
+        let mut demo = Self::unlaunched(name, extra);
+        demo.launch(format);
+        demo
+    }
+
+    /// A demo in a new, empty directory named after `name`, on fresh ports, not launched.
+    fn unlaunched(name: &str, extra: &[&str]) -> Demo {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut demo = Demo {
+        Demo {
             dir,
             port: free_port(),
             admin_port: free_port(),
             child: None,
             counter: std::sync::atomic::AtomicU32::new(0),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        demo.launch(format);
-        demo
+        }
     }
 
     /// A second node of this demo's deployment: a copy of its token (the same CA key, as
@@ -99,9 +104,8 @@ impl Demo {
     /// vendor's key backup would bring it back), the CA, TLS files, accounts and configs
     /// (paths pointed at the copy), but no ledger, audit log, socket or log.
     pub fn copy_without_records(&self, name: &str, extra: &[&str]) -> Demo {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let copy = Self::unlaunched(name, extra);
+        let dir = copy.dir.clone();
         copy_dir(&self.dir, &dir, &|n: &str| {
             !(n.starts_with("audit.jsonl")
                 || n.starts_with("ledger.sqlite")
@@ -120,14 +124,7 @@ impl Demo {
             let text = std::fs::read_to_string(&path).unwrap();
             std::fs::write(&path, text.replace(old, new)).unwrap();
         }
-        Demo {
-            dir,
-            port: free_port(),
-            admin_port: free_port(),
-            child: None,
-            counter: std::sync::atomic::AtomicU32::new(0),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        }
+        copy
     }
 
     /// kill -9 of this demo's est-signer alone (a crash); `estctl demo` notices and stops

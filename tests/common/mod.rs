@@ -426,17 +426,7 @@ log:
 
     pub fn issue(&self, operation: Operation, profile: &str, csr: &[u8], cert: &[u8]) -> Response {
         self.client()
-            .call(&Request::Issue(IssueRequest {
-                operation,
-                profile: profile.into(),
-                requester: "basic:test".into(),
-                client_ip: "192.0.2.1".into(),
-                csr_der: csr.to_vec(),
-                client_cert_der: cert.to_vec(),
-                client_chain: vec![],
-                tls_exporter: vec![],
-                registration_authority: false,
-            }))
+            .call(&issue_request(operation, profile, csr, cert))
             .expect("signer call")
     }
 
@@ -456,6 +446,21 @@ impl Drop for Appliance {
             let _ = std::fs::remove_file(s);
         }
     }
+}
+
+/// An issuance frame as a frontend sends it (requester `basic:test`, client 192.0.2.1).
+pub fn issue_request(operation: Operation, profile: &str, csr: &[u8], cert: &[u8]) -> Request {
+    Request::Issue(IssueRequest {
+        operation,
+        profile: profile.into(),
+        requester: "basic:test".into(),
+        client_ip: "192.0.2.1".into(),
+        csr_der: csr.to_vec(),
+        client_cert_der: cert.to_vec(),
+        client_chain: vec![],
+        tls_exporter: vec![],
+        registration_authority: false,
+    })
 }
 
 /// The certificate of an `Issued` answer, or a panic naming what came instead.

@@ -79,24 +79,46 @@ impl Postgres {
                 .output()
                 .unwrap(),
         );
+        pg.restart();
+        pg
+    }
+
+    /// Stops the server at once, as a crash or a lost database host would.
+    pub fn stop(&self) {
+        check(
+            "pg_ctl stop",
+            as_owner(self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.dir)
+                .args(["-m", "immediate", "-w", "stop"])
+                .output()
+                .unwrap(),
+        );
+    }
+
+    /// Starts the stopped server again on the same port.
+    pub fn restart(&self) {
         check(
             "pg_ctl start",
-            as_owner(pg.bin.join("pg_ctl"))
+            as_owner(self.bin.join("pg_ctl"))
                 .arg("-D")
-                .arg(&pg.dir)
+                .arg(&self.dir)
                 .arg("-l")
-                .arg(pg.dir.join("server.log"))
+                .arg(self.dir.join("server.log"))
                 .arg("-o")
-                .arg(format!(
-                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
-                    pg.port,
-                    pg.dir.display()
-                ))
+                .arg(self.options())
                 .args(["-w", "-t", "60", "start"])
                 .output()
                 .unwrap(),
         );
-        pg
+    }
+
+    fn options(&self) -> String {
+        format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+            self.port,
+            self.dir.display()
+        )
     }
 
     /// A new, empty database; returns its URL.

@@ -43,6 +43,15 @@ impl<'a> DeviceHold<'a> {
     }
 }
 
+/// Where an expiry listing starts: the cursor `after` (notAfter, serial), or `now` when
+/// there is none or it lies in the past (the listing never goes below `now`).
+pub(crate) fn expiry_cursor(now: i64, after: Option<(i64, &[u8])>) -> (i64, &[u8]) {
+    match after {
+        Some((from, serial)) if from >= now => (from, serial),
+        _ => (now, &[]),
+    }
+}
+
 /// The least string above every string that starts with `prefix` (None: there is none).
 pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
     let mut chars: Vec<char> = prefix.chars().collect();

@@ -235,6 +235,17 @@ impl PgLedger {
         config.connect_timeout(CONNECT_TIMEOUT);
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
+        // A database that stops answering must not hold the signer's threads for ever:
+        // unacknowledged data fails the connection after a while, and a statement that
+        // waits too long (a lock, a full disk) is cancelled by the server. The request
+        // then gets 503 and nothing is released.
+        config.tcp_user_timeout(Duration::from_secs(30));
+        let limits = "-c statement_timeout=15000 -c lock_timeout=10000";
+        let options = match config.get_options() {
+            Some(o) if !o.is_empty() => format!("{o} {limits}"),
+            _ => limits.to_string(),
+        };
+        config.options(&options);
         config.application_name(&format!("est-signer {node}"));
         let connector = match &settings.ca_file {
             None => {
@@ -874,12 +885,7 @@ impl Ledger for PgLedger {
         after: Option<(i64, &[u8])>,
         limit: u32,
     ) -> Result<Vec<StoredCertificate>, LedgerError> {
-        let (from, serial) = after.unwrap_or((now, &[]));
-        let (from, serial) = if from < now {
-            (now, &[][..])
-        } else {
-            (from, serial)
-        };
+        let (from, serial) = super::expiry_cursor(now, after);
         self.with_reader(|c| {
             c.query(
                 certificate_select!(

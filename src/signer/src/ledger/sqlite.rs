@@ -343,12 +343,7 @@ impl Ledger for SqliteLedger {
     ) -> Result<Vec<StoredCertificate>, LedgerError> {
         // The cursor as a row value: everything after (notAfter, serial), over the
         // certificates_by_expiry index from the cursor's notAfter on.
-        let (from, serial) = after.unwrap_or((now, &[]));
-        let (from, serial) = if from < now {
-            (now, &[][..])
-        } else {
-            (from, serial)
-        };
+        let (from, serial) = super::expiry_cursor(now, after);
         self.with_reader(|c| {
             let sql = format!(
                 "SELECT {CERTIFICATE_COLUMNS} FROM certificates \
