@@ -767,6 +767,14 @@ fn a_lost_database_answers_503_and_issuance_resumes_when_it_returns() {
             a.text()
         );
     }
+    // A load balancer in front of several nodes sees this one is not ready.
+    let ready = demo.curl(&[], "/readyz");
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(
+        ready.text().contains("cannot reach its ledger"),
+        "{}",
+        ready.text()
+    );
     pg.restart();
     let mut resumed = false;
     for i in 0..30 {
@@ -781,6 +789,7 @@ fn a_lost_database_answers_503_and_issuance_resumes_when_it_returns() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     assert!(resumed, "no issuance after the database came back");
+    assert_eq!(demo.curl(&[], "/readyz").status, 200);
     // None of the refused devices is on record; the audit chain explains them.
     assert_eq!(
         pg.count(

@@ -337,7 +337,7 @@ fn index(state: &AppState) -> HttpResponse {
 }
 
 /// `/readyz`: ready when the signer answers a ping within the deadline; the signer answers
-/// a ping only while its token signs.
+/// a ping only while its token signs and its ledger answers.
 async fn ready(state: &AppState, id: u64) -> HttpResponse {
     match state.signer.call(id, &SignerRequest::Ping).await {
         Ok(SignerResponse::Pong { .. }) => text(StatusCode::OK, "ready"),
@@ -345,6 +345,12 @@ async fn ready(state: &AppState, id: u64) -> HttpResponse {
             text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not ready: the signer's token cannot sign",
+            )
+        }
+        Ok(SignerResponse::Error(e)) if e.reason == hsm_est_proto::REASON_LEDGER_UNAVAILABLE => {
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the signer cannot reach its ledger",
             )
         }
         Ok(_) | Err(_) => text(

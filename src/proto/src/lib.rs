@@ -11,5 +11,6 @@ pub mod messages;
 pub use codec::{FrameError, FrameHeader, HEADER_LEN, MAGIC, MAX_FRAME_BODY, PROTOCOL_VERSION};
 pub use messages::{
     CertificateInfo, DeviceFilter, DeviceInfo, DeviceStatus, ErrorCode, IssueRequest, OcspCertId,
-    OcspHash, Operation, Request, Response, Stats, WireError, REASON_TOKEN_UNAVAILABLE,
+    OcspHash, Operation, Request, Response, Stats, WireError, REASON_LEDGER_UNAVAILABLE,
+    REASON_TOKEN_UNAVAILABLE,
 };

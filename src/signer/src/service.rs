@@ -123,6 +123,14 @@ impl SignerService {
                 format!("the token cannot sign: {why}"),
             ));
         }
+        if let Err(e) = self.ledger.health() {
+            tracing::warn!("ping: the ledger does not answer: {e}");
+            return Response::Error(WireError::new(
+                ErrorCode::Unavailable,
+                hsm_est_proto::REASON_LEDGER_UNAVAILABLE,
+                "the signer cannot reach its ledger".to_string(),
+            ));
+        }
         let (commits, decisions) = self.journal.stats();
         Response::Pong {
             version: format!("hsm-est {}", env!("CARGO_PKG_VERSION")),

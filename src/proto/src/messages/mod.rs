@@ -8,7 +8,7 @@ mod types;
 pub use types::{
     revocation_reason_name, valid_revocation_reason, CertificateInfo, DeviceFilter, DeviceInfo,
     DeviceStatus, ErrorCode, IssueRequest, OcspCertId, OcspHash, Operation, Stats, WireError,
-    REASON_TOKEN_UNAVAILABLE,
+    REASON_LEDGER_UNAVAILABLE, REASON_TOKEN_UNAVAILABLE,
 };
 
 /// A DER certificate or CSR. Matches the frontend's 16 KiB body cap.

@@ -198,6 +198,9 @@ pub struct WireError {
 
 /// The reason a ping gets while the signer's token cannot sign (readyz turns false).
 pub const REASON_TOKEN_UNAVAILABLE: &str = "signer.token_unavailable";
+/// The reason a ping gets while the signer cannot reach its ledger (a shared database
+/// gone): readyz turns false, so a load balancer sends requests to another node.
+pub const REASON_LEDGER_UNAVAILABLE: &str = "signer.ledger_unavailable";
 
 impl WireError {
     pub fn new(code: ErrorCode, reason: &str, message: impl Into<String>) -> Self {

@@ -277,6 +277,11 @@ pub trait Ledger: Send + Sync {
     ) -> Result<Vec<Vec<u8>>, LedgerError> {
         self.serials_after(after, limit)
     }
+    /// Whether the ledger answers now (a shared database may be gone); an embedded one
+    /// always does.
+    fn health(&self) -> Result<(), LedgerError> {
+        Ok(())
+    }
     /// Holds `common_name` against decisions in other signer processes that share this
     /// ledger, until the hold is dropped; `None` while another process holds it.
     fn lock_device(&self, _common_name: &str) -> Result<Option<DeviceHold<'_>>, LedgerError> {

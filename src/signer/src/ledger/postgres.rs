@@ -1019,6 +1019,10 @@ impl Ledger for PgLedger {
         })
     }
 
+    fn health(&self) -> Result<(), LedgerError> {
+        self.with_reader(|c| c.query("SELECT 1", &[]).map(|_| ()))
+    }
+
     fn lock_device(&self, common_name: &str) -> Result<Option<DeviceHold<'_>>, LedgerError> {
         let key = lock_key(common_name);
         let mut locks = self.locks.lock().map_err(|_| storage("poisoned"))?;
