@@ -30,15 +30,30 @@ struct Cluster {
 fn cluster(name: &str) -> Cluster {
     let pg = Postgres::start(name);
     let url = pg.database("hsm_est");
+    let (pa, pb) = (free_port().to_string(), free_port().to_string());
     let a = Demo::start_with(
         &format!("{name}-a"),
         "der",
-        &["--ledger-url", &url, "--node", "node-a"],
+        &[
+            "--ledger-url",
+            &url,
+            "--node",
+            "node-a",
+            "--publication-port",
+            &pa,
+        ],
     );
     let b = a.node_copy(
         &format!("{name}-b"),
         "der",
-        &["--ledger-url", &url, "--node", "node-b"],
+        &[
+            "--ledger-url",
+            &url,
+            "--node",
+            "node-b",
+            "--publication-port",
+            &pb,
+        ],
     );
     Cluster { pg, a, b }
 }
@@ -253,8 +268,44 @@ fn two_signers_two_frontends_one_database_decide_every_device_once() {
     assert_eq!(reboot.status, 200, "{}", reboot.text());
     let reboot_pem = pem_of(won, &reboot, "reboot.pem");
 
+    // The other node's OCSP answer for the new certificate is cached as good...
+    let serial = serial_of(&reboot);
+    let ocsp = |node: &Demo| {
+        ok(&node.estctl(&[
+            "ocsp",
+            "status",
+            "--config",
+            &cfg(node),
+            "--serial",
+            &serial,
+        ]))
+    };
+    assert!(ocsp(lost).contains(": good"), "{}", ocsp(lost));
     // Revoke through one node's admin API: the other refuses the device everything.
     assert_eq!(won.admin_revoke("race-pump-001").status, 200);
+    // ... and turns revoked at once; the other node's CRL file lists it within seconds.
+    assert!(ocsp(lost).contains(": revoked"), "{}", ocsp(lost));
+    let listed = |node: &Demo| {
+        let text = common::openssl(&[
+            "crl",
+            "-inform",
+            "DER",
+            "-noout",
+            "-text",
+            "-in",
+            node.path("ca.crl").to_str().unwrap(),
+        ]);
+        text.to_lowercase().contains(&serial)
+    };
+    let mut in_crl = false;
+    for _ in 0..40 {
+        if listed(lost) {
+            in_crl = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(in_crl, "the other node's CRL does not list {serial}");
     let auth5 = tls(&reboot_pem, &k5);
     let auth5: Vec<&str> = auth5.iter().map(String::as_str).collect();
     let (_, csr6) = lost.csr("after-revoke", subj);

@@ -98,17 +98,28 @@ impl SignerService {
     /// since the last one; ends when the wake channel closes.
     fn publish_loop(&self, rx: Receiver<()>, half: Duration) {
         let mut due = Instant::now();
+        let mut seen = None;
         loop {
-            let wait = due.saturating_duration_since(Instant::now());
+            let wait = due
+                .saturating_duration_since(Instant::now())
+                .min(SHARED_POLL);
             match rx.recv_timeout(wait) {
                 Ok(()) => {
                     // Let a burst of revocations finish, then take them all in one CRL.
                     std::thread::sleep(COALESCE);
                     while rx.try_recv().is_ok() {}
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    // Revocations on other signer nodes of a shared ledger reach this
+                    // node's CRL within SHARED_POLL (an embedded ledger never moves).
+                    let now = self.ledger.revocation_generation().ok();
+                    if Instant::now() < due && (now.is_none() || now == seen) {
+                        continue;
+                    }
+                }
                 Err(RecvTimeoutError::Disconnected) => return,
             }
+            seen = self.ledger.revocation_generation().ok();
             due = match self.generate_crl_as(0, "signer:automatic") {
                 Ok(_) => Instant::now() + half,
                 Err(_) => Instant::now() + RETRY.min(half),
@@ -116,6 +127,9 @@ impl SignerService {
         }
     }
 }
+
+/// How often the CRL thread asks a shared ledger whether another node revoked something.
+const SHARED_POLL: Duration = Duration::from_secs(5);
 
 impl SignerService {
     /// Signs, records and publishes the next CRL at a caller's request; returns it (DER).

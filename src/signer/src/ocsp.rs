@@ -132,6 +132,13 @@ impl Cache {
         }
     }
 
+    /// Everything goes: another signer node revoked something this one cannot name.
+    fn clear(&mut self) {
+        self.epoch += 1;
+        self.by_serial.clear();
+        self.len = 0;
+    }
+
     fn drop_serials<'a>(&mut self, serials: impl Iterator<Item = &'a [u8]>) {
         self.epoch += 1;
         for s in serials {
@@ -184,6 +191,8 @@ pub struct Ocsp {
     gate: Gate,
     pub(crate) answered: AtomicU64,
     pub(crate) cache_hits: AtomicU64,
+    /// The shared ledger's revocation generation the cache was last checked against.
+    seen_generation: AtomicU64,
 }
 
 impl Ocsp {
@@ -214,6 +223,7 @@ impl Ocsp {
             },
             answered: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
+            seen_generation: AtomicU64::new(0),
         }
     }
 
@@ -246,11 +256,21 @@ impl SignerService {
         let ocsp = &self.ocsp;
         ocsp.answered.fetch_add(1, Ordering::Relaxed);
         let cacheable = certs.len() == 1 && nonce.is_none() && ocsp.config.cache_entries > 0;
+        // Revocations committed by other signer nodes sharing the ledger: this node never
+        // saw them, so a changed generation empties the cache (an embedded ledger's
+        // generation never changes; its revocations drop their entries as they commit).
+        let generation = self
+            .ledger
+            .revocation_generation()
+            .map_err(|e| unavailable("ledger read", e))?;
         let epoch = {
-            let cache = ocsp
+            let mut cache = ocsp
                 .cache
                 .lock()
                 .map_err(|_| unavailable("ocsp", "cache lock poisoned"))?;
+            if ocsp.seen_generation.swap(generation, Ordering::Relaxed) != generation {
+                cache.clear();
+            }
             if cacheable {
                 if let Some(der) = cache.get(&certs[0], Instant::now()) {
                     ocsp.cache_hits.fetch_add(1, Ordering::Relaxed);

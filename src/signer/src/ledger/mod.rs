@@ -277,6 +277,12 @@ pub trait Ledger: Send + Sync {
     ) -> Result<Vec<Vec<u8>>, LedgerError> {
         self.serials_after(after, limit)
     }
+    /// A number that changes whenever any signer sharing this ledger commits a
+    /// revocation, so that a node can tell its OCSP cache and CRL are stale. An embedded
+    /// ledger has one signer, which knows its own revocations: always 0.
+    fn revocation_generation(&self) -> Result<u64, LedgerError> {
+        Ok(0)
+    }
     /// Whether the ledger answers now (a shared database may be gone); an embedded one
     /// always does.
     fn health(&self) -> Result<(), LedgerError> {

@@ -73,6 +73,13 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX devices_by_current ON devices (current_serial);
      CREATE TABLE crl_numbers (ca text PRIMARY KEY, number bigint NOT NULL);
      CREATE TABLE audit_heads (node text PRIMARY KEY, seq bigint NOT NULL, hash text NOT NULL);",
+    // 2: a counter every revocation raises, so that other nodes drop cached OCSP answers
+    // and sign a new CRL.
+    "CREATE TABLE revocation_generation (
+         only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+         n bigint NOT NULL
+     );
+     INSERT INTO revocation_generation (n) VALUES (0);",
 ];
 
 /// The certificate columns in [`certificate_from_row`]'s order, then `tail`. A macro so
@@ -1019,6 +1026,15 @@ impl Ledger for PgLedger {
         })
     }
 
+    fn revocation_generation(&self) -> Result<u64, LedgerError> {
+        self.with_reader(|c| {
+            Ok(c.query("SELECT n FROM revocation_generation", &[])?
+                .first()
+                .map(|r| r.get::<_, i64>(0) as u64)
+                .unwrap_or(0))
+        })
+    }
+
     fn health(&self) -> Result<(), LedgerError> {
         self.with_reader(|c| c.query("SELECT 1", &[]).map(|_| ()))
     }
@@ -1063,6 +1079,7 @@ fn apply_in(
 ) -> Result<(), LedgerError> {
     let mut tx = client.transaction()?;
     let mut run = IssueColumns::default();
+    let mut revoked = false;
     for w in writes {
         if let LedgerWrite::Issue {
             certificate,
@@ -1118,10 +1135,14 @@ fn apply_in(
                     "UPDATE devices SET status = 'revoked' WHERE current_serial = $1",
                     &[serial],
                 )?;
+                revoked = true;
             }
         }
     }
     run.flush(&mut tx, node)?;
+    if revoked {
+        tx.execute("UPDATE revocation_generation SET n = n + 1", &[])?;
+    }
     tx.execute(
         "INSERT INTO audit_heads (node, seq, hash) VALUES ($1, $2, $3) \
          ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
