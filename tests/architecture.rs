@@ -1,8 +1,9 @@
 //! The privilege separation, read from the crate graph: `cargo metadata` resolves what each
 //! binary's package links (normal dependencies, transitively), and no process may link what
 //! belongs to another trust domain. The network-facing frontend and est-admin never link the
-//! token (cryptoki) or the ledger (SQLite), nor each other; the key-holding signer never
-//! links the HTTP/TLS stack.
+//! token (cryptoki) or the ledger (SQLite, the PostgreSQL driver), nor each other; the
+//! key-holding signer never links the HTTP stack. Its one TLS use is as a client of the
+//! shared ledger's database (rustls through tokio-postgres-rustls); it serves nothing.
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
@@ -18,6 +19,8 @@ const RULES: &[(&str, &[&str])] = &[
             "cryptoki-sys",
             "rusqlite",
             "libsqlite3-sys",
+            "postgres",
+            "tokio-postgres",
             "hsm-est-signer",
             "hsm-est-policy",
             "hsm-est-admin",
@@ -31,6 +34,8 @@ const RULES: &[(&str, &[&str])] = &[
             "cryptoki-sys",
             "rusqlite",
             "libsqlite3-sys",
+            "postgres",
+            "tokio-postgres",
             "hsm-est-signer",
             "hsm-est-policy",
             "hsm-est-frontend",
@@ -42,8 +47,8 @@ const RULES: &[(&str, &[&str])] = &[
             "hyper",
             "hyper-util",
             "h2",
-            "rustls",
-            "tokio-rustls",
+            // No TLS server: rustls is linked only for the database client.
+            "hyper-rustls",
             "maud",
             "hsm-est-frontend",
             "hsm-est-admin",
@@ -57,6 +62,8 @@ const RULES: &[(&str, &[&str])] = &[
             "cryptoki-sys",
             "rusqlite",
             "libsqlite3-sys",
+            "postgres",
+            "tokio-postgres",
             "hsm-est-signer",
             "hsm-est-policy",
         ],
