@@ -60,9 +60,14 @@ fn main() {
 
     let requests = [
         Request::Ping,
-        Request::CaChain,
+        Request::CaChain {
+            profile: "iqe-pump".into(),
+        },
         Request::Stats,
-        Request::CrlGet { known_number: 3 },
+        Request::CrlGet {
+            known_number: 3,
+            ca: "staff".into(),
+        },
         Request::Issue(IssueRequest {
             operation: Operation::Bootstrap,
             profile: "iqe-bootstrap".into(),

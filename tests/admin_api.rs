@@ -215,6 +215,7 @@ fn dashboard_refuses_forged_forms_escapes_values_and_sends_csp() {
                         client_ip: "192.0.2.1".into(),
                         issued_at_ms: 1,
                         der: vec![0x30, 0x00],
+                        ca: "default".into(),
                     }),
                     device_status: Some(DeviceState::Enrolled),
                     supersedes: None,

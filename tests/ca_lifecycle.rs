@@ -81,8 +81,14 @@ fn intermediate_under_an_existing_root_issues_verifiable_certificates() {
     assert!(show.contains("Extractable(false)"), "{show}");
 
     app.start();
-    match app.client().call(&Request::CaChain).unwrap() {
-        Response::CaChain { certs } => assert_eq!(certs.len(), 2),
+    match app
+        .client()
+        .call(&Request::CaChain {
+            profile: String::new(),
+        })
+        .unwrap()
+    {
+        Response::CaChain { certs, .. } => assert_eq!(certs.len(), 2),
         other => panic!("{other:?}"),
     }
     let leaf_csr = openssl_csr(

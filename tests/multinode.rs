@@ -489,6 +489,7 @@ fn certificate(serial: u8, cn: &str) -> CertificateRecord {
         client_ip: "192.0.2.1".into(),
         issued_at_ms: 5,
         der: vec![0x30, 0x00],
+        ca: "default".into(),
     }
 }
 
@@ -564,14 +565,18 @@ fn the_shared_ledger_refuses_stale_transitions_duplicate_serials_and_old_crl_num
     );
     assert!(matches!(dup, Err(LedgerError::DuplicateSerial)), "{dup:?}");
     // CRL numbers grow across nodes: B cannot reuse the number A just issued.
-    a.apply(&[LedgerWrite::CrlIssued { number: 1 }], &head(4))
-        .unwrap();
-    assert!(b
-        .apply(&[LedgerWrite::CrlIssued { number: 1 }], &head(5))
-        .is_err());
-    b.apply(&[LedgerWrite::CrlIssued { number: 2 }], &head(5))
-        .unwrap();
-    assert_eq!(a.crl_number().unwrap(), 2);
+    let crl = |ca: &str, number| LedgerWrite::CrlIssued {
+        ca: ca.into(),
+        number,
+    };
+    a.apply(&[crl("default", 1)], &head(4)).unwrap();
+    assert!(b.apply(&[crl("default", 1)], &head(5)).is_err());
+    b.apply(&[crl("default", 2)], &head(5)).unwrap();
+    assert_eq!(a.crl_number("default").unwrap(), 2);
+    // Each CA counts its own CRLs: another CA's first CRL is its number 1.
+    b.apply(&[crl("staff", 1)], &head(5)).unwrap();
+    assert_eq!(a.crl_number("staff").unwrap(), 1);
+    assert_eq!(a.crl_number("default").unwrap(), 2);
     // Each node keeps its own audit head; each node's serials are its own.
     assert_eq!(a.audit_head().unwrap(), Some(head(4)));
     assert_eq!(b.audit_head().unwrap(), Some(head(5)));

@@ -37,6 +37,7 @@ pub fn preload_devices(ledger: &hsm_est_signer::ledger::SqliteLedger, devices: u
                         client_ip: "192.0.2.1".into(),
                         issued_at_ms: 0,
                         der: vec![0x30, 0x00],
+                        ca: "default".into(),
                     }),
                     device_status: Some(if i % 100 == 0 {
                         DeviceState::Revoked

@@ -25,6 +25,8 @@ const LEDGER: &str = "ledger.sqlite";
 const AUDIT: &str = "audit.jsonl";
 const CONFIG: &str = "signer.yaml";
 const CA_CHAIN: &str = "ca-chain.pem";
+/// The chains of the CAs in signer.yaml's `cas`, one file per CA name.
+const CAS: &str = "cas";
 const POLICY: &str = "policy";
 /// Problems restore lists before it stops counting.
 const MAX_PROBLEMS: usize = 20;
@@ -132,6 +134,13 @@ pub fn backup(config: &Path, out: &Path) -> Result<(), String> {
     copy_audit_prefix(&cfg.audit_path, &out.join(AUDIT), head.as_ref())?;
     copy_private(config, &out.join(CONFIG))?;
     copy_private(&cfg.ca_chain_file, &out.join(CA_CHAIN))?;
+    let named: Vec<_> = cfg.cas.iter().skip(1).collect();
+    if !named.is_empty() {
+        std::fs::create_dir(out.join(CAS)).map_err(|e| e.to_string())?;
+    }
+    for ca in &named {
+        copy_private(&ca.chain_file, &out.join(CAS).join(format!("{}.pem", ca.name)))?;
+    }
     std::fs::create_dir(out.join(POLICY)).map_err(|e| e.to_string())?;
     let mut policies: Vec<PathBuf> = std::fs::read_dir(&cfg.policy_dir)
         .map_err(|e| format!("{}: {e}", cfg.policy_dir.display()))?
@@ -146,6 +155,10 @@ pub fn backup(config: &Path, out: &Path) -> Result<(), String> {
     let mut files = serde_json::Map::new();
     for rel in [LEDGER, AUDIT, CONFIG, CA_CHAIN] {
         files.insert(rel.into(), sha256_file(&out.join(rel))?.into());
+    }
+    for ca in &named {
+        let rel = format!("{CAS}/{}.pem", ca.name);
+        files.insert(rel.clone(), sha256_file(&out.join(&rel))?.into());
     }
     for p in &policies {
         let name = p
@@ -172,9 +185,10 @@ pub fn backup(config: &Path, out: &Path) -> Result<(), String> {
     )?;
     println!(
         "backup in {}: ledger with {certificates} certificates, audit log up to record {}, \
-         signer.yaml, CA chain and {} policy file(s); the token is not included",
+         signer.yaml, {} CA chain(s) and {} policy file(s); the token is not included",
         out.display(),
         head.map(|(s, _)| s).unwrap_or(0),
+        cfg.cas.len(),
         policies.len()
     );
     Ok(())
@@ -278,6 +292,16 @@ pub fn restore(from: &Path, config: &Path) -> Result<(), String> {
         }
     }
     let mut put: Vec<(PathBuf, PathBuf)> = vec![(from.join(CA_CHAIN), cfg.ca_chain_file.clone())];
+    for ca in cfg.cas.iter().skip(1) {
+        let rel = format!("{CAS}/{}.pem", ca.name);
+        if !files.contains_key(&rel) {
+            return Err(format!(
+                "the backup holds no chain for CA {} (signer.yaml names it)",
+                ca.name
+            ));
+        }
+        put.push((from.join(rel), ca.chain_file.clone()));
+    }
     for rel in files.keys().filter(|r| r.starts_with("policy/")) {
         let name = Path::new(rel).file_name().ok_or("policy name")?;
         put.push((from.join(rel), cfg.policy_dir.join(name)));

@@ -14,7 +14,8 @@ use hsm_est_pki::cert::{self, CaSigner, TbsSpec};
 use hsm_est_pki::{name, pem_certificates, sha256, to_pem};
 use hsm_est_signer::audit::{AuditLog, AuditRecord};
 use hsm_est_signer::ca::CaChain;
-use hsm_est_signer::config::SignerConfig;
+use hsm_est_signer::audit::record::named_ca;
+use hsm_est_signer::config::{CaConfig, SignerConfig};
 use hsm_est_signer::token::{self, CaKeyType, SessionSigner, Token};
 
 /// Default lifetime of a self-signed CA certificate.
@@ -26,6 +27,8 @@ pub const MAX_CA_VALIDITY_DAYS: u32 = 9125;
 pub enum CaCommand {
     /// Generate the CA key in the token and a self-signed CA certificate.
     Init {
+        /// The CA (signer.yaml `cas`); the default CA when absent.
+        name: Option<String>,
         #[arg(long)]
         config: PathBuf,
         /// The CA's distinguished name, e.g. "CN=Hospital Device CA,O=Hospital,C=US".
@@ -38,6 +41,8 @@ pub enum CaCommand {
     },
     /// Generate the CA key in the token and a CSR for an existing root to sign.
     Csr {
+        /// The CA (signer.yaml `cas`); the default CA when absent.
+        name: Option<String>,
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
@@ -50,6 +55,8 @@ pub enum CaCommand {
     },
     /// Install the CA certificate signed by the hospital's root, with its chain.
     Import {
+        /// The CA (signer.yaml `cas`); the default CA when absent.
+        name: Option<String>,
         #[arg(long)]
         config: PathBuf,
         /// The signed CA certificate (PEM).
@@ -61,6 +68,8 @@ pub enum CaCommand {
     },
     /// Print the CA chain and, with --token, the key's attributes.
     Show {
+        /// The CA (signer.yaml `cas`); every CA when absent.
+        name: Option<String>,
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
@@ -71,24 +80,58 @@ pub enum CaCommand {
 pub fn run(cmd: CaCommand) -> Result<(), String> {
     match cmd {
         CaCommand::Init {
+            name,
             config,
             subject,
             key_type,
             validity_days,
-        } => init(&config, &subject, &key_type, validity_days),
+        } => {
+            let cfg = SignerConfig::load(&config)?;
+            init(&cfg, named(&cfg, name)?, &subject, &key_type, validity_days)
+        }
         CaCommand::Csr {
+            name,
             config,
             subject,
             key_type,
             out,
-        } => csr(&config, &subject, &key_type, &out),
+        } => {
+            let cfg = SignerConfig::load(&config)?;
+            csr(&cfg, named(&cfg, name)?, &subject, &key_type, &out)
+        }
         CaCommand::Import {
+            name,
             config,
             cert,
             chain,
-        } => import(&config, &cert, &chain),
-        CaCommand::Show { config, token } => show(&config, token),
+        } => {
+            let cfg = SignerConfig::load(&config)?;
+            import(&cfg, named(&cfg, name)?, &cert, &chain)
+        }
+        CaCommand::Show {
+            name,
+            config,
+            token,
+        } => {
+            let cfg = SignerConfig::load(&config)?;
+            match name {
+                Some(_) => show(&cfg, named(&cfg, name)?, token),
+                None => cfg.cas.iter().try_for_each(|ca| show(&cfg, ca, token)),
+            }
+        }
     }
+}
+
+/// The CA `name` names in signer.yaml (the default CA when `None`).
+pub(crate) fn named(cfg: &SignerConfig, name: Option<String>) -> Result<&CaConfig, String> {
+    let name = name.unwrap_or_else(|| hsm_est_policy::DEFAULT_CA.to_string());
+    cfg.ca(&name).ok_or_else(|| {
+        let known: Vec<&str> = cfg.cas.iter().map(|c| c.name.as_str()).collect();
+        format!(
+            "signer.yaml holds no CA named {name:?} (it holds: {})",
+            known.join(", ")
+        )
+    })
 }
 
 pub(crate) fn open_audit(cfg: &SignerConfig) -> Result<AuditLog, String> {
@@ -113,6 +156,7 @@ fn write_new(path: &Path, contents: &str, mode: u32) -> Result<(), String> {
 /// Generates the key pair and returns what is needed to sign with it.
 fn generate(
     cfg: &SignerConfig,
+    label: &str,
     key_type: &str,
 ) -> Result<
     (
@@ -125,10 +169,9 @@ fn generate(
     String,
 > {
     let key_type: CaKeyType = key_type.parse()?;
-    let (tok, session) = login(cfg)?;
-    let (private, public) = tok
-        .generate_key_pair(&session, key_type)
-        .map_err(|e| e.to_string())?;
+    let (_tok, session) = login(cfg)?;
+    let (private, public) =
+        Token::generate_labelled_pair(&session, key_type, label).map_err(|e| e.to_string())?;
     // Read back what the token made: the template is only a request.
     token::check_key_protection(&session, private).map_err(|e| e.to_string())?;
     let spki = token::public_key_info(&session, public).map_err(|e| e.to_string())?;
@@ -136,22 +179,27 @@ fn generate(
     Ok((session, private, spki, alg, key_type))
 }
 
-fn init(config: &Path, subject: &str, key_type: &str, validity_days: u32) -> Result<(), String> {
-    let cfg = SignerConfig::load(config)?;
+fn init(
+    cfg: &SignerConfig,
+    ca: &CaConfig,
+    subject: &str,
+    key_type: &str,
+    validity_days: u32,
+) -> Result<(), String> {
     if validity_days == 0 || validity_days > MAX_CA_VALIDITY_DAYS {
         return Err(format!(
             "--validity-days must be between 1 and {MAX_CA_VALIDITY_DAYS}"
         ));
     }
     let subject_name = name::parse_dn(subject)?;
-    if cfg.ca_chain_file.exists() {
+    if ca.chain_file.exists() {
         return Err(format!(
             "{} already exists; refusing to replace a CA",
-            cfg.ca_chain_file.display()
+            ca.chain_file.display()
         ));
     }
-    let mut audit = open_audit(&cfg)?;
-    let (session, private, spki, alg, key_type) = generate(&cfg, key_type)?;
+    let mut audit = open_audit(cfg)?;
+    let (session, private, spki, alg, key_type) = generate(cfg, &ca.key_label, key_type)?;
     let mut serial = vec![0u8; 16];
     SystemRandom::new()
         .fill(&mut serial)
@@ -177,34 +225,41 @@ fn init(config: &Path, subject: &str, key_type: &str, validity_days: u32) -> Res
     let der_cert = cert::sign_certificate(spec, &signer).map_err(|e| e.to_string())?;
     cert::verify_certificate_signature(&der_cert, &spki)?;
     CaChain::from_chain(vec![der_cert.clone()])?;
-    write_new(&cfg.ca_chain_file, &to_pem("CERTIFICATE", &der_cert), 0o644)?;
+    write_new(&ca.chain_file, &to_pem("CERTIFICATE", &der_cert), 0o644)?;
     audit
         .append(&[AuditRecord::CaKeyGenerated {
             key_type: format!("{key_type:?}"),
-            key_label: cfg.token.key_label.clone(),
+            key_label: ca.key_label.clone(),
             subject: subject_name.to_string(),
             serial: Some(hex::encode(&serial)),
             mode: None,
             spki_sha256: hex::encode(sha256(&spki.to_der().unwrap_or_default())),
             actor: super::operator_name(),
+            ca: named_ca(&ca.name),
         }])
         .map_err(|e| e.to_string())?;
     println!(
-        "CA created: {} ({key_type:?}); certificate in {}",
+        "CA {} created: {} ({key_type:?}); certificate in {}",
+        ca.name,
         subject_name,
-        cfg.ca_chain_file.display()
+        ca.chain_file.display()
     );
     Ok(())
 }
 
-fn csr(config: &Path, subject: &str, key_type: &str, out: &Path) -> Result<(), String> {
-    let cfg = SignerConfig::load(config)?;
+fn csr(
+    cfg: &SignerConfig,
+    ca: &CaConfig,
+    subject: &str,
+    key_type: &str,
+    out: &Path,
+) -> Result<(), String> {
     let subject_name = name::parse_dn(subject)?;
     if out.exists() {
         return Err(format!("{} already exists", out.display()));
     }
-    let mut audit = open_audit(&cfg)?;
-    let (session, private, spki, alg, key_type) = generate(&cfg, key_type)?;
+    let mut audit = open_audit(cfg)?;
+    let (session, private, spki, alg, key_type) = generate(cfg, &ca.key_label, key_type)?;
     let info = CertReqInfo {
         version: CsrVersion::V1,
         subject: subject_name.clone(),
@@ -223,12 +278,13 @@ fn csr(config: &Path, subject: &str, key_type: &str, out: &Path) -> Result<(), S
     audit
         .append(&[AuditRecord::CaKeyGenerated {
             key_type: format!("{key_type:?}"),
-            key_label: cfg.token.key_label.clone(),
+            key_label: ca.key_label.clone(),
             subject: subject_name.to_string(),
             serial: None,
             mode: Some("csr".into()),
             spki_sha256: hex::encode(sha256(&spki.to_der().unwrap_or_default())),
             actor: super::operator_name(),
+            ca: named_ca(&ca.name),
         }])
         .map_err(|e| e.to_string())?;
     println!(
@@ -247,8 +303,12 @@ fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     Ok(certs)
 }
 
-fn import(config: &Path, cert_path: &Path, chain_path: &Path) -> Result<(), String> {
-    let cfg = SignerConfig::load(config)?;
+fn import(
+    cfg: &SignerConfig,
+    target: &CaConfig,
+    cert_path: &Path,
+    chain_path: &Path,
+) -> Result<(), String> {
     let mut chain = read_pem_certs(cert_path)?;
     chain.truncate(1);
     chain.extend(read_pem_certs(chain_path)?);
@@ -257,37 +317,44 @@ fn import(config: &Path, cert_path: &Path, chain_path: &Path) -> Result<(), Stri
     let root = chain_last(&ca)?;
     cert::verify_certificate_signature(&root.0, &root.1)
         .map_err(|e| format!("the last certificate of the chain is not a self-signed root: {e}"))?;
-    let (tok, session) = login(&cfg)?;
-    let (_, public) = tok.find_key_pair(&session).map_err(|e| e.to_string())?;
+    let (tok, session) = login(cfg)?;
+    let (_, public) = tok
+        .find_labelled_pair(&session, &target.key_label, "estctl ca csr")
+        .map_err(|e| e.to_string())?;
     let spki = token::public_key_info(&session, public).map_err(|e| e.to_string())?;
     if spki.to_der().ok() != Some(ca.spki_der()) {
-        return Err("the certificate is not for the CA key in the token".into());
+        return Err(format!(
+            "the certificate is not for CA {}'s key ({:?}) in the token",
+            target.name, target.key_label
+        ));
     }
-    if cfg.ca_chain_file.exists() {
-        let old = CaChain::load(&cfg.ca_chain_file)?;
+    let file = &target.chain_file;
+    if file.exists() {
+        let old = CaChain::load(file)?;
         if old.spki_der() != ca.spki_der() {
             return Err(format!(
                 "{} holds a chain for another key; refusing to replace it",
-                cfg.ca_chain_file.display()
+                file.display()
             ));
         }
-        std::fs::remove_file(&cfg.ca_chain_file)
-            .map_err(|e| format!("{}: {e}", cfg.ca_chain_file.display()))?;
+        std::fs::remove_file(file).map_err(|e| format!("{}: {e}", file.display()))?;
     }
-    let mut audit = open_audit(&cfg)?;
-    write_new(&cfg.ca_chain_file, &ca.to_pem(), 0o644)?;
+    let mut audit = open_audit(cfg)?;
+    write_new(file, &ca.to_pem(), 0o644)?;
     audit
         .append(&[AuditRecord::CaImported {
             subject: ca.subject.to_string(),
             chain_length: ca.chain.len(),
             actor: super::operator_name(),
+            ca: named_ca(&target.name),
         }])
         .map_err(|e| e.to_string())?;
     println!(
-        "CA certificate for {} installed with a chain of {} in {}",
+        "CA {}: certificate for {} installed with a chain of {} in {}",
+        target.name,
         ca.subject,
         ca.chain.len(),
-        cfg.ca_chain_file.display()
+        file.display()
     );
     Ok(())
 }
@@ -298,9 +365,14 @@ fn chain_last(ca: &CaChain) -> Result<(Vec<u8>, spki::SubjectPublicKeyInfoOwned)
     Ok((last.clone(), c.tbs_certificate.subject_public_key_info))
 }
 
-fn show(config: &Path, with_token: bool) -> Result<(), String> {
-    let cfg = SignerConfig::load(config)?;
-    let ca = CaChain::load(&cfg.ca_chain_file)?;
+fn show(cfg: &SignerConfig, target: &CaConfig, with_token: bool) -> Result<(), String> {
+    let ca = CaChain::load(&target.chain_file)?;
+    println!(
+        "CA {} (key {:?}, chain {})",
+        target.name,
+        target.key_label,
+        target.chain_file.display()
+    );
     for (i, der_cert) in ca.chain.iter().enumerate() {
         let c = cert::parse_certificate(der_cert)?;
         let t = &c.tbs_certificate;
@@ -315,9 +387,11 @@ fn show(config: &Path, with_token: bool) -> Result<(), String> {
         println!("    sha256:      {}", hex::encode(sha256(der_cert)));
     }
     if with_token {
-        let (tok, session) = login(&cfg)?;
-        let (private, _) = tok.find_key_pair(&session).map_err(|e| e.to_string())?;
-        println!("key {:?} attributes:", tok.key_label);
+        let (tok, session) = login(cfg)?;
+        let (private, _) = tok
+            .find_labelled_pair(&session, &target.key_label, "estctl ca init")
+            .map_err(|e| e.to_string())?;
+        println!("key {:?} attributes:", target.key_label);
         for a in token::describe_key(&session, private).map_err(|e| e.to_string())? {
             println!("    {a}");
         }

@@ -8,14 +8,15 @@ use x509_cert::crl::CertificateList;
 
 use hsm_est_proto::{Request, Response};
 
-/// Asks the signer for a new CRL; writes it to `out` (DER, or PEM when the name ends in
-/// `.pem`) and prints a summary.
-pub fn generate(config: &Path, out: Option<&Path>) -> Result<(), String> {
+/// Asks the signer for a new CRL of CA `ca` (the default CA when `None`); writes it to
+/// `out` (DER, or PEM when the name ends in `.pem`) and prints a summary.
+pub fn generate(config: &Path, out: Option<&Path>, ca: Option<&str>) -> Result<(), String> {
     let mut client = crate::connect(config)?;
     let Response::Crl { der } = crate::call(
         &mut client,
         &Request::CrlGenerate {
             actor: crate::operator_name(),
+            ca: ca.unwrap_or_default().to_string(),
         },
     )?
     else {
@@ -32,14 +33,20 @@ pub fn generate(config: &Path, out: Option<&Path>) -> Result<(), String> {
     summary(&der)
 }
 
-/// Prints the CRL in `file` (DER or PEM), or the signer's `crl.file`.
-pub fn show(config: &Path, file: Option<&Path>) -> Result<(), String> {
+/// Prints the CRL in `file` (DER or PEM), or CA `ca`'s CRL file (the default CA's
+/// `crl.file` when `ca` is `None`).
+pub fn show(config: &Path, file: Option<&Path>, ca: Option<&str>) -> Result<(), String> {
     let path = match file {
         Some(f) => f.to_path_buf(),
-        None => crate::load(config)?
-            .crl
-            .file
-            .ok_or("signer.yaml has no crl.file; give --file")?,
+        None => {
+            let cfg = crate::load(config)?;
+            let name = ca.unwrap_or(hsm_est_policy::DEFAULT_CA);
+            cfg.ca(name)
+                .ok_or_else(|| format!("signer.yaml has no CA named {name:?}"))?
+                .crl_file
+                .clone()
+                .ok_or_else(|| format!("CA {name} has no CRL file in signer.yaml; give --file"))?
+        }
     };
     let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let der = match std::str::from_utf8(&bytes) {

@@ -177,17 +177,24 @@ fn copy_and_verify(source: &SqliteLedger, target: &PgLedger, node: &str) -> Resu
         }
         cursor = last.cn.clone();
     }
-    let crl = source.crl_number().map_err(|e| e.to_string())?;
+    let crls = source.crl_numbers().map_err(|e| e.to_string())?;
     target
-        .import_state(crl, node, head.as_ref())
+        .import_state(&crls, node, head.as_ref())
         .map_err(|e| e.to_string())?;
-    if target.crl_number().map_err(|e| e.to_string())? < crl {
-        return Err("the CRL number did not reach PostgreSQL".into());
+    for (ca, number) in &crls {
+        if target.crl_number(ca).map_err(|e| e.to_string())? < *number {
+            return Err(format!("CA {ca}'s CRL number did not reach PostgreSQL"));
+        }
     }
+    let crl = crls
+        .iter()
+        .map(|(ca, n)| format!("{ca} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     println!(
         "migrated to PostgreSQL as node {node}: {} certificates and {} devices compared equal \
          row by row ({} certificate rows and {} device rows written now; the rest were \
-         there already); CRL number {crl}; audit head {}; sha256 of the copied rows {}",
+         there already); CRL numbers [{crl}]; audit head {}; sha256 of the copied rows {}",
         copied.certificates,
         copied.devices,
         copied.written.0,

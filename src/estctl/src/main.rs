@@ -266,13 +266,18 @@ enum CrlCommand {
         config: PathBuf,
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The CA whose CRL (signer.yaml `cas`); the default CA when absent.
+        #[arg(long)]
+        ca: Option<String>,
     },
-    /// Show the current CRL: the signer's crl.file, or --file.
+    /// Show the current CRL: the CA's CRL file in signer.yaml, or --file.
     Show {
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
         file: Option<PathBuf>,
+        #[arg(long)]
+        ca: Option<String>,
     },
 }
 
@@ -403,11 +408,11 @@ fn main() -> ExitCode {
         } => check_config(&config, frontend.as_deref(), admin.as_deref()),
         Command::Stats { config } => stats(&config),
         Command::Crl {
-            command: CrlCommand::Generate { config, out },
-        } => crl::generate(&config, out.as_deref()),
+            command: CrlCommand::Generate { config, out, ca },
+        } => crl::generate(&config, out.as_deref(), ca.as_deref()),
         Command::Crl {
-            command: CrlCommand::Show { config, file },
-        } => crl::show(&config, file.as_deref()),
+            command: CrlCommand::Show { config, file, ca },
+        } => crl::show(&config, file.as_deref(), ca.as_deref()),
         Command::Expiring {
             config,
             within_days,
@@ -939,13 +944,29 @@ fn check_config(
                 .join(", ")
         );
     }
-    if cfg.ca_chain_file.exists() {
-        hsm_est_signer::ca::CaChain::load(&cfg.ca_chain_file)?;
-    } else {
-        println!(
-            "note: {} does not exist yet (run `estctl ca init`)",
-            cfg.ca_chain_file.display()
-        );
+    for ca in &cfg.cas {
+        if ca.chain_file.exists() {
+            hsm_est_signer::ca::CaChain::load(&ca.chain_file)
+                .map_err(|e| format!("CA {}: {e}", ca.name))?;
+        } else {
+            let init = match ca.name.as_str() {
+                hsm_est_policy::DEFAULT_CA => "estctl ca init".to_string(),
+                name => format!("estctl ca init {name}"),
+            };
+            println!(
+                "note: {} does not exist yet (run `{init}`)",
+                ca.chain_file.display()
+            );
+        }
+    }
+    // Every profile must name a CA of this signer, or the signer will not start.
+    for profile in policy.profiles.values() {
+        if cfg.ca(&profile.ca).is_none() {
+            return Err(format!(
+                "profile {}: ca {:?} is not in signer.yaml (`cas`)",
+                profile.name, profile.ca
+            ));
+        }
     }
     if let hsm_est_signer::config::PinSource::File(p) = &cfg.token.pin {
         hsm_est_signer::token::read_pin(&cfg.token.pin)

@@ -37,6 +37,10 @@ pub enum OcspCommand {
         /// Send a random nonce and check that it comes back.
         #[arg(long)]
         nonce: bool,
+        /// The CA that issued the certificate (signer.yaml `cas`); the default CA when
+        /// absent.
+        #[arg(long)]
+        ca: Option<String>,
     },
 }
 
@@ -47,7 +51,8 @@ pub fn run(cmd: OcspCommand) -> Result<(), String> {
             config,
             serial,
             nonce,
-        } => status(&config, &serial, nonce),
+            ca,
+        } => status(&config, &serial, nonce, ca),
     }
 }
 
@@ -83,10 +88,16 @@ fn init(config: &Path, key_type: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn status(config: &Path, serial_hex: &str, with_nonce: bool) -> Result<(), String> {
+fn status(
+    config: &Path,
+    serial_hex: &str,
+    with_nonce: bool,
+    ca: Option<String>,
+) -> Result<(), String> {
     let cfg = crate::load(config)?;
     let serial = hex::decode(serial_hex.trim()).map_err(|_| "--serial must be hex")?;
-    let ca = hsm_est_signer::ca::CaChain::load(&cfg.ca_chain_file)?.certificate;
+    let chain_file = &crate::ca::named(&cfg, ca)?.chain_file;
+    let ca = hsm_est_signer::ca::CaChain::load(chain_file)?.certificate;
     let id = cert_id_for(OcspHash::Sha256, &ca, &serial)?;
     let nonce = with_nonce.then(random_nonce).transpose()?;
     // The same bytes a client would send, parsed the way the frontend parses them.

@@ -110,8 +110,11 @@ pub fn issue(
     let (answer, chain) = match SignerClient::connect(&super::operator_socket(&cfg)?) {
         Ok(mut client) => {
             let answer = client.call(&request).map_err(|e| e.to_string())?;
-            let chain = match client.call(&Request::CaChain).map_err(|e| e.to_string())? {
-                Response::CaChain { certs } => certs,
+            let chain_request = Request::CaChain {
+                profile: SERVER_PROFILE.into(),
+            };
+            let chain = match client.call(&chain_request).map_err(|e| e.to_string())? {
+                Response::CaChain { certs, .. } => certs,
                 _ => return Err("unexpected answer from the signer".into()),
             };
             (answer, chain)
@@ -126,7 +129,16 @@ pub fn issue(
                 request_id: 1,
             };
             let answer = service.handle(ctx, request);
-            (answer, service.ca.chain.clone())
+            let chain = match service.handle(
+                ctx,
+                Request::CaChain {
+                    profile: SERVER_PROFILE.into(),
+                },
+            ) {
+                Response::CaChain { certs, .. } => certs,
+                _ => return Err("the signer has no CA for the server profile".into()),
+            };
+            (answer, chain)
         }
     };
     let cert = match answer {

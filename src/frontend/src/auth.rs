@@ -158,9 +158,10 @@ async fn refuse_if_revoked(
     state: &AppState,
     conn: &ConnInfo,
     cert: &[u8],
+    ca: &str,
     id: u64,
 ) -> Result<(), HttpResponse> {
-    let Ok(Some(crl)) = crate::publication::current(state, id).await else {
+    let Ok(Some(crl)) = crate::publication::current(state, ca, id).await else {
         return Ok(());
     };
     let Ok(parsed) = hsm_est_pki::cert::parse_certificate(cert) else {
@@ -213,9 +214,15 @@ pub(crate) async fn authenticate(
     }
     if op != EstOp::Bootstrap && allows(AuthMethod::Certificate) {
         if let Some(cert) = &conn.client_cert {
-            let chain = ca_chain(state, id).await.ok_or_else(unavailable)?;
-            if is_device_certificate(cert, &chain) {
-                refuse_if_revoked(state, conn, cert, id).await?;
+            // The CA of the profile this operation issues under: a certificate of another
+            // CA of the signer is no device certificate on this label.
+            let profile = match op {
+                EstOp::SimpleReenroll => &route.reenroll_profile,
+                _ => &route.enroll_profile,
+            };
+            let ca = ca_chain(state, profile, id).await.ok_or_else(unavailable)?;
+            if is_device_certificate(cert, &ca.chain) {
+                refuse_if_revoked(state, conn, cert, &ca.name, id).await?;
                 return Ok(Identity::Device { der: cert.clone() });
             }
             if is_registration_authority(state, conn, cert) {

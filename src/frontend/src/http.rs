@@ -2,6 +2,7 @@
 //! answer has a Content-Length (never a chunked response); errors are short text/plain
 //! sentences without internal detail; the cause goes to the log with the request id.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,9 +63,12 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Who is a registration authority (`ra_trust_anchors` only); `None` when none is.
     pub ra_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
-    ca_cache: Mutex<Option<(Instant, Vec<Vec<u8>>)>>,
-    /// The CRL fetched from the signer for the publication listener, and when.
-    pub(crate) crl_cache: Mutex<Option<(Instant, Option<Arc<crate::publication::Crl>>)>>,
+    /// Per profile (the routes' profiles, a fixed set): its CA's name and chain, and when
+    /// they were fetched.
+    ca_cache: Mutex<HashMap<String, (Instant, CaOfProfile)>>,
+    /// Per CA name ("" for the default CA): the CRL fetched from the signer, and when. Only
+    /// names the signer knows get an entry, so it holds at most one per CA.
+    pub(crate) crl_cache: CrlCache,
     next_request: AtomicU64,
 }
 
@@ -93,8 +97,8 @@ impl AppState {
             signer,
             rate,
             ra_verifier,
-            ca_cache: Mutex::new(None),
-            crl_cache: Mutex::new(None),
+            ca_cache: Mutex::default(),
+            crl_cache: Mutex::default(),
             next_request: AtomicU64::new(hsm_est_web::first_request_id()),
         }
     }
@@ -436,20 +440,37 @@ async fn route(state: &AppState, conn: &ConnInfo, req: Request<Incoming>, id: u6
     }
 }
 
-pub(crate) async fn ca_chain(state: &AppState, id: u64) -> Option<Vec<Vec<u8>>> {
+/// The CA a profile issues under: its name and its chain (the CA first).
+#[derive(Clone)]
+pub(crate) struct CaOfProfile {
+    pub name: String,
+    pub chain: Vec<Vec<u8>>,
+}
+
+pub(crate) type CrlCache = Mutex<HashMap<String, (Instant, Option<Arc<crate::publication::Crl>>)>>;
+
+/// The CA of `profile`, from the cache when fresh.
+pub(crate) async fn ca_chain(state: &AppState, profile: &str, id: u64) -> Option<CaOfProfile> {
     if let Ok(cache) = state.ca_cache.lock() {
-        if let Some((at, chain)) = cache.as_ref() {
+        if let Some((at, ca)) = cache.get(profile) {
             if at.elapsed() < CA_CACHE_TTL {
-                return Some(chain.clone());
+                return Some(ca.clone());
             }
         }
     }
-    match state.signer.call(id, &SignerRequest::CaChain).await {
-        Ok(SignerResponse::CaChain { certs }) => {
+    let request = SignerRequest::CaChain {
+        profile: profile.to_string(),
+    };
+    match state.signer.call(id, &request).await {
+        Ok(SignerResponse::CaChain { ca, certs }) => {
+            let ca = CaOfProfile {
+                name: ca,
+                chain: certs,
+            };
             if let Ok(mut cache) = state.ca_cache.lock() {
-                *cache = Some((Instant::now(), certs.clone()));
+                cache.insert(profile.to_string(), (Instant::now(), ca.clone()));
             }
-            Some(certs)
+            Some(ca)
         }
         Ok(other) => {
             tracing::error!("unexpected signer answer {:?}", other.msg_type());
@@ -463,10 +484,10 @@ pub(crate) async fn ca_chain(state: &AppState, id: u64) -> Option<Vec<Vec<u8>>> 
 }
 
 async fn ca_certs(state: &AppState, route: &Route, id: u64) -> HttpResponse {
-    let Some(chain) = ca_chain(state, id).await else {
+    let Some(ca) = ca_chain(state, &route.enroll_profile, id).await else {
         return unavailable();
     };
-    match est::certs_only(&chain) {
+    match est::certs_only(&ca.chain) {
         Ok(cms) => body_response(CT_PKCS7, route.response_format, &cms),
         Err(e) => {
             tracing::error!("cannot build the cacerts CMS: {e}");

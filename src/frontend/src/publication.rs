@@ -1,9 +1,10 @@
 //! The publication listener (`publication.listen`), plain HTTP:
 //!
-//! - `GET /crl`: the CRL the signer issued last, as DER (`application/pkix-crl`, RFC 5280
-//!   §4.2.1.13). The frontend only relays it: it asks the signer with the read-only CrlGet,
-//!   keeps the answer for [`CRL_CACHE_TTL`], and can neither make nor change a CRL (the
-//!   signature is the CA's).
+//! - `GET /crl` (or `/ca.crl`): the default CA's CRL the signer issued last, as DER
+//!   (`application/pkix-crl`, RFC 5280 §4.2.1.13); `GET /crl/{name}` the CRL of the CA
+//!   `name` (signer.yaml, `cas`). The frontend only relays it: it asks the signer with the
+//!   read-only CrlGet, keeps the answer for [`CRL_CACHE_TTL`], and can neither make nor
+//!   change a CRL (the signature is the CA's).
 //! - OCSP (RFC 6960 Appendix A): `POST /ocsp` with an `application/ocsp-request` body, or
 //!   `GET /ocsp/{base64 of the request}`. The frontend parses the request and forwards only
 //!   the CertIDs and the nonce; the signer decides every status and signs. A request that
@@ -28,8 +29,27 @@ use crate::plain::PlainRequest;
 /// reaches HTTP clients within this plus the signer's one-second coalescing.
 pub const CRL_CACHE_TTL: Duration = Duration::from_secs(5);
 
-/// The paths the CRL is served at.
+/// The paths the default CA's CRL is served at.
 pub const CRL_PATHS: &[&str] = &["/crl", "/ca.crl"];
+/// The name the signer gives its default CA.
+pub const DEFAULT_CA: &str = "default";
+
+/// The CA whose CRL `path` asks for: the default CA's paths, or `/crl/{name}` with a name
+/// that may be a CA's (1-32 of a-z, 0-9, -). `None`: not a CRL path.
+fn crl_ca(path: &str) -> Option<&str> {
+    if CRL_PATHS.contains(&path) {
+        return Some(DEFAULT_CA);
+    }
+    let name = path.strip_prefix("/crl/")?;
+    let name = name.strip_suffix(".crl").unwrap_or(name);
+    let valid = !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    valid.then_some(name)
+}
 
 /// The OCSP path: POST to it, GET below it.
 pub const OCSP_PATH: &str = "/ocsp";
@@ -48,13 +68,13 @@ pub async fn serve(addr: std::net::SocketAddr, state: Arc<AppState>) -> Result<(
                 if path == OCSP_PATH || path.starts_with("/ocsp/") {
                     return ocsp(&state, req).await;
                 }
-                if !CRL_PATHS.contains(&path) {
+                let Some(ca) = crl_ca(path) else {
                     return crate::plain::not_found();
-                }
+                };
                 if req.post {
                     return text(StatusCode::METHOD_NOT_ALLOWED, "Only GET and HEAD.");
                 }
-                crl(&state).await
+                crl(&state, ca).await
             }
         },
     )
@@ -180,14 +200,15 @@ impl Crl {
     }
 }
 
-/// The signer's last CRL, from the cache when fresh. `Ok(None)`: the signer has issued
-/// none since it started; `Err`: the signer did not answer. Past the cache's life the
-/// signer is asked with the cached CRL's number and sends the CRL only when it changed,
-/// so a large CRL crosses the socket once per new CRL, not every few seconds.
-pub(crate) async fn current(state: &AppState, id: u64) -> Result<Option<Arc<Crl>>, ()> {
+/// CA `ca`'s last CRL from the signer, from the cache when fresh. `Ok(None)`: the signer
+/// has issued none since it started, or holds no CA of that name; `Err`: the signer did
+/// not answer. Past the cache's life the signer is asked with the cached CRL's number and
+/// sends the CRL only when it changed, so a large CRL crosses the socket once per new CRL,
+/// not every few seconds.
+pub(crate) async fn current(state: &AppState, ca: &str, id: u64) -> Result<Option<Arc<Crl>>, ()> {
     let mut known = None;
     if let Ok(c) = state.crl_cache.lock() {
-        if let Some((at, crl)) = c.as_ref() {
+        if let Some((at, crl)) = c.get(ca) {
             if at.elapsed() < CRL_CACHE_TTL {
                 return Ok(crl.clone());
             }
@@ -196,6 +217,7 @@ pub(crate) async fn current(state: &AppState, id: u64) -> Result<Option<Arc<Crl>
     }
     let request = SignerRequest::CrlGet {
         known_number: known.as_ref().and_then(|c| c.number).unwrap_or(0),
+        ca: ca.to_string(),
     };
     let crl = match state.signer.call(id, &request).await {
         Ok(SignerResponse::Done) if known.is_some() => known,
@@ -207,6 +229,8 @@ pub(crate) async fn current(state: &AppState, id: u64) -> Result<Option<Arc<Crl>
             }
         },
         Ok(SignerResponse::Error(e)) if e.reason == "crl.none" => None,
+        // Not a CA of this signer: nothing to cache (the cache keeps only real CAs).
+        Ok(SignerResponse::Error(e)) if e.reason == "ca.unknown" => return Ok(None),
         Ok(other) => {
             tracing::error!("unexpected signer answer {:?}", other.msg_type());
             return Err(());
@@ -217,13 +241,13 @@ pub(crate) async fn current(state: &AppState, id: u64) -> Result<Option<Arc<Crl>
         }
     };
     if let Ok(mut c) = state.crl_cache.lock() {
-        *c = Some((Instant::now(), crl.clone()));
+        c.insert(ca.to_string(), (Instant::now(), crl.clone()));
     }
     Ok(crl)
 }
 
-async fn crl(state: &AppState) -> HttpResponse {
-    let crl = match current(state, state.next_request_id()).await {
+async fn crl(state: &AppState, ca: &str) -> HttpResponse {
+    let crl = match current(state, ca, state.next_request_id()).await {
         Ok(Some(crl)) => crl,
         Ok(None) => return text(StatusCode::NOT_FOUND, "No CRL has been issued yet."),
         Err(()) => return unavailable(),

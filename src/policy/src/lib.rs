@@ -17,8 +17,8 @@ use serde::Deserialize;
 pub use denial::{Denial, DenialKind};
 pub use evaluate::{valid_dns_name, Approved, MAX_DNS_NAME_LEN};
 pub use profile::{
-    Profile, QuotaRule, RsaRule, SanRule, SubjectRule, MAX_ATTRIBUTE_LEN, MAX_BACKDATE_MINUTES,
-    MAX_QUOTA_PER_HOUR, MAX_SAN_COUNT, MAX_VALIDITY_DAYS,
+    valid_ca_name, Profile, QuotaRule, RsaRule, SanRule, SubjectRule, DEFAULT_CA,
+    MAX_ATTRIBUTE_LEN, MAX_BACKDATE_MINUTES, MAX_QUOTA_PER_HOUR, MAX_SAN_COUNT, MAX_VALIDITY_DAYS,
 };
 pub use schema::{ChannelBinding, RekeyRule, SanType, SupersededRule};
 

@@ -91,6 +91,23 @@ pub struct Profile {
     pub rekey: RekeyRule,
     pub revoke_superseded: SupersededRule,
     pub channel_binding: ChannelBinding,
+    /// The CA that issues under this profile (signer.yaml names each; the signer refuses to
+    /// start when a profile names one it does not hold).
+    pub ca: String,
+}
+
+/// The CA a profile without `ca` issues under.
+pub const DEFAULT_CA: &str = "default";
+
+/// Whether `name` may name a CA: 1-32 characters of a-z, 0-9 and `-`, starting with a
+/// letter or digit (it appears in ledger rows, file names and URL paths).
+pub fn valid_ca_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Issuances per sliding hour a profile allows; `None` is no limit.
@@ -151,7 +168,12 @@ impl Profile {
         }
         check_urls(p, &raw)?;
         let quota = quota_rule(p, &raw.quota)?;
+        let ca = raw.ca.clone().unwrap_or_else(|| DEFAULT_CA.to_string());
+        if !valid_ca_name(&ca) {
+            return Err(p.at("ca", "must be 1-32 characters of a-z, 0-9 and -"));
+        }
         Ok(Profile {
+            ca,
             quota,
             rekey: raw.rekey,
             revoke_superseded: raw.revoke_superseded,

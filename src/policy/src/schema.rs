@@ -47,6 +47,9 @@ pub(crate) struct RawProfile {
     pub revoke_superseded: SupersededRule,
     #[serde(default)]
     pub channel_binding: ChannelBinding,
+    /// The CA (signer.yaml, `cas`) that issues under this profile; absent: the default CA.
+    #[serde(default)]
+    pub ca: Option<String>,
 }
 
 /// Per-profile issuance quotas over a sliding hour: what a compromised frontend can do

@@ -79,3 +79,54 @@ impl CaChain {
             .collect()
     }
 }
+
+/// One CA this signer holds: its chain, its key in the token, its CRL and the OCSP
+/// identifiers that name it.
+pub struct Authority {
+    pub name: String,
+    pub chain: CaChain,
+    pub signer: std::sync::Arc<dyn hsm_est_pki::cert::CaSigner + Send + Sync>,
+    pub(crate) crl: crate::crl::CaCrl,
+    pub(crate) ocsp: crate::ocsp::OcspIssuer,
+}
+
+impl Authority {
+    pub fn new(
+        name: &str,
+        chain: CaChain,
+        signer: std::sync::Arc<dyn hsm_est_pki::cert::CaSigner + Send + Sync>,
+        crl_file: Option<std::path::PathBuf>,
+    ) -> Authority {
+        Authority {
+            name: name.to_string(),
+            ocsp: crate::ocsp::OcspIssuer::of(&chain),
+            crl: crate::crl::CaCrl::new(crl_file),
+            chain,
+            signer,
+        }
+    }
+}
+
+/// Every CA of this signer, the default CA first. Looked up by name (a profile's `ca`, a
+/// certificate's ledger row) or by the OCSP identifiers of a request.
+pub struct Authorities(Vec<Authority>);
+
+impl Authorities {
+    /// `list` must start with the default CA; names are unique (the configuration checks).
+    pub fn new(list: Vec<Authority>) -> Authorities {
+        assert!(!list.is_empty(), "a signer holds at least its default CA");
+        Authorities(list)
+    }
+
+    pub fn default_ca(&self) -> &Authority {
+        &self.0[0]
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Authority> {
+        self.0.iter().find(|a| a.name == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Authority> {
+        self.0.iter()
+    }
+}

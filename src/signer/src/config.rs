@@ -19,6 +19,8 @@ pub const MAX_CONNECTIONS: usize = 4096;
 struct RawSignerConfig {
     token: RawToken,
     ca: RawCa,
+    #[serde(default)]
+    cas: Vec<RawNamedCa>,
     sockets: RawSockets,
     policy: RawPolicy,
     ledger: RawLedger,
@@ -247,6 +249,28 @@ struct RawCa {
     chain_file: String,
 }
 
+/// A further CA this signer holds: its key in the same token, its chain, its CRL file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNamedCa {
+    name: String,
+    key_label: String,
+    chain_file: String,
+    #[serde(default)]
+    crl_file: Option<String>,
+}
+
+/// One CA the signer holds. The first of [`SignerConfig::cas`] is always the default CA
+/// (`ca.chain_file`, `token.key_label`, `crl.file`).
+#[derive(Debug, Clone)]
+pub struct CaConfig {
+    pub name: String,
+    pub key_label: String,
+    pub chain_file: PathBuf,
+    /// Where its CRL is written (`crl.format`, `crl.validity_hours` hold for every CA).
+    pub crl_file: Option<PathBuf>,
+}
+
 /// One socket per role: the socket a connection arrives on decides its role, and the
 /// permit table decides what that role may send.
 #[derive(Deserialize)]
@@ -454,6 +478,8 @@ pub struct SignerConfig {
     pub source: PathBuf,
     pub token: TokenConfig,
     pub ca_chain_file: PathBuf,
+    /// Every CA, the default first.
+    pub cas: Vec<CaConfig>,
     /// The frontend's and the operator's sockets, and the admin's when configured.
     pub sockets: Vec<SocketConfig>,
     pub policy_dir: PathBuf,
@@ -541,9 +567,18 @@ impl SignerConfig {
                 }
             }
         };
+        let cas = ca_configs(
+            path,
+            &raw.ca,
+            raw.cas,
+            &token,
+            &crl,
+            &ocsp_responder_key_label,
+        )?;
         Ok(SignerConfig {
             source: path.to_path_buf(),
             token,
+            cas,
             ca_chain_file: resolve(path, &raw.ca.chain_file),
             sockets,
             policy_dir: resolve(path, &raw.policy.dir),
@@ -562,7 +597,80 @@ impl SignerConfig {
     }
 }
 
+/// The default CA and the `cas` list, checked: names, key labels, chain and CRL files each
+/// belong to one CA.
+fn ca_configs(
+    path: &Path,
+    default: &RawCa,
+    named: Vec<RawNamedCa>,
+    token: &TokenConfig,
+    crl: &CrlConfig,
+    responder_label: &str,
+) -> Result<Vec<CaConfig>, String> {
+    let mut cas = vec![CaConfig {
+        name: hsm_est_policy::DEFAULT_CA.to_string(),
+        key_label: token.key_label.clone(),
+        chain_file: resolve(path, &default.chain_file),
+        crl_file: crl.file.clone(),
+    }];
+    if named.len() > MAX_CAS {
+        return Err(format!("cas: at most {MAX_CAS} CAs"));
+    }
+    for (i, c) in named.into_iter().enumerate() {
+        let at = |what: &str| format!("cas[{i}].{what}");
+        if !hsm_est_policy::valid_ca_name(&c.name) || c.name == hsm_est_policy::DEFAULT_CA {
+            return Err(format!(
+                "{}: must be 1-32 characters of a-z, 0-9 and -, and not \"default\" (the CA \
+                 of `ca` and token.key_label)",
+                at("name")
+            ));
+        }
+        if c.key_label.is_empty() || c.key_label.len() > 64 || c.key_label == responder_label {
+            return Err(format!(
+                "{}: must be 1-64 characters and not the OCSP responder key's label",
+                at("key_label")
+            ));
+        }
+        let ca = CaConfig {
+            chain_file: resolve(path, &c.chain_file),
+            crl_file: c.crl_file.as_deref().map(|f| resolve(path, f)),
+            name: c.name,
+            key_label: c.key_label,
+        };
+        for other in &cas {
+            let clash = if other.name == ca.name {
+                Some("name")
+            } else if other.key_label == ca.key_label {
+                Some("key_label")
+            } else if other.chain_file == ca.chain_file {
+                Some("chain_file")
+            } else if ca.crl_file.is_some() && other.crl_file == ca.crl_file {
+                Some("crl_file")
+            } else {
+                None
+            };
+            if let Some(what) = clash {
+                return Err(format!(
+                    "{}: the same as CA {:?}'s; each CA has its own",
+                    at(what),
+                    other.name
+                ));
+            }
+        }
+        cas.push(ca);
+    }
+    Ok(cas)
+}
+
+/// The most CAs one signer holds (each has a key in the token and a CRL thread's work).
+pub const MAX_CAS: usize = 16;
+
 impl SignerConfig {
+    /// The CA named `name`, if this signer holds it.
+    pub fn ca(&self, name: &str) -> Option<&CaConfig> {
+        self.cas.iter().find(|c| c.name == name)
+    }
+
     /// The socket of `role`, if one is configured.
     pub fn socket(&self, role: Caller) -> Option<&SocketConfig> {
         self.sockets.iter().find(|s| s.role == role)

@@ -6,9 +6,13 @@
 //! `crl.file` (written atomically) or answered. One CRL is built at a time, so numbers are
 //! issued in order.
 //!
-//! With `crl.file` set, a thread keeps the published CRL current: one at start, one after
-//! every revocation (revocations within [`COALESCE`] share one CRL), and one when half of
-//! the current CRL's validity has passed.
+//! Every CA has its own CRLs: its own numbers, only the certificates it issued, signed
+//! with its own key, written to its own file (`crl.file` for the default CA, `crl_file` in
+//! `cas` for the others).
+//!
+//! For every CA with a file, a thread keeps the published CRL current: one at start, one
+//! after every revocation (revocations within [`COALESCE`] share one CRL), and one when
+//! half of the current CRL's validity has passed.
 
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
@@ -19,6 +23,7 @@ use hsm_est_common::util::{rfc3339_millis, system_time_from_unix, unix_seconds};
 use hsm_est_pki::crl::{sign_crl, verify_crl_signature, CrlSpec, RevokedEntry};
 
 use crate::audit::AuditRecord;
+use crate::ca::Authority;
 use crate::config::CrlConfig;
 use crate::dispatch::CallContext;
 use crate::error::{unavailable, SignerError};
@@ -30,33 +35,64 @@ pub const COALESCE: Duration = Duration::from_secs(1);
 /// After a failed CRL, the next attempt waits this long.
 const RETRY: Duration = Duration::from_secs(30);
 
-/// What a CRL is built from, the lock that keeps numbers in order, and the wake-up of the
-/// thread that re-signs.
+/// The settings every CA's CRLs share, and the wake-up of the thread that re-signs.
 #[derive(Default)]
 pub struct Crls {
     pub config: CrlConfig,
-    building: std::sync::Mutex<()>,
     wake: std::sync::Mutex<Option<SyncSender<()>>>,
-    /// The last CRL issued since start (its number and DER): what CrlGet answers.
-    latest: std::sync::Mutex<Option<(u64, Vec<u8>)>>,
 }
 
 impl Crls {
     pub fn new(config: CrlConfig) -> Self {
         Crls {
             config,
-            building: std::sync::Mutex::new(()),
             wake: std::sync::Mutex::new(None),
-            latest: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// One CA's CRL: where it is written, the lock that keeps its numbers in order, and the
+/// last one issued since start (its number and DER), which CrlGet answers.
+#[derive(Default)]
+pub struct CaCrl {
+    pub file: Option<std::path::PathBuf>,
+    building: std::sync::Mutex<()>,
+    latest: std::sync::Mutex<Option<(u64, Vec<u8>)>>,
+}
+
+impl CaCrl {
+    pub fn new(file: Option<std::path::PathBuf>) -> Self {
+        CaCrl {
+            file,
+            ..Default::default()
         }
     }
 }
 
 impl SignerService {
-    /// The CRL issued last since start, or `None` when its number is `known_number` (the
-    /// caller has it already); `NoCrl` before the first.
-    pub(crate) fn latest_crl(&self, known_number: u64) -> Result<Option<Vec<u8>>, SignerError> {
-        let latest = self.crls.latest.lock().map_err(|_| SignerError::NoCrl)?;
+    /// The CA a CRL request names (empty: the default CA).
+    fn crl_authority(&self, ca: &str) -> Result<&Authority, SignerError> {
+        if ca.is_empty() {
+            return Ok(self.cas.default_ca());
+        }
+        self.cas
+            .get(ca)
+            .ok_or_else(|| SignerError::UnknownCa(ca.chars().take(32).collect()))
+    }
+
+    /// CA `ca`'s CRL issued last since start, or `None` when its number is `known_number`
+    /// (the caller has it already); `NoCrl` before the first.
+    pub(crate) fn latest_crl(
+        &self,
+        ca: &str,
+        known_number: u64,
+    ) -> Result<Option<Vec<u8>>, SignerError> {
+        let authority = self.crl_authority(ca)?;
+        let latest = authority
+            .crl
+            .latest
+            .lock()
+            .map_err(|_| SignerError::NoCrl)?;
         match latest.as_ref() {
             None => Err(SignerError::NoCrl),
             Some((n, _)) if *n == known_number => Ok(None),
@@ -76,9 +112,9 @@ impl SignerService {
         }
     }
 
-    /// Starts the thread that keeps `crl.file` current (nothing without a file).
+    /// Starts the thread that keeps the CRL files current (nothing when no CA has one).
     pub fn start_crl_publisher(self: &Arc<Self>) -> Result<(), String> {
-        if self.crls.config.file.is_none() {
+        if self.cas.iter().all(|a| a.crl.file.is_none()) {
             return Ok(());
         }
         let (tx, rx) = sync_channel(1);
@@ -120,9 +156,15 @@ impl SignerService {
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             seen = self.ledger.revocation_generation().ok();
-            due = match self.generate_crl_as(0, "signer:automatic") {
-                Ok(_) => Instant::now() + half,
-                Err(_) => Instant::now() + RETRY.min(half),
+            let mut failed = false;
+            for authority in self.cas.iter().filter(|a| a.crl.file.is_some()) {
+                failed |= self
+                    .generate_crl_as(authority, 0, "signer:automatic")
+                    .is_err();
+            }
+            due = match failed {
+                false => Instant::now() + half,
+                true => Instant::now() + RETRY.min(half),
             };
         }
     }
@@ -132,25 +174,33 @@ impl SignerService {
 const SHARED_POLL: Duration = Duration::from_secs(5);
 
 impl SignerService {
-    /// Signs, records and publishes the next CRL at a caller's request; returns it (DER).
+    /// Signs, records and publishes CA `ca`'s next CRL at a caller's request (empty: the
+    /// default CA); returns it (DER).
     pub(crate) fn generate_crl(
         &self,
         ctx: CallContext,
         actor: &str,
+        ca: &str,
     ) -> Result<Vec<u8>, SignerError> {
-        self.generate_crl_as(ctx.request_id, &ctx.actor(actor))
+        let authority = self.crl_authority(ca)?;
+        self.generate_crl_as(authority, ctx.request_id, &ctx.actor(actor))
     }
 
-    /// Signs, records and publishes the next CRL for `actor` (as the audit shows it).
-    fn generate_crl_as(&self, request_id: u64, actor: &str) -> Result<Vec<u8>, SignerError> {
-        let _one_at_a_time = self
-            .crls
+    /// Signs, records and publishes `ca`'s next CRL for `actor` (as the audit shows it).
+    fn generate_crl_as(
+        &self,
+        ca: &Authority,
+        request_id: u64,
+        actor: &str,
+    ) -> Result<Vec<u8>, SignerError> {
+        let _one_at_a_time = ca
+            .crl
             .building
             .lock()
             .map_err(|_| unavailable("crl", "lock poisoned"))?;
         let number = self
             .ledger
-            .crl_number()
+            .crl_number(&ca.name)
             .map_err(|e| unavailable("crl number", e))?
             + 1;
         // Whole seconds: what the CRL's times can say.
@@ -158,7 +208,7 @@ impl SignerService {
         let next = now + self.crls.config.validity;
         let rows = self
             .ledger
-            .revoked_unexpired(unix_seconds(now))
+            .revoked_unexpired(&ca.name, unix_seconds(now))
             .map_err(|e| unavailable("revoked certificates", e))?;
         let entries: Vec<RevokedEntry> = rows
             .into_iter()
@@ -170,15 +220,15 @@ impl SignerService {
             })
             .collect();
         let spec = CrlSpec {
-            issuer: self.ca.subject.clone(),
-            authority_key_id: self.ca.key_id.clone(),
+            issuer: ca.chain.subject.clone(),
+            authority_key_id: ca.chain.key_id.clone(),
             number,
             this_update: now,
             next_update: next,
             entries: &entries,
         };
-        let der = sign_crl(&spec, &*self.signer).map_err(|e| unavailable("crl signing", e.0))?;
-        if let Err(e) = verify_crl_signature(&der, &self.ca.spki) {
+        let der = sign_crl(&spec, &*ca.signer).map_err(|e| unavailable("crl signing", e.0))?;
+        if let Err(e) = verify_crl_signature(&der, &ca.chain.spki) {
             let record = AuditRecord::SignFailed {
                 serial: format!("crl:{number}"),
                 detail: e.clone(),
@@ -193,6 +243,7 @@ impl SignerService {
         self.journal
             .record(
                 vec![AuditRecord::CrlIssued {
+                    ca: crate::audit::record::named_ca(&ca.name),
                     number,
                     this_update: as_ms(now),
                     next_update: as_ms(next),
@@ -201,10 +252,13 @@ impl SignerService {
                     actor: actor.to_string(),
                     request_id,
                 }],
-                vec![LedgerWrite::CrlIssued { number }],
+                vec![LedgerWrite::CrlIssued {
+                    ca: ca.name.clone(),
+                    number,
+                }],
             )
             .map_err(|e| unavailable("crl record", e))?;
-        if let Some(file) = &self.crls.config.file {
+        if let Some(file) = &ca.crl.file {
             let bytes = if self.crls.config.pem {
                 der::pem::encode_string("X509 CRL", der::pem::LineEnding::LF, &der)
                     .map_err(|e| unavailable("crl pem", e))?
@@ -214,11 +268,12 @@ impl SignerService {
             };
             write_atomically(file, &bytes).map_err(|e| unavailable("crl file", e))?;
         }
-        if let Ok(mut latest) = self.crls.latest.lock() {
+        if let Ok(mut latest) = ca.crl.latest.lock() {
             *latest = Some((number, der.clone()));
         }
         tracing::info!(
-            "CRL {number} issued with {} entr{}, next update {}",
+            "CA {}: CRL {number} issued with {} entr{}, next update {}",
+            ca.name,
             entries.len(),
             if entries.len() == 1 { "y" } else { "ies" },
             as_ms(next)
@@ -240,7 +295,8 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::config::CrlConfig;
-    use crate::service::tests::{soft_ca, temp_dir};
+    use crate::ledger::DEFAULT_CA;
+    use crate::service::tests::{soft_ca_with_crl, temp_dir};
 
     /// With no revocation at all, a new CRL is signed each time half of the current one's
     /// validity has passed (here half a second stands for half of `validity_hours`).
@@ -248,11 +304,13 @@ mod tests {
     fn a_fresh_crl_is_signed_at_half_the_validity_without_any_revocation() {
         let dir = temp_dir("crl-half");
         let file = dir.join("ca.crl");
-        let service = Arc::new(soft_ca(&dir, false).with_crl(CrlConfig {
-            file: Some(file.clone()),
-            validity: Duration::from_secs(3600),
-            pem: false,
-        }));
+        let service = Arc::new(
+            soft_ca_with_crl(&dir, Some(file.clone())).with_crl(CrlConfig {
+                file: Some(file.clone()),
+                validity: Duration::from_secs(3600),
+                pem: false,
+            }),
+        );
         let (tx, rx) = sync_channel(1);
         let looping = Arc::clone(&service);
         let thread =
@@ -261,10 +319,10 @@ mod tests {
         drop(tx);
         thread.join().unwrap();
         // At start, then at 0.5, 1.0 and 1.5 s.
-        let number = service.ledger.crl_number().unwrap();
+        let number = service.ledger.crl_number(DEFAULT_CA).unwrap();
         assert!((3..=5).contains(&number), "{number} CRLs in 1.8 s");
         let der = std::fs::read(&file).unwrap();
         assert_eq!(hsm_est_pki::crl::crl_number(&der), Some(number));
-        verify_crl_signature(&der, &service.ca.spki).unwrap();
+        verify_crl_signature(&der, &service.cas.default_ca().chain.spki).unwrap();
     }
 }

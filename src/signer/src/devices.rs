@@ -79,6 +79,7 @@ impl SignerService {
         input: &IssueInput,
         spki_sha256: &[u8],
         device: &CurrentDevice,
+        ca: &str,
     ) -> Option<ledger::StoredCertificate> {
         if input.operation != Operation::Bootstrap
             || device.record.status != DeviceState::BootstrapOnly
@@ -89,6 +90,7 @@ impl SignerService {
         let now = unix_seconds(SystemTime::now());
         let same = current.record.spki_sha256 == spki_sha256
             && current.record.profile == input.profile
+            && current.record.ca == ca
             && !ledger::is_revoked(current)
             && now < current.record.not_after;
         same.then(|| current.clone())
@@ -199,10 +201,11 @@ impl SignerService {
         Ok(DeviceState::Enrolled)
     }
 
-    /// Checks a presented client certificate: issued by this CA (signature verified here, not
-    /// trusted from the frontend), on record, not revoked, not expired, and naming the same
-    /// subject and SANs as the request (RFC 7030 §4.2.2, compared by meaning). Returns its
-    /// serial.
+    /// Checks a presented client certificate: issued by the CA of the request's profile
+    /// (signature verified here, not trusted from the frontend; a certificate of another CA
+    /// of this signer is foreign here), on record as that CA's, not revoked, not expired,
+    /// and naming the same subject and SANs as the request (RFC 7030 §4.2.2, compared by
+    /// meaning). Returns its serial.
     fn check_presented_certificate(
         &self,
         input: &IssueInput,
@@ -210,7 +213,8 @@ impl SignerService {
     ) -> Result<Vec<u8>, SignerError> {
         let presented = cert::parse_certificate(&input.client_cert_der)
             .map_err(|_| DeviceRefusal::CertificateMalformed)?;
-        cert::verify_certificate_signature(&input.client_cert_der, &self.ca.spki)
+        let ca = self.authority(self.policy.profile(&input.profile)?)?;
+        cert::verify_certificate_signature(&input.client_cert_der, &ca.chain.spki)
             .map_err(|_| DeviceRefusal::CertificateForeign)?;
         let serial = presented.tbs_certificate.serial_number.as_bytes().to_vec();
         let stored = self
@@ -220,6 +224,9 @@ impl SignerService {
             .ok_or(DeviceRefusal::CertificateUnknown)?;
         if stored.record.der != input.client_cert_der {
             return Err(DeviceRefusal::CertificateUnknown.into());
+        }
+        if stored.record.ca != ca.name {
+            return Err(DeviceRefusal::CertificateForeign.into());
         }
         if ledger::is_revoked(&stored) {
             return Err(DeviceRefusal::CertificateRevoked.into());

@@ -106,8 +106,9 @@ impl SignerService {
                         more,
                     })
             }
-            Request::CaChain => Ok(Response::CaChain {
-                certs: self.ca.chain.clone(),
+            Request::CaChain { profile } => self.ca_for(&profile).map(|ca| Response::CaChain {
+                ca: ca.name.clone(),
+                certs: ca.chain.chain.clone(),
             }),
             Request::Issue(req) => self.issue(ctx, issue_input(req)).map(|c| Response::Issued {
                 serial: c.serial,
@@ -160,15 +161,17 @@ impl SignerService {
             Request::CsrAttrs { profile } => self
                 .csr_attributes(&profile)
                 .map(|der| Response::CsrAttrs { der }),
-            Request::CrlGet { known_number } => self.latest_crl(known_number).map(|c| match c {
-                Some(der) => Response::Crl { der },
-                None => Response::Done,
-            }),
+            Request::CrlGet { known_number, ca } => {
+                self.latest_crl(&ca, known_number).map(|c| match c {
+                    Some(der) => Response::Crl { der },
+                    None => Response::Done,
+                })
+            }
             Request::OcspStatus { certs, nonce } => self
                 .ocsp_status(&certs, nonce.as_deref())
                 .map(|der| Response::Ocsp { der }),
-            Request::CrlGenerate { actor } => self
-                .generate_crl(ctx, &actor)
+            Request::CrlGenerate { actor, ca } => self
+                .generate_crl(ctx, &actor, &ca)
                 .map(|der| Response::Crl { der }),
             Request::Revoke {
                 serial,
@@ -325,6 +328,11 @@ impl From<&SignerError> for WireError {
                 "crl.none",
                 "no CRL has been issued yet".into(),
             ),
+            SignerError::UnknownCa(_) => (
+                ErrorCode::CertificateNotFound,
+                "ca.unknown",
+                "this signer holds no CA of that name".into(),
+            ),
             SignerError::CertificateNotFound => (
                 ErrorCode::CertificateNotFound,
                 "cert.not_found",
@@ -397,7 +405,7 @@ fn device_refusal(r: DeviceRefusal) -> (ErrorCode, &'static str, &'static str) {
         D::CertificateForeign => (
             ErrorCode::ReenrollRefused,
             "cert.foreign",
-            "the client certificate was not issued by this CA",
+            "the client certificate was not issued by the CA of this label's profile",
         ),
         D::CertificateUnknown => (
             ErrorCode::ReenrollRefused,

@@ -79,6 +79,8 @@ pub enum SignerError {
     CertificateNotFound,
     /// No CRL has been issued since the signer started.
     NoCrl,
+    /// A request named a CA this signer does not hold (the name, cut short).
+    UnknownCa(String),
     AlreadyRevoked,
     /// The signer cannot decide or record now (token, ledger, audit, clock, randomness).
     Unavailable,
@@ -114,6 +116,7 @@ impl fmt::Display for SignerError {
             SignerError::DeviceNotRevoked => write!(f, "device not revoked"),
             SignerError::CertificateNotFound => write!(f, "no such certificate"),
             SignerError::NoCrl => write!(f, "no CRL issued yet"),
+            SignerError::UnknownCa(name) => write!(f, "no CA named {name:?}"),
             SignerError::AlreadyRevoked => write!(f, "already revoked"),
             SignerError::Unavailable => write!(f, "unavailable"),
         }

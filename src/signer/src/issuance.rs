@@ -14,6 +14,7 @@ use hsm_est_policy::{Approved, ChannelBinding, Operation, Profile, SupersededRul
 use hsm_est_proto::WireError;
 
 use crate::audit::{AuditRecord, Issued, Rejected};
+use crate::ca::Authority;
 use crate::dispatch::CallContext;
 use crate::error::{unavailable, BindingRefusal, SignerError};
 use crate::ledger::{
@@ -53,6 +54,8 @@ struct Decision<'a> {
     ctx: CallContext,
     input: &'a IssueInput,
     profile: &'a Profile,
+    /// The CA the profile names: it signs, and its name goes on record.
+    ca: &'a Authority,
     parsed: &'a ParsedCsr,
     approved: &'a Approved,
     key: CertifiedKey,
@@ -140,6 +143,7 @@ impl SignerService {
             ctx,
             input: &input,
             profile,
+            ca: self.authority(profile)?,
             parsed: &parsed,
             approved: &approved,
             key: CertifiedKey::of(&parsed)?,
@@ -156,7 +160,8 @@ impl SignerService {
         let device = self.current_device(&approved.common_name)?;
         let spki_sha256 = decision.key.sha256;
         if let Some(d) = &device {
-            if let Some(earlier) = self.bootstrap_retry(&input, &spki_sha256, d) {
+            if let Some(earlier) = self.bootstrap_retry(&input, &spki_sha256, d, &decision.ca.name)
+            {
                 return self.redeliver(ctx, &input, earlier);
             }
         }
@@ -248,22 +253,22 @@ impl SignerService {
     /// approved. The caller holds the device's claim when `new_state` is set.
     fn sign_and_record(&self, d: &Decision<'_>) -> Result<IssuedCertificate, SignerError> {
         let serial = self.fresh_serial()?;
-        let validity = self.validity(d.profile)?;
+        let validity = self.validity(d.profile, d.ca)?;
         let der = self.build_and_sign(d, &serial, &validity)?;
-        self.self_check(&d.ctx, &serial, &der)?;
+        self.self_check(&d.ctx, d.ca, &serial, &der)?;
         let issued = IssuedCertificate { serial, der };
         self.record_issued(d, &validity, &issued)?;
         Ok(issued)
     }
 
-    fn validity(&self, profile: &Profile) -> Result<Validity, SignerError> {
+    fn validity(&self, profile: &Profile, ca: &Authority) -> Result<Validity, SignerError> {
         let now = SystemTime::now();
         let not_before = now - Duration::from_secs(u64::from(profile.backdate_minutes) * 60);
         let wanted_after = now + Duration::from_secs(u64::from(profile.validity_days) * 86_400);
         // Never past the CA's own notAfter: the certificate is shortened rather than refused.
-        let truncated = wanted_after > self.ca.not_after;
+        let truncated = wanted_after > ca.chain.not_after;
         let not_after = if truncated {
-            self.ca.not_after
+            ca.chain.not_after
         } else {
             wanted_after
         };
@@ -291,7 +296,7 @@ impl SignerService {
             subject_alt_names: approved.subject_alt_names.clone(),
             san_critical: approved.subject.0.is_empty(),
             subject_key_id: cert::key_identifier(&spki),
-            authority_key_id: self.ca.key_id.clone(),
+            authority_key_id: d.ca.chain.key_id.clone(),
             crl_distribution_point: profile.crl_distribution_point.as_deref(),
             aia_ca_issuers: profile.aia_ca_issuers.as_deref(),
             ocsp_url: profile.ocsp_url.as_deref(),
@@ -299,22 +304,28 @@ impl SignerService {
         .map_err(|e| unavailable("extensions", e))?;
         let spec = TbsSpec {
             serial: serial.to_vec(),
-            issuer: self.ca.subject.clone(),
+            issuer: d.ca.chain.subject.clone(),
             subject: approved.subject.clone(),
             spki,
             not_before: validity.not_before,
             not_after: validity.not_after,
             extensions,
-            algorithm: self.signer.algorithm(),
+            algorithm: d.ca.signer.algorithm(),
         };
-        cert::sign_certificate(spec, self.signer.as_ref())
+        cert::sign_certificate(spec, d.ca.signer.as_ref())
             .map_err(|e| unavailable("signing failed", e))
     }
 
     /// Pre-issuance self-check: a certificate whose signature does not verify with the CA
     /// public key is never stored or released.
-    fn self_check(&self, ctx: &CallContext, serial: &[u8], der: &[u8]) -> Result<(), SignerError> {
-        let Err(e) = cert::verify_issued_signature(der, &self.ca.key, self.signer.algorithm())
+    fn self_check(
+        &self,
+        ctx: &CallContext,
+        ca: &Authority,
+        serial: &[u8],
+        der: &[u8],
+    ) -> Result<(), SignerError> {
+        let Err(e) = cert::verify_issued_signature(der, &ca.chain.key, ca.signer.algorithm())
         else {
             return Ok(());
         };
@@ -341,6 +352,7 @@ impl SignerService {
             ctx,
             input,
             profile,
+            ca,
             parsed,
             approved,
             ref key,
@@ -370,6 +382,7 @@ impl SignerService {
             client_ip: input.client_ip.clone(),
             issued_at_ms: now_millis(),
             der: issued.der.clone(),
+            ca: ca.name.clone(),
         };
         let audit = AuditRecord::Issued(Box::new(Issued {
             serial: hex::encode(&issued.serial),
@@ -393,6 +406,7 @@ impl SignerService {
             ignored_csr_extensions: approved.ignored_extensions.clone(),
             supersedes: supersedes.as_ref().map(|s| hex::encode(&s.serial)),
             channel_binding: channel_binding.map(str::to_string),
+            ca: crate::audit::record::named_ca(&ca.name),
         }));
         let mut records = vec![audit];
         let mut writes = vec![LedgerWrite::Issue {

@@ -170,7 +170,7 @@ fn record_commit_failure(audit: &mut AuditLog, writes: &[LedgerWrite], detail: &
             LedgerWrite::Revoke { serial, .. } => revocations.push(hex::encode(serial)),
             LedgerWrite::DeleteDevice { common_name } => deleted_devices.push(common_name.clone()),
             LedgerWrite::AllowDevice { common_name } => allowed_devices.push(common_name.clone()),
-            LedgerWrite::CrlIssued { number } => crls.push(*number),
+            LedgerWrite::CrlIssued { number, .. } => crls.push(*number),
         }
     }
     let record = AuditRecord::CommitFailed {
@@ -286,6 +286,7 @@ mod tests {
         // The CRL's audit record is durable; its ledger commit never happened.
         audit
             .append(&[AuditRecord::CrlIssued {
+                ca: None,
                 number: 7,
                 this_update: "t".into(),
                 next_update: "n".into(),

@@ -145,7 +145,14 @@ pub fn open_service(
     process: &str,
 ) -> Result<(Arc<service::SignerService>, journal::Journal), StartError> {
     let policy = Policy::load_dir(&config.policy_dir).map_err(StartError::Config)?;
-    let ca = ca::CaChain::load(&config.ca_chain_file).map_err(StartError::Config)?;
+    let chains = config
+        .cas
+        .iter()
+        .map(|c| {
+            ca::CaChain::load(&c.chain_file)
+                .map_err(|e| StartError::Config(format!("CA {}: {e}", c.name)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let ra = ra::RaTrust::from_config(config.registration_authorities.as_ref(), &policy)
         .map_err(StartError::Config)?;
     let ledger: Arc<dyn Ledger> =
@@ -174,23 +181,12 @@ pub fn open_service(
             return Err(StartError::Token(e));
         }
     };
-    let (private, public) = tok.find_key_pair(&session).map_err(StartError::Token)?;
-    if let Err(e) = token::check_key_protection(&session, private) {
-        let _ = audit.append(&[AuditRecord::KeyRefused {
-            detail: e.to_string(),
-        }]);
-        return Err(StartError::Token(e));
+    // Every CA's key: found by label, protected, matching its certificate, and able to
+    // sign, before anything is served.
+    let mut keys = Vec::with_capacity(chains.len());
+    for (c, chain) in config.cas.iter().zip(&chains) {
+        keys.push(open_ca_key(&tok, &session, &mut audit, c, chain)?);
     }
-    let token_spki = token::public_key_info(&session, public).map_err(StartError::Token)?;
-    if token_spki.to_der().ok() != Some(ca.spki_der()) {
-        return Err(StartError::Config(format!(
-            "{}: the CA certificate does not match the key labelled {:?} in the token",
-            config.ca_chain_file.display(),
-            tok.key_label
-        )));
-    }
-    let algorithm = token::ca_signature_algorithm(&token_spki).map_err(StartError::Token)?;
-    self_test(&session, private, algorithm, &ca)?;
     let responder_key = match &config.ocsp.signed_by {
         config::OcspSigner::Ca => None,
         config::OcspSigner::Responder { key_label } => {
@@ -209,19 +205,35 @@ pub fn open_service(
         }
     };
 
+    let mut keys = keys.into_iter();
+    let first = keys
+        .next()
+        .ok_or_else(|| StartError::Config("no CA".into()))?;
     let pool = workers::SigningPool::start(
         &tok,
         session,
         config.token.sessions,
         config.token.restart_after,
-        workers::KeyRef {
-            label: tok.key_label.clone(),
-            handle: private,
-            public_der: ca.spki_der(),
-            algorithm,
-        },
+        first,
     )
     .map_err(StartError::Token)?;
+    let mut signers: Vec<Arc<dyn hsm_est_pki::cert::CaSigner + Send + Sync>> =
+        vec![Arc::new(pool.clone())];
+    for key in keys {
+        signers.push(Arc::new(pool.with_key(key)));
+    }
+    let default_subject = chains[0].subject.to_string();
+    let cas = ca::Authorities::new(
+        config
+            .cas
+            .iter()
+            .zip(chains)
+            .zip(signers)
+            .map(|((c, chain), signer)| {
+                ca::Authority::new(&c.name, chain, signer, c.crl_file.clone())
+            })
+            .collect(),
+    );
     let responder = match responder_key {
         None => None,
         Some((label, key, spki, alg)) => {
@@ -237,17 +249,12 @@ pub fn open_service(
             Some(ocsp::Responder::new(Arc::new(signer), spki))
         }
     };
-    let ocsp = ocsp::Ocsp::new(
-        config.ocsp.clone(),
-        &ca,
-        responder,
-        2 * config.token.sessions,
-    );
+    let ocsp = ocsp::Ocsp::new(config.ocsp.clone(), responder, 2 * config.token.sessions);
     audit
         .append(&[AuditRecord::Start {
             version: env!("CARGO_PKG_VERSION").to_string(),
             process: process.to_string(),
-            ca_subject: ca.subject.to_string(),
+            ca_subject: default_subject,
             profiles: policy.profiles.keys().cloned().collect(),
         }])
         .map_err(|e| StartError::Storage(e.to_string()))?;
@@ -257,13 +264,51 @@ pub fn open_service(
         .map_err(|e| StartError::Storage(e.to_string()))?;
     let (journal, _commit_thread) = journal::Journal::start(audit, Arc::clone(&ledger));
     let service = Arc::new(
-        service::SignerService::new(policy, ca, ledger, journal.clone(), Arc::new(pool.clone()))
+        service::SignerService::new(policy, cas, ledger, journal.clone())
+            .map_err(StartError::Config)?
             .with_token_health(pool.health())
             .with_registration_authorities(ra)
             .with_crl(config.crl.clone())
             .with_ocsp(ocsp),
     );
     Ok((service, journal))
+}
+
+/// The key of CA `c` in the token: found by its label, non-extractable and sensitive (a
+/// refusal is audited), the public key its certificate names, and a signature that
+/// verifies with that certificate.
+fn open_ca_key(
+    tok: &token::Token,
+    session: &cryptoki::session::Session,
+    audit: &mut AuditLog,
+    c: &config::CaConfig,
+    chain: &ca::CaChain,
+) -> Result<workers::KeyRef, StartError> {
+    let (private, public) = tok
+        .find_labelled_pair(session, &c.key_label, "estctl ca init")
+        .map_err(StartError::Token)?;
+    if let Err(e) = token::check_key_protection(session, private) {
+        let _ = audit.append(&[AuditRecord::KeyRefused {
+            detail: format!("CA {}: {e}", c.name),
+        }]);
+        return Err(StartError::Token(e));
+    }
+    let token_spki = token::public_key_info(session, public).map_err(StartError::Token)?;
+    if token_spki.to_der().ok() != Some(chain.spki_der()) {
+        return Err(StartError::Config(format!(
+            "{}: the CA certificate does not match the key labelled {:?} in the token",
+            c.chain_file.display(),
+            c.key_label
+        )));
+    }
+    let algorithm = token::ca_signature_algorithm(&token_spki).map_err(StartError::Token)?;
+    self_test(session, private, algorithm, chain)?;
+    Ok(workers::KeyRef {
+        label: c.key_label.clone(),
+        handle: private,
+        public_der: chain.spki_der(),
+        algorithm,
+    })
 }
 
 fn self_test(

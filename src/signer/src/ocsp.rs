@@ -3,10 +3,13 @@
 //! ledger, here, and the response is signed here with the CA key or with a delegated
 //! responder key kept in the token.
 //!
-//! - A CertID whose issuer hashes are not this CA's is answered `unknown`; a request that
-//!   names no certificate of this CA gets the unsigned `unauthorized`, which costs nothing.
-//! - A serial this CA never issued is `unknown`; one the ledger marks revoked is `revoked`
-//!   with its time and reason; any other is `good`.
+//! - Each CA of the signer answers for its own certificates. The first CertID whose issuer
+//!   hashes name one of the CAs decides which CA answers; CertIDs of any other issuer in
+//!   the same request are `unknown`. A request that names no certificate of any CA here
+//!   gets the unsigned `unauthorized`, which costs nothing.
+//! - A serial that CA never issued (not in the ledger, or on record as another CA's) is
+//!   `unknown`; one the ledger marks revoked is `revoked` with its time and reason; any
+//!   other is `good`.
 //! - Single-certificate requests without a nonce (RFC 5019's profile, what relying parties
 //!   send) are answered from a cache for half of the response validity. A revocation drops
 //!   the serial's entries; a status read before a revocation is never cached after it (the
@@ -14,9 +17,10 @@
 //! - Responses signed on demand (nonce, several certificates, cache miss) pass a gate of
 //!   twice the token's sessions, so OCSP cannot crowd enrolments out of the token; past
 //!   it for [`GATE_WAIT`] the answer is `tryLater`.
-//! - The delegated responder's certificate is issued by this signer (id-kp-OCSPSigning,
-//!   ocsp-nocheck) at start and again when half of its life has passed, and is recorded in
-//!   the ledger and the audit log like every certificate.
+//! - The delegated responder's certificates are issued by this signer, one by each CA for
+//!   the one responder key (id-kp-OCSPSigning, ocsp-nocheck, RFC 6960 §4.2.2.2), at start
+//!   and again when half of their life has passed, and are recorded in the ledger and the
+//!   audit log like every certificate.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +39,7 @@ use hsm_est_proto::{OcspCertId, OcspHash};
 
 use crate::audit::record::Issued;
 use crate::audit::AuditRecord;
-use crate::ca::CaChain;
+use crate::ca::{Authority, CaChain};
 use crate::config::OcspConfig;
 use crate::error::{unavailable, SignerError};
 use crate::ledger::{CertificateRecord, LedgerWrite};
@@ -48,13 +52,46 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// The profile and operation the responder certificate is recorded under.
 pub const RESPONDER_PROFILE: &str = "ocsp-responder";
 
-/// A delegated responder: its key in the token and the certificate this signer gave it.
+/// A delegated responder: its key in the token (each CA certifies it, see [`OcspIssuer`]).
 pub struct Responder {
     pub signer: Arc<dyn CaSigner + Send + Sync>,
     pub spki: SubjectPublicKeyInfoOwned,
     key_hash: Vec<u8>,
-    current: RwLock<Option<Arc<ResponderCertificate>>>,
+}
+
+/// What names one CA in OCSP: its CertID hashes for every hash a client may use, the hash
+/// of its key (ResponderID byKey when it signs), and the certificate it gave the delegated
+/// responder.
+pub struct OcspIssuer {
+    /// (hash, issuerNameHash, issuerKeyHash).
+    ids: Vec<(OcspHash, Vec<u8>, Vec<u8>)>,
+    key_hash: Vec<u8>,
+    responder: RwLock<Option<Arc<ResponderCertificate>>>,
     renewing: Mutex<()>,
+}
+
+impl OcspIssuer {
+    pub fn of(ca: &CaChain) -> OcspIssuer {
+        let mut ids = Vec::new();
+        for hash in OcspHash::ALL {
+            match pki_ocsp::issuer_hashes(hash, &ca.certificate) {
+                Ok((n, k)) => ids.push((hash, n, k)),
+                Err(e) => tracing::error!("OCSP issuer hashes: {e}"),
+            }
+        }
+        OcspIssuer {
+            ids,
+            key_hash: pki_ocsp::responder_key_hash(&ca.spki),
+            responder: RwLock::new(None),
+            renewing: Mutex::new(()),
+        }
+    }
+
+    fn names(&self, id: &OcspCertId) -> bool {
+        self.ids
+            .iter()
+            .any(|(h, n, k)| *h == id.hash && *n == id.issuer_name_hash && *k == id.issuer_key_hash)
+    }
 }
 
 struct ResponderCertificate {
@@ -69,8 +106,6 @@ impl Responder {
             key_hash: pki_ocsp::responder_key_hash(&spki),
             signer,
             spki,
-            current: RwLock::new(None),
-            renewing: Mutex::new(()),
         }
     }
 }
@@ -180,12 +215,9 @@ impl Gate {
     }
 }
 
-/// The responder's state: configuration, the CA's CertID hashes, the signing key, the cache.
+/// The responder's state: configuration, the delegated key if any, the cache.
 pub struct Ocsp {
     pub config: OcspConfig,
-    /// (hash, issuerNameHash, issuerKeyHash) of this CA for every hash a client may use.
-    issuer: Vec<(OcspHash, Vec<u8>, Vec<u8>)>,
-    ca_key_hash: Vec<u8>,
     responder: Option<Responder>,
     cache: Mutex<Cache>,
     gate: Gate,
@@ -197,23 +229,9 @@ pub struct Ocsp {
 
 impl Ocsp {
     /// `fresh_signatures`: how many responses may be signed on demand at once.
-    pub fn new(
-        config: OcspConfig,
-        ca: &CaChain,
-        responder: Option<Responder>,
-        fresh_signatures: usize,
-    ) -> Ocsp {
-        let mut issuer = Vec::new();
-        for hash in OcspHash::ALL {
-            match pki_ocsp::issuer_hashes(hash, &ca.certificate) {
-                Ok((n, k)) => issuer.push((hash, n, k)),
-                Err(e) => tracing::error!("OCSP issuer hashes: {e}"),
-            }
-        }
+    pub fn new(config: OcspConfig, responder: Option<Responder>, fresh_signatures: usize) -> Ocsp {
         Ocsp {
             config,
-            issuer,
-            ca_key_hash: pki_ocsp::responder_key_hash(&ca.spki),
             responder,
             cache: Mutex::default(),
             gate: Gate {
@@ -225,12 +243,6 @@ impl Ocsp {
             cache_hits: AtomicU64::new(0),
             seen_generation: AtomicU64::new(0),
         }
-    }
-
-    fn is_ours(&self, id: &OcspCertId) -> bool {
-        self.issuer
-            .iter()
-            .any(|(h, n, k)| *h == id.hash && *n == id.issuer_name_hash && *k == id.issuer_key_hash)
     }
 
     /// Revocations were committed: their cached answers go.
@@ -279,16 +291,19 @@ impl SignerService {
             }
             cache.epoch
         };
-        if !certs.iter().any(|c| ocsp.is_ours(c)) {
+        let Some(ca) = certs
+            .iter()
+            .find_map(|c| self.cas.iter().find(|a| a.ocsp.names(c)))
+        else {
             return Ok(pki_ocsp::error_response(OcspResponseStatus::Unauthorized));
-        }
+        };
         // Whole seconds: what GeneralizedTime says.
         let now = system_time_from_unix(unix_seconds(SystemTime::now()));
         let next = now + ocsp.config.validity;
         let mut singles = Vec::with_capacity(certs.len());
         for id in certs {
-            let status = if ocsp.is_ours(id) {
-                self.ledger_status(&id.serial)?
+            let status = if ca.ocsp.names(id) {
+                self.ledger_status(&id.serial, &ca.name)?
             } else {
                 Status::Unknown
             };
@@ -305,19 +320,19 @@ impl SignerService {
         let der = match &ocsp.responder {
             None => pki_ocsp::sign_response(
                 &ResponseSpec {
-                    responder_key_hash: &ocsp.ca_key_hash,
+                    responder_key_hash: &ca.ocsp.key_hash,
                     produced_at: now,
                     singles: &singles,
                     nonce,
                     // Clients that look for the signer only among the response's
                     // certificates (OCSP_basic_verify without extra certs, as
                     // FreeRADIUS calls it) need the CA certificate here.
-                    certs: std::slice::from_ref(&self.ca.certificate),
+                    certs: std::slice::from_ref(&ca.chain.certificate),
                 },
-                self.signer.as_ref(),
+                ca.signer.as_ref(),
             ),
             Some(r) => {
-                let current = self.responder_certificate(r, now)?;
+                let current = self.responder_certificate(ca, r, now)?;
                 pki_ocsp::sign_response(
                     &ResponseSpec {
                         responder_key_hash: &r.key_hash,
@@ -346,11 +361,13 @@ impl SignerService {
         Ok(der)
     }
 
-    fn ledger_status(&self, serial: &[u8]) -> Result<Status, SignerError> {
+    /// The status of `serial` as CA `ca`'s certificate: one of another CA is not its.
+    fn ledger_status(&self, serial: &[u8], ca: &str) -> Result<Status, SignerError> {
         let stored = self
             .ledger
             .certificate(serial)
-            .map_err(|e| unavailable("ocsp status", e))?;
+            .map_err(|e| unavailable("ocsp status", e))?
+            .filter(|c| c.record.ca == ca);
         Ok(match stored {
             None => Status::Unknown,
             Some(c) => match c.revoked_at_ms {
@@ -363,43 +380,51 @@ impl SignerService {
         })
     }
 
-    /// Issues the delegated responder's first certificate (at start); a no-op when the CA
-    /// key signs responses.
+    /// Issues the delegated responder's first certificate from each CA (at start); a no-op
+    /// when the CA keys sign responses.
     pub fn prepare_ocsp(&self) -> Result<(), String> {
         let Some(r) = &self.ocsp.responder else {
             return Ok(());
         };
         let now = system_time_from_unix(unix_seconds(SystemTime::now()));
-        self.responder_certificate(r, now)
-            .map(drop)
-            .map_err(|_| "cannot certify the OCSP responder key (see the log)".to_string())
+        for ca in self.cas.iter() {
+            self.responder_certificate(ca, r, now).map_err(|_| {
+                format!(
+                    "CA {}: cannot certify the OCSP responder key (see the log)",
+                    ca.name
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// The responder's current certificate, renewed once half its life has passed. A
     /// failed renewal keeps the current certificate while it is valid.
     fn responder_certificate(
         &self,
+        ca: &Authority,
         r: &Responder,
         now: SystemTime,
     ) -> Result<Arc<ResponderCertificate>, SignerError> {
+        let slot = &ca.ocsp;
         let fresh = |c: &Option<Arc<ResponderCertificate>>| {
             c.as_ref().filter(|c| now < c.renew_after).cloned()
         };
-        if let Some(c) = r.current.read().ok().and_then(|c| fresh(&c)) {
+        if let Some(c) = slot.responder.read().ok().and_then(|c| fresh(&c)) {
             return Ok(c);
         }
-        let _one = r
+        let _one = slot
             .renewing
             .lock()
             .map_err(|_| unavailable("ocsp", "lock poisoned"))?;
-        let existing = r.current.read().ok().and_then(|c| c.clone());
+        let existing = slot.responder.read().ok().and_then(|c| c.clone());
         if let Some(c) = existing.as_ref().filter(|c| now < c.renew_after) {
             return Ok(Arc::clone(c));
         }
-        match self.certify_responder(r, now) {
+        match self.certify_responder(ca, r, now) {
             Ok(c) => {
                 let c = Arc::new(c);
-                if let Ok(mut w) = r.current.write() {
+                if let Ok(mut w) = slot.responder.write() {
                     *w = Some(Arc::clone(&c));
                 }
                 Ok(c)
@@ -417,35 +442,37 @@ impl SignerService {
     /// Issues, checks and records a certificate for the responder key.
     fn certify_responder(
         &self,
+        authority: &Authority,
         r: &Responder,
         now: SystemTime,
     ) -> Result<ResponderCertificate, String> {
+        let (ca, signer) = (&authority.chain, &authority.signer);
         let serial = self.fresh_serial().map_err(|_| "no serial".to_string())?;
-        let ca_cn = name::common_name(&self.ca.subject).unwrap_or_else(|| "hsm-est".into());
+        let ca_cn = name::common_name(&ca.subject).unwrap_or_else(|| "hsm-est".into());
         let cn: String = format!("{ca_cn} OCSP Responder").chars().take(64).collect();
         let subject = name::make_name(&[(oid::AT_COMMON_NAME, cn.clone())])?;
-        let not_after = (now + self.ocsp.config.responder_validity).min(self.ca.not_after);
+        let not_after = (now + self.ocsp.config.responder_validity).min(ca.not_after);
         if not_after <= now {
             return Err("the CA certificate has expired".into());
         }
         let extensions =
-            pki_ocsp::responder_extensions(cert::key_identifier(&r.spki), self.ca.key_id.clone())
+            pki_ocsp::responder_extensions(cert::key_identifier(&r.spki), ca.key_id.clone())
                 .map_err(|e| e.to_string())?;
         let der = cert::sign_certificate(
             TbsSpec {
                 serial: serial.clone(),
-                issuer: self.ca.subject.clone(),
+                issuer: ca.subject.clone(),
                 subject: subject.clone(),
                 spki: r.spki.clone(),
                 not_before: now,
                 not_after,
                 extensions,
-                algorithm: self.signer.algorithm(),
+                algorithm: signer.algorithm(),
             },
-            self.signer.as_ref(),
+            signer.as_ref(),
         )
         .map_err(|e| e.to_string())?;
-        cert::verify_certificate_signature(&der, &self.ca.spki)?;
+        cert::verify_certificate_signature(&der, &ca.spki)?;
         let certificate = cert::parse_certificate(&der)?;
         let spki_der = der::Encode::to_der(&r.spki).map_err(|e| e.to_string())?;
         let spki_sha256 = hsm_est_pki::sha256(&spki_der);
@@ -463,6 +490,7 @@ impl SignerService {
             client_ip: String::new(),
             issued_at_ms: now_millis(),
             der,
+            ca: authority.name.clone(),
         };
         let audit = AuditRecord::Issued(Box::new(Issued {
             serial: hex::encode(&serial),
@@ -481,10 +509,11 @@ impl SignerService {
             device_status: "untracked".into(),
             caller: "signer".into(),
             request_id: 0,
-            validity_truncated_to_ca: not_after == self.ca.not_after,
+            validity_truncated_to_ca: not_after == ca.not_after,
             ignored_csr_extensions: vec![],
             supersedes: None,
             channel_binding: None,
+            ca: crate::audit::record::named_ca(&authority.name),
         }));
         self.journal
             .record(
@@ -497,7 +526,8 @@ impl SignerService {
             )
             .map_err(|e| e.to_string())?;
         tracing::info!(
-            "OCSP responder certificate issued: serial={} not_after={}",
+            "CA {}: OCSP responder certificate issued: serial={} not_after={}",
+            authority.name,
             hex::encode(&serial),
             unix_seconds(not_after)
         );
@@ -586,14 +616,10 @@ mod tests {
             responder_validity: Duration::from_secs(10 * 86_400),
             ..OcspConfig::default()
         };
-        let ocsp = Ocsp::new(
-            config,
-            &service.ca,
-            Some(Responder::new(Arc::new(key), spki)),
-            2,
-        );
+        let ocsp = Ocsp::new(config, Some(Responder::new(Arc::new(key), spki)), 2);
         let service = service.with_ocsp(ocsp);
         let r = service.ocsp.responder.as_ref().unwrap();
+        let ca = service.cas.default_ca();
         let day = Duration::from_secs(86_400);
         let now = system_time_from_unix(unix_seconds(SystemTime::now()));
         let serial = |c: &ResponderCertificate| {
@@ -603,15 +629,15 @@ mod tests {
                 .as_bytes()
                 .to_vec()
         };
-        let first = service.responder_certificate(r, now).unwrap();
-        let same = service.responder_certificate(r, now + 4 * day).unwrap();
+        let first = service.responder_certificate(ca, r, now).unwrap();
+        let same = service.responder_certificate(ca, r, now + 4 * day).unwrap();
         assert_eq!(
             serial(&first),
             serial(&same),
             "renewed before half its life"
         );
         let renewed = service
-            .responder_certificate(r, now + 5 * day + Duration::from_secs(1))
+            .responder_certificate(ca, r, now + 5 * day + Duration::from_secs(1))
             .unwrap();
         assert_ne!(serial(&first), serial(&renewed));
         assert_eq!(renewed.not_after, now + 15 * day + Duration::from_secs(1));
@@ -619,7 +645,7 @@ mod tests {
         for c in [&first, &renewed] {
             let stored = service.ledger.certificate(&serial(c)).unwrap().unwrap();
             assert_eq!(stored.record.profile, RESPONDER_PROFILE);
-            cert::verify_certificate_signature(&stored.record.der, &service.ca.spki).unwrap();
+            cert::verify_certificate_signature(&stored.record.der, &ca.chain.spki).unwrap();
         }
         let audit = std::fs::read_to_string(dir.join("a.jsonl")).unwrap();
         assert_eq!(audit.matches("\"profile\":\"ocsp-responder\"").count(), 2);

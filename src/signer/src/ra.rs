@@ -165,9 +165,13 @@ impl SignerService {
         })
     }
 
-    /// An RA certificate this CA issued is revoked when the ledger says so.
+    /// An RA certificate one of this signer's CAs issued is revoked when the ledger says so.
     fn revoked_here(&self, der: &[u8], leaf: &x509_cert::Certificate) -> Result<bool, SignerError> {
-        if cert::verify_certificate_signature(der, &self.ca.spki).is_err() {
+        if !self
+            .cas
+            .iter()
+            .any(|ca| cert::verify_certificate_signature(der, &ca.chain.spki).is_ok())
+        {
             return Ok(false);
         }
         let serial = leaf.tbs_certificate.serial_number.as_bytes();

@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-use hsm_est_pki::cert::CaSigner;
-use hsm_est_policy::Policy;
+use hsm_est_policy::{Policy, Profile};
 use hsm_est_proto::{ErrorCode, Response, Stats, WireError};
 
-use crate::ca::CaChain;
+use crate::ca::{Authorities, Authority};
 use crate::devices::Claims;
 use crate::dispatch::CallContext;
 use crate::error::{unavailable, SignerError};
@@ -27,10 +26,10 @@ const SERIAL_ATTEMPTS: usize = 8;
 
 pub struct SignerService {
     pub policy: Policy,
-    pub ca: CaChain,
+    /// Every CA this signer holds, the default first; each profile names one.
+    pub cas: Authorities,
     pub ledger: Arc<dyn Ledger>,
     pub journal: Journal,
-    pub signer: Arc<dyn CaSigner + Send + Sync>,
     /// Device CNs with a decision in progress: makes check-then-issue atomic per device.
     pub(crate) claims: Claims,
     /// Per-profile new-device and re-key counts over the last hour.
@@ -60,21 +59,29 @@ impl CallContext {
 }
 
 impl SignerService {
+    /// `policy`'s profiles must each name a CA of `cas` (checked: a profile naming one this
+    /// signer does not hold is a configuration error, never a refusal at issuance).
     pub fn new(
         policy: Policy,
-        ca: CaChain,
+        cas: Authorities,
         ledger: Arc<dyn Ledger>,
         journal: Journal,
-        signer: Arc<dyn CaSigner + Send + Sync>,
-    ) -> Self {
-        let ocsp = crate::ocsp::Ocsp::new(Default::default(), &ca, None, 2);
-        SignerService {
+    ) -> Result<Self, String> {
+        for profile in policy.profiles.values() {
+            if cas.get(&profile.ca).is_none() {
+                return Err(format!(
+                    "profile {}: ca {:?} is not a CA of this signer (signer.yaml `cas`)",
+                    profile.name, profile.ca
+                ));
+            }
+        }
+        let ocsp = crate::ocsp::Ocsp::new(Default::default(), None, 2);
+        Ok(SignerService {
             ocsp,
             policy,
-            ca,
+            cas,
             ledger,
             journal,
-            signer,
             claims: Claims::default(),
             quotas: Quotas::default(),
             registration_authorities: None,
@@ -82,7 +89,23 @@ impl SignerService {
             crls: crate::crl::Crls::default(),
             token_health: None,
             rng: SystemRandom::new(),
+        })
+    }
+
+    /// The CA that issues under `profile`.
+    pub(crate) fn authority(&self, profile: &Profile) -> Result<&Authority, SignerError> {
+        // Checked at start for every profile; a miss here is a bug, answered as unavailable.
+        self.cas
+            .get(&profile.ca)
+            .ok_or_else(|| unavailable("profile", format!("no CA named {:?}", profile.ca)))
+    }
+
+    /// The CA of `profile` (empty: the default CA): whose chain `cacerts` serves.
+    pub(crate) fn ca_for(&self, profile: &str) -> Result<&Authority, SignerError> {
+        if profile.is_empty() {
+            return Ok(self.cas.default_ca());
         }
+        self.authority(self.policy.profile(profile)?)
     }
 
     /// Readiness follows the token: `probe` says why it cannot sign.
@@ -134,7 +157,7 @@ impl SignerService {
         let (commits, decisions) = self.journal.stats();
         Response::Pong {
             version: format!("hsm-est {}", env!("CARGO_PKG_VERSION")),
-            ca_subject: self.ca.subject.to_string(),
+            ca_subject: self.cas.default_ca().chain.subject.to_string(),
             commits,
             decisions,
         }
@@ -164,7 +187,13 @@ impl SignerService {
             refusals_by_reason,
             commits,
             decisions,
-            ca_not_after: hsm_est_common::util::unix_seconds(self.ca.not_after),
+            // The CA that expires first: what an operator must act on next.
+            ca_not_after: self
+                .cas
+                .iter()
+                .map(|a| hsm_est_common::util::unix_seconds(a.chain.not_after))
+                .min()
+                .unwrap_or_default(),
             queue_depth,
             max_batch,
             token_signs,
@@ -239,10 +268,11 @@ impl SignerService {
 pub(crate) mod tests {
     use super::*;
     use crate::audit::AuditLog;
+    use crate::ca::CaChain;
     use crate::csrgen;
     use crate::dispatch::CallContext;
-    use crate::ledger::SqliteLedger;
-    use hsm_est_pki::cert::{self, TbsSpec};
+    use crate::ledger::{SqliteLedger, DEFAULT_CA};
+    use hsm_est_pki::cert::{self, CaSigner, TbsSpec};
     use hsm_est_pki::keys::SignatureAlgorithm;
     use hsm_est_pki::name;
     use hsm_est_policy::Caller;
@@ -300,9 +330,15 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn soft_ca(dir: &std::path::Path, corrupt: bool) -> SignerService {
+    /// A CA named `name` with a fresh in-memory key (its signatures corrupted when
+    /// `corrupt`), writing its CRLs to `crl_file`.
+    pub(crate) fn soft_authority(
+        name: &str,
+        corrupt: bool,
+        crl_file: Option<std::path::PathBuf>,
+    ) -> Authority {
         let (good, spki) = SoftSigner::generate();
-        let subject = name::parse_dn("CN=Soft Test CA").unwrap();
+        let subject = name::parse_dn(&format!("CN=Soft Test CA {name}")).unwrap();
         let ski = cert::key_identifier(&spki);
         let now = SystemTime::now();
         let ca_der = cert::sign_certificate(
@@ -319,7 +355,28 @@ pub(crate) mod tests {
             &good,
         )
         .unwrap();
-        let ca = CaChain::from_chain(vec![ca_der]).unwrap();
+        let chain = CaChain::from_chain(vec![ca_der]).unwrap();
+        Authority::new(
+            name,
+            chain,
+            Arc::new(SoftSigner { corrupt, ..good }),
+            crl_file,
+        )
+    }
+
+    pub(crate) fn soft_ca(dir: &std::path::Path, corrupt: bool) -> SignerService {
+        soft_service(dir, vec![soft_authority(DEFAULT_CA, corrupt, None)])
+    }
+
+    pub(crate) fn soft_ca_with_crl(
+        dir: &std::path::Path,
+        crl_file: Option<std::path::PathBuf>,
+    ) -> SignerService {
+        soft_service(dir, vec![soft_authority(DEFAULT_CA, false, crl_file)])
+    }
+
+    /// A service over the shipped policy with these CAs (the default first).
+    pub(crate) fn soft_service(dir: &std::path::Path, cas: Vec<Authority>) -> SignerService {
         let ledger: Arc<dyn Ledger> = Arc::new(SqliteLedger::open(&dir.join("l.sqlite")).unwrap());
         let audit = AuditLog::open(&dir.join("a.jsonl"), None).unwrap();
         let (journal, _) = Journal::start(audit, Arc::clone(&ledger));
@@ -327,13 +384,7 @@ pub(crate) mod tests {
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policy"),
         )
         .unwrap();
-        SignerService::new(
-            policy,
-            ca,
-            ledger,
-            journal,
-            Arc::new(SoftSigner { corrupt, ..good }),
-        )
+        SignerService::new(policy, Authorities::new(cas), ledger, journal).unwrap()
     }
 
     fn bootstrap(service: &SignerService, cn: &str) -> Response {
@@ -400,22 +451,22 @@ pub(crate) mod tests {
         let Response::Issued { cert_der, .. } = bootstrap(&service, "pump-1") else {
             panic!("not issued");
         };
-        let alg = service.signer.algorithm();
-        assert!(verify_certificate_signature(&cert_der, &service.ca.spki).is_ok());
-        assert!(verify_issued_signature(&cert_der, &service.ca.key, alg).is_ok());
-        assert!(verify_issued_signature(
-            &cert_der,
-            &service.ca.key,
-            SignatureAlgorithm::EcdsaSha384
-        )
-        .is_err());
+        let ca = service.cas.default_ca();
+        let alg = ca.signer.algorithm();
+        assert!(verify_certificate_signature(&cert_der, &ca.chain.spki).is_ok());
+        assert!(verify_issued_signature(&cert_der, &ca.chain.key, alg).is_ok());
+        assert!(
+            verify_issued_signature(&cert_der, &ca.chain.key, SignatureAlgorithm::EcdsaSha384)
+                .is_err()
+        );
         let other = soft_ca(&temp_dir("light-check-other"), false);
-        assert!(verify_issued_signature(&cert_der, &other.ca.key, alg).is_err());
+        let other_key = &other.cas.default_ca().chain.key;
+        assert!(verify_issued_signature(&cert_der, other_key, alg).is_err());
         for i in [4, cert_der.len() / 2, cert_der.len() - 3] {
             let mut bad = cert_der.clone();
             bad[i] ^= 0x01;
             assert!(
-                verify_issued_signature(&bad, &service.ca.key, alg).is_err(),
+                verify_issued_signature(&bad, &ca.chain.key, alg).is_err(),
                 "bit flipped at {i} accepted"
             );
         }

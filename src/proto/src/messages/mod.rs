@@ -84,7 +84,10 @@ pub mod msg_type {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Ping,
-    CaChain,
+    /// The chain of the CA that issues under `profile` (empty: the default CA).
+    CaChain {
+        profile: String,
+    },
     Issue(IssueRequest),
     /// A page of devices in CN order, after the CN `after` (empty: from the start),
     /// filtered. Paged by key, so every page costs the same however deep it is.
@@ -146,11 +149,15 @@ pub enum Request {
     /// file; answered with the CRL.
     CrlGenerate {
         actor: String,
+        /// The CA whose CRL (empty: the default CA).
+        ca: String,
     },
     /// The CRL the signer issued last (read-only: what the frontend publishes), or `Done`
     /// when its number is `known_number` (the caller's copy is current; 0: none).
     CrlGet {
         known_number: u64,
+        /// The CA whose CRL (empty: the default CA).
+        ca: String,
     },
     /// The status of certificates as an OCSP client asked for them (read-only): the signer
     /// looks each up in its ledger and answers with a signed OCSPResponse. `nonce` is the
@@ -172,6 +179,8 @@ pub enum Response {
         decisions: u64,
     },
     CaChain {
+        /// The CA's name (signer.yaml), which its CRL is published under.
+        ca: String,
         certs: Vec<Vec<u8>>,
     },
     Issued {
@@ -214,7 +223,7 @@ impl Request {
     pub fn msg_type(&self) -> u8 {
         match self {
             Request::Ping => msg_type::PING,
-            Request::CaChain => msg_type::CA_CHAIN,
+            Request::CaChain { .. } => msg_type::CA_CHAIN,
             Request::Issue(_) => msg_type::ISSUE,
             Request::DeviceList { .. } => msg_type::DEVICE_LIST,
             Request::DeviceGet { .. } => msg_type::DEVICE_GET,
@@ -235,7 +244,7 @@ impl Request {
     pub fn name(&self) -> &'static str {
         match self {
             Request::Ping => "ping",
-            Request::CaChain => "ca_chain",
+            Request::CaChain { .. } => "ca_chain",
             Request::Issue(_) => "issue",
             Request::DeviceList { .. } => "device_list",
             Request::DeviceGet { .. } => "device_get",
@@ -256,9 +265,13 @@ impl Request {
     pub fn encode(&self) -> Result<Vec<u8>, FrameError> {
         let mut w = BodyWriter::new();
         match self {
-            Request::Ping | Request::CaChain | Request::Stats => {}
-            Request::CrlGet { known_number } => {
+            Request::Ping | Request::Stats => {}
+            Request::CaChain { profile } => {
+                w.string("profile", MAX_NAME_LEN, profile)?;
+            }
+            Request::CrlGet { known_number, ca } => {
                 w.u64(*known_number);
+                w.string("ca", MAX_NAME_LEN, ca)?;
             }
             Request::Issue(r) => {
                 w.u8(r.operation.to_wire());
@@ -304,8 +317,9 @@ impl Request {
                 w.string("cn", MAX_NAME_LEN, cn)?;
                 w.string("actor", MAX_IDENTITY_LEN, actor)?;
             }
-            Request::CrlGenerate { actor } => {
+            Request::CrlGenerate { actor, ca } => {
                 w.string("actor", MAX_IDENTITY_LEN, actor)?;
+                w.string("ca", MAX_NAME_LEN, ca)?;
             }
             Request::DeviceRevoke { cn, reason, actor } => {
                 w.string("cn", MAX_NAME_LEN, cn)?;
@@ -372,7 +386,9 @@ impl Request {
                 profile: r.string("profile", MAX_NAME_LEN)?,
             },
             msg_type::PING => Request::Ping,
-            msg_type::CA_CHAIN => Request::CaChain,
+            msg_type::CA_CHAIN => Request::CaChain {
+                profile: r.string("profile", MAX_NAME_LEN)?,
+            },
             msg_type::STATS => Request::Stats,
             msg_type::ISSUE => Request::Issue(IssueRequest {
                 operation: Operation::from_wire(r.u8()?)?,
@@ -416,6 +432,7 @@ impl Request {
             },
             msg_type::CRL_GET => Request::CrlGet {
                 known_number: r.u64()?,
+                ca: r.string("ca", MAX_NAME_LEN)?,
             },
             msg_type::OCSP_STATUS => {
                 let n = r.u8()? as usize;
@@ -435,6 +452,7 @@ impl Request {
             }
             msg_type::CRL_GENERATE => Request::CrlGenerate {
                 actor: r.string("actor", MAX_IDENTITY_LEN)?,
+                ca: r.string("ca", MAX_NAME_LEN)?,
             },
             msg_type::DEVICE_ALLOW => Request::DeviceAllow {
                 cn: r.string("cn", MAX_NAME_LEN)?,
@@ -706,11 +724,12 @@ impl Response {
                 w.string("ca_subject", MAX_TEXT_LEN, ca_subject)?;
                 w.u64(*commits).u64(*decisions);
             }
-            Response::CaChain { certs } => {
+            Response::CaChain { ca, certs } => {
                 if certs.is_empty() || certs.len() > MAX_CHAIN_LEN {
                     return Err(FrameError::BadValue("chain length"));
                 }
                 w.u16(certs.len() as u16);
+                w.string("ca", MAX_NAME_LEN, ca)?;
                 for c in certs {
                     w.bytes("cert", MAX_DER_LEN, c)?;
                 }
@@ -777,11 +796,12 @@ impl Response {
                 if n == 0 || n > MAX_CHAIN_LEN {
                     return Err(FrameError::BadValue("chain length"));
                 }
+                let ca = r.string("ca", MAX_NAME_LEN)?;
                 let mut certs = Vec::with_capacity(n);
                 for _ in 0..n {
                     certs.push(r.bytes("cert", MAX_DER_LEN)?);
                 }
-                Response::CaChain { certs }
+                Response::CaChain { ca, certs }
             }
             msg_type::ISSUED => Response::Issued {
                 serial: r.bytes("serial", MAX_SERIAL_LEN)?,

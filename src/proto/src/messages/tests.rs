@@ -16,7 +16,12 @@ fn round_trip_request(req: Request) {
 #[test]
 fn requests_round_trip_and_reject_trailing_bytes() {
     round_trip_request(Request::Ping);
-    round_trip_request(Request::CaChain);
+    round_trip_request(Request::CaChain {
+        profile: String::new(),
+    });
+    round_trip_request(Request::CaChain {
+        profile: "staff".into(),
+    });
     round_trip_request(Request::Issue(IssueRequest {
         operation: Operation::Reenroll,
         profile: "iqe-pump".into(),
@@ -64,7 +69,10 @@ fn requests_round_trip_and_reject_trailing_bytes() {
         cn: "a".into(),
         actor: "uid:0".into(),
     });
-    round_trip_request(Request::CrlGet { known_number: 7 });
+    round_trip_request(Request::CrlGet {
+        known_number: 7,
+        ca: "staff".into(),
+    });
     round_trip_request(Request::OcspStatus {
         certs: vec![ocsp_id(OcspHash::Sha1), ocsp_id(OcspHash::Sha384)],
         nonce: Some(vec![4, 16, 1, 2]),
@@ -75,6 +83,7 @@ fn requests_round_trip_and_reject_trailing_bytes() {
     });
     round_trip_request(Request::CrlGenerate {
         actor: "alice".into(),
+        ca: String::new(),
     });
     round_trip_request(Request::DeviceRevoke {
         cn: "a".into(),
@@ -152,6 +161,7 @@ fn responses_round_trip() {
             decisions: 9,
         },
         Response::CaChain {
+            ca: "default".into(),
             certs: vec![vec![1], vec![2]],
         },
         Response::Issued {

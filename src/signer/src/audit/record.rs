@@ -59,6 +59,9 @@ pub enum AuditRecord {
     },
     /// A CRL was signed with the CA key; `entries` revoked certificates listed.
     CrlIssued {
+        /// The CA whose CRL, when it is not the default CA.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ca: Option<String>,
         number: u64,
         this_update: String,
         next_update: String,
@@ -109,11 +112,16 @@ pub enum AuditRecord {
         mode: Option<String>,
         spki_sha256: String,
         actor: String,
+        /// The CA's name when it is not the default CA.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ca: Option<String>,
     },
     CaImported {
         subject: String,
         chain_length: usize,
         actor: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ca: Option<String>,
     },
     /// `estctl ocsp init` generated the delegated OCSP responder's key in the token.
     OcspKeyGenerated {
@@ -155,6 +163,15 @@ pub struct Issued {
     /// ignores; absent when there was none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel_binding: Option<String>,
+    /// The issuing CA when it is not the default CA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+}
+
+/// How records name a CA: absent for the default CA (as every record before CAs had
+/// names), the name for any other.
+pub fn named_ca(name: &str) -> Option<String> {
+    (name != crate::ledger::DEFAULT_CA).then(|| name.to_string())
 }
 
 /// An issuance was refused.
@@ -205,6 +222,7 @@ mod tests {
             mode: Some("csr".into()),
             spki_sha256: "00".into(),
             actor: "root".into(),
+            ca: None,
         }
         .to_fields()
         .unwrap();

@@ -13,6 +13,10 @@ pub use sqlite::SqliteLedger;
 
 use crate::config::{LedgerConfig, SignerConfig};
 
+/// The name of the CA that `ca.chain_file` and `token.key_label` configure; certificates
+/// recorded before CAs had names belong to it.
+pub const DEFAULT_CA: &str = hsm_est_policy::DEFAULT_CA;
+
 /// Opens the ledger `signer.yaml` names: SQLite, or PostgreSQL shared with other nodes
 /// under this signer's `audit.node`.
 pub fn open(config: &SignerConfig) -> Result<Arc<dyn Ledger>, LedgerError> {
@@ -169,6 +173,8 @@ pub struct CertificateRecord {
     pub client_ip: String,
     pub issued_at_ms: i64,
     pub der: Vec<u8>,
+    /// The name of the CA that issued it (`signer.yaml`, `cas`).
+    pub ca: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,8 +202,8 @@ pub enum LedgerWrite {
     DeleteDevice { common_name: String },
     /// Let a revoked device bootstrap again (it becomes `deleted`).
     AllowDevice { common_name: String },
-    /// A CRL with this number was issued; numbers only grow.
-    CrlIssued { number: u64 },
+    /// A CRL of CA `ca` with this number was issued; each CA's numbers only grow.
+    CrlIssued { ca: String, number: u64 },
     /// Mark a certificate revoked; a device whose current certificate it is becomes revoked.
     Revoke {
         serial: Vec<u8>,
@@ -262,11 +268,12 @@ pub trait Ledger: Send + Sync {
     fn list_devices(&self, query: &DeviceQuery<'_>) -> Result<Vec<DeviceRecord>, LedgerError>;
     /// Applies all writes and the new audit head in one transaction (one fsync).
     fn apply(&self, writes: &[LedgerWrite], audit_head: &AuditHead) -> Result<(), LedgerError>;
-    /// The number of the last CRL issued (0: none yet).
-    fn crl_number(&self) -> Result<u64, LedgerError>;
-    /// Every revoked certificate whose notAfter is not before `now`, by serial: a CRL's
-    /// entries (an expired certificate leaves the CRL, RFC 5280 §3.3).
-    fn revoked_unexpired(&self, now: i64) -> Result<Vec<RevokedRow>, LedgerError>;
+    /// The number of CA `ca`'s last CRL (0: none yet).
+    fn crl_number(&self, ca: &str) -> Result<u64, LedgerError>;
+    /// Every certificate of CA `ca` that is revoked and whose notAfter is not before `now`,
+    /// by serial: that CA's CRL entries (an expired certificate leaves the CRL, RFC 5280
+    /// §3.3).
+    fn revoked_unexpired(&self, ca: &str, now: i64) -> Result<Vec<RevokedRow>, LedgerError>;
     fn audit_head(&self) -> Result<Option<AuditHead>, LedgerError>;
     /// Serials this node issued, by key (an embedded ledger has one node: all of them):
     /// what this node's audit chain must account for.

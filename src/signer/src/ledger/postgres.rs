@@ -80,6 +80,11 @@ const MIGRATIONS: &[&str] = &[
          n bigint NOT NULL
      );
      INSERT INTO revocation_generation (n) VALUES (0);",
+    // 3: several CAs. Each certificate names the CA that issued it (those before were all
+    // the default CA's); each CA's CRL walks only its own revoked certificates.
+    "ALTER TABLE certificates ADD COLUMN ca text NOT NULL DEFAULT 'default';
+     DROP INDEX certificates_revoked;
+     CREATE INDEX certificates_revoked ON certificates (ca, not_after) WHERE status = 'revoked';",
 ];
 
 /// The certificate columns in [`certificate_from_row`]'s order, then `tail`. A macro so
@@ -89,7 +94,7 @@ macro_rules! certificate_select {
         concat!(
             "SELECT serial, subject, common_name, sans, spki_sha256, not_before, not_after, \
              profile, operation, requester, client_ip, issued_at_ms, der, revoked_at_ms, \
-             revocation_reason, superseded_by FROM certificates ",
+             revocation_reason, superseded_by, ca FROM certificates ",
             $tail
         )
     };
@@ -108,8 +113,6 @@ macro_rules! device_select {
 
 /// The advisory lock key that serialises migrations of nodes starting together.
 const MIGRATION_LOCK: i64 = 0x6873_6d2d_6573_7401;
-/// Until CAs are named, every CRL number belongs to this one.
-const DEFAULT_CA: &str = "default";
 /// How long a read waits for a free pooled connection.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -390,97 +393,94 @@ impl PgLedger {
         let mut guard = self.writer()?;
         let conn = guard.as_mut().ok_or_else(|| storage("no writer"))?;
         let mut tx = conn.client.transaction()?;
-        let mut certs = 0;
+        let mut run = ImportColumns::default();
         for c in certificates {
-            let r = &c.record;
-            let status = if c.revoked_at_ms.is_some() {
-                "revoked"
-            } else {
-                "valid"
-            };
-            let sans = serde_json::to_string(&r.sans).unwrap_or_else(|_| "[]".into());
-            let reason = c.revocation_reason.map(i16::from);
-            certs += tx.execute(
-                "INSERT INTO certificates (serial, subject, common_name, sans, spki_sha256, \
-                 not_before, not_after, profile, operation, requester, client_ip, issued_at_ms, \
-                 status, revoked_at_ms, revocation_reason, superseded_by, der, node) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 $17, $18) ON CONFLICT (serial) DO UPDATE SET status = excluded.status, \
-                 revoked_at_ms = excluded.revoked_at_ms, \
-                 revocation_reason = excluded.revocation_reason, \
-                 superseded_by = excluded.superseded_by \
-                 WHERE certificates.node = excluded.node AND (certificates.status, \
-                 certificates.revoked_at_ms, certificates.revocation_reason, \
-                 certificates.superseded_by) IS DISTINCT FROM (excluded.status, \
-                 excluded.revoked_at_ms, excluded.revocation_reason, excluded.superseded_by)",
-                &[
-                    &r.serial,
-                    &r.subject,
-                    &r.common_name,
-                    &sans,
-                    &r.spki_sha256,
-                    &r.not_before,
-                    &r.not_after,
-                    &r.profile,
-                    &r.operation,
-                    &r.requester,
-                    &r.client_ip,
-                    &r.issued_at_ms,
-                    &status,
-                    &c.revoked_at_ms,
-                    &reason,
-                    &c.superseded_by,
-                    &r.der,
-                    &node,
-                ],
-            )?;
+            run.push(c);
         }
-        let mut devs = 0;
-        for d in devices {
-            devs += tx.execute(
-                "INSERT INTO devices (common_name, status, first_enrolled_ms, last_enrolled_ms, \
-                 last_ip, current_serial) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (common_name) DO UPDATE SET status = excluded.status, \
-                 first_enrolled_ms = excluded.first_enrolled_ms, \
-                 last_enrolled_ms = excluded.last_enrolled_ms, last_ip = excluded.last_ip, \
-                 current_serial = excluded.current_serial \
-                 WHERE devices.current_serial IN \
-                     (SELECT serial FROM certificates WHERE node = $7) \
-                 AND (devices.status, devices.first_enrolled_ms, devices.last_enrolled_ms, \
-                 devices.last_ip, devices.current_serial) IS DISTINCT FROM (excluded.status, \
-                 excluded.first_enrolled_ms, excluded.last_enrolled_ms, excluded.last_ip, \
-                 excluded.current_serial)",
-                &[
-                    &d.cn,
-                    &d.status.as_str(),
-                    &d.first_enrolled_ms,
-                    &d.last_enrolled_ms,
-                    &d.last_ip,
-                    &d.current_serial,
-                    &node,
-                ],
-            )?;
+        let certs = tx.execute(
+            "INSERT INTO certificates (serial, subject, common_name, sans, spki_sha256, \
+             not_before, not_after, profile, operation, requester, client_ip, issued_at_ms, \
+             status, revoked_at_ms, revocation_reason, superseded_by, der, ca, node) \
+             SELECT * , $19 FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], \
+             $5::bytea[], $6::int8[], $7::int8[], $8::text[], $9::text[], $10::text[], \
+             $11::text[], $12::int8[], $13::text[], $14::int8[], $15::int2[], $16::bytea[], \
+             $17::bytea[], $18::text[]) \
+             ON CONFLICT (serial) DO UPDATE SET status = excluded.status, \
+             revoked_at_ms = excluded.revoked_at_ms, \
+             revocation_reason = excluded.revocation_reason, \
+             superseded_by = excluded.superseded_by \
+             WHERE certificates.node = excluded.node AND (certificates.status, \
+             certificates.revoked_at_ms, certificates.revocation_reason, \
+             certificates.superseded_by) IS DISTINCT FROM (excluded.status, \
+             excluded.revoked_at_ms, excluded.revocation_reason, excluded.superseded_by)",
+            &[
+                &run.serial,
+                &run.subject,
+                &run.common_name,
+                &run.sans,
+                &run.spki,
+                &run.not_before,
+                &run.not_after,
+                &run.profile,
+                &run.operation,
+                &run.requester,
+                &run.client_ip,
+                &run.issued_at,
+                &run.status,
+                &run.revoked_at,
+                &run.reason,
+                &run.superseded_by,
+                &run.der,
+                &run.ca,
+                &node,
+            ],
+        )?;
+        let mut d = DeviceColumns::default();
+        let mut first = Vec::with_capacity(devices.len());
+        for dev in devices {
+            d.cn.push(dev.cn.clone());
+            d.status.push(dev.status.as_str().to_string());
+            d.at.push(dev.last_enrolled_ms);
+            d.ip.push(dev.last_ip.clone());
+            d.serial.push(dev.current_serial.clone());
+            first.push(dev.first_enrolled_ms);
         }
+        let devs = tx.execute(
+            "INSERT INTO devices (common_name, status, first_enrolled_ms, last_enrolled_ms, \
+             last_ip, current_serial) SELECT * FROM unnest($1::text[], $2::text[], \
+             $3::int8[], $4::int8[], $5::text[], $6::bytea[]) \
+             ON CONFLICT (common_name) DO UPDATE SET status = excluded.status, \
+             first_enrolled_ms = excluded.first_enrolled_ms, \
+             last_enrolled_ms = excluded.last_enrolled_ms, last_ip = excluded.last_ip, \
+             current_serial = excluded.current_serial \
+             WHERE devices.current_serial IN \
+                 (SELECT serial FROM certificates WHERE node = $7) \
+             AND (devices.status, devices.first_enrolled_ms, devices.last_enrolled_ms, \
+             devices.last_ip, devices.current_serial) IS DISTINCT FROM (excluded.status, \
+             excluded.first_enrolled_ms, excluded.last_enrolled_ms, excluded.last_ip, \
+             excluded.current_serial)",
+            &[&d.cn, &d.status, &first, &d.at, &d.ip, &d.serial, &node],
+        )?;
         tx.commit()?;
         Ok((certs, devs))
     }
 
-    /// Sets a node's CRL number and audit head as a migrated ledger had them (never
-    /// lowering either).
+    /// Sets the CRL numbers (per CA) and a node's audit head as a migrated ledger had them
+    /// (never lowering either).
     pub fn import_state(
         &self,
-        crl_number: u64,
+        crl_numbers: &[(String, u64)],
         node: &str,
         head: Option<&AuditHead>,
     ) -> Result<(), LedgerError> {
         let mut guard = self.writer()?;
         let conn = guard.as_mut().ok_or_else(|| storage("no writer"))?;
         let mut tx = conn.client.transaction()?;
-        if crl_number > 0 {
+        for (ca, number) in crl_numbers.iter().filter(|(_, n)| *n > 0) {
             tx.execute(
                 "INSERT INTO crl_numbers (ca, number) VALUES ($1, $2) ON CONFLICT (ca) \
                  DO UPDATE SET number = excluded.number WHERE crl_numbers.number < excluded.number",
-                &[&DEFAULT_CA, &(crl_number as i64)],
+                &[ca, &(*number as i64)],
             )?;
         }
         if let Some((seq, hash)) = head {
@@ -590,6 +590,7 @@ fn certificate_from_row(r: &Row) -> Result<StoredCertificate, postgres::Error> {
             client_ip: r.try_get(10)?,
             issued_at_ms: r.try_get(11)?,
             der: r.try_get(12)?,
+            ca: r.try_get(16)?,
         },
         revoked_at_ms: r.try_get(13)?,
         revocation_reason: r.try_get::<_, Option<i16>>(14)?.map(|v| v as u8),
@@ -627,6 +628,7 @@ struct IssueColumns {
     client_ip: Vec<String>,
     issued_at: Vec<i64>,
     der: Vec<Vec<u8>>,
+    ca: Vec<String>,
     /// (previous serial, new serial) for `superseded_by`.
     superseded: (Vec<Vec<u8>>, Vec<Vec<u8>>),
     devices: DeviceColumns,
@@ -642,6 +644,59 @@ struct DeviceColumns {
     ip: Vec<String>,
     serial: Vec<Vec<u8>>,
     expected: Vec<Option<Vec<u8>>>,
+}
+
+/// Certificates copied by `estctl ledger migrate`, as columns for `unnest`: one statement
+/// per page, whatever its size.
+#[derive(Default)]
+struct ImportColumns {
+    serial: Vec<Vec<u8>>,
+    subject: Vec<String>,
+    common_name: Vec<String>,
+    sans: Vec<String>,
+    spki: Vec<Vec<u8>>,
+    not_before: Vec<i64>,
+    not_after: Vec<i64>,
+    profile: Vec<String>,
+    operation: Vec<String>,
+    requester: Vec<String>,
+    client_ip: Vec<String>,
+    issued_at: Vec<i64>,
+    status: Vec<&'static str>,
+    revoked_at: Vec<Option<i64>>,
+    reason: Vec<Option<i16>>,
+    superseded_by: Vec<Option<Vec<u8>>>,
+    der: Vec<Vec<u8>>,
+    ca: Vec<String>,
+}
+
+impl ImportColumns {
+    fn push(&mut self, c: &StoredCertificate) {
+        let r = &c.record;
+        self.serial.push(r.serial.clone());
+        self.subject.push(r.subject.clone());
+        self.common_name.push(r.common_name.clone());
+        self.sans
+            .push(serde_json::to_string(&r.sans).unwrap_or_else(|_| "[]".into()));
+        self.spki.push(r.spki_sha256.clone());
+        self.not_before.push(r.not_before);
+        self.not_after.push(r.not_after);
+        self.profile.push(r.profile.clone());
+        self.operation.push(r.operation.clone());
+        self.requester.push(r.requester.clone());
+        self.client_ip.push(r.client_ip.clone());
+        self.issued_at.push(r.issued_at_ms);
+        self.status.push(if c.revoked_at_ms.is_some() {
+            "revoked"
+        } else {
+            "valid"
+        });
+        self.revoked_at.push(c.revoked_at_ms);
+        self.reason.push(c.revocation_reason.map(i16::from));
+        self.superseded_by.push(c.superseded_by.clone());
+        self.der.push(r.der.clone());
+        self.ca.push(r.ca.clone());
+    }
 }
 
 impl IssueColumns {
@@ -665,6 +720,7 @@ impl IssueColumns {
         self.client_ip.push(c.client_ip.clone());
         self.issued_at.push(c.issued_at_ms);
         self.der.push(c.der.clone());
+        self.ca.push(c.ca.clone());
         if let Some(previous) = supersedes {
             self.superseded.0.push(previous.clone());
             self.superseded.1.push(c.serial.clone());
@@ -693,12 +749,12 @@ impl IssueColumns {
         tx.execute(
             "INSERT INTO certificates (serial, subject, common_name, sans, spki_sha256, \
              not_before, not_after, profile, operation, requester, client_ip, issued_at_ms, \
-             der, status, node) \
-             SELECT s, subj, cn, sans, spki, nb, na, prof, op, req, ip, at, der, 'valid', $14 \
-             FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
+             der, ca, status, node) \
+             SELECT s, subj, cn, sans, spki, nb, na, prof, op, req, ip, at, der, ca, 'valid', \
+             $15 FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
              $6::int8[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::text[], \
-             $12::int8[], $13::bytea[]) AS u(s, subj, cn, sans, spki, nb, na, prof, op, req, \
-             ip, at, der)",
+             $12::int8[], $13::bytea[], $14::text[]) AS u(s, subj, cn, sans, spki, nb, na, \
+             prof, op, req, ip, at, der, ca)",
             &[
                 &run.serial,
                 &run.subject,
@@ -713,6 +769,7 @@ impl IssueColumns {
                 &run.client_ip,
                 &run.issued_at,
                 &run.der,
+                &run.ca,
                 &node,
             ],
         )?;
@@ -986,24 +1043,23 @@ impl Ledger for PgLedger {
         result
     }
 
-    fn crl_number(&self) -> Result<u64, LedgerError> {
+    fn crl_number(&self, ca: &str) -> Result<u64, LedgerError> {
         self.with_reader(|c| {
-            Ok(c.query(
-                "SELECT number FROM crl_numbers WHERE ca = $1",
-                &[&DEFAULT_CA],
-            )?
-            .first()
-            .map(|r| r.get::<_, i64>(0) as u64)
-            .unwrap_or(0))
+            Ok(
+                c.query("SELECT number FROM crl_numbers WHERE ca = $1", &[&ca])?
+                    .first()
+                    .map(|r| r.get::<_, i64>(0) as u64)
+                    .unwrap_or(0),
+            )
         })
     }
 
-    fn revoked_unexpired(&self, now: i64) -> Result<Vec<RevokedRow>, LedgerError> {
+    fn revoked_unexpired(&self, ca: &str, now: i64) -> Result<Vec<RevokedRow>, LedgerError> {
         self.with_reader(|c| {
             Ok(c.query(
                 "SELECT serial, revoked_at_ms, revocation_reason FROM certificates \
-                 WHERE status = 'revoked' AND not_after >= $1 ORDER BY serial",
-                &[&now],
+                 WHERE status = 'revoked' AND ca = $1 AND not_after >= $2 ORDER BY serial",
+                &[&ca, &now],
             )?
             .iter()
             .map(|r| RevokedRow {
@@ -1106,14 +1162,14 @@ fn apply_in(
                     &[common_name],
                 )?;
             }
-            LedgerWrite::CrlIssued { number } => {
+            LedgerWrite::CrlIssued { ca, number } => {
                 // CRL numbers only grow (RFC 5280 §5.2.3), across all nodes: the upsert
                 // raises the number or changes nothing, and nothing means refused.
                 let raised = tx.execute(
                     "INSERT INTO crl_numbers (ca, number) VALUES ($1, $2) ON CONFLICT (ca) \
                      DO UPDATE SET number = excluded.number \
                      WHERE crl_numbers.number < excluded.number",
-                    &[&DEFAULT_CA, &(*number as i64)],
+                    &[ca, &(*number as i64)],
                 )?;
                 if raised != 1 {
                     return Err(storage(format!(

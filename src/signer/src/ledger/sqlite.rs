@@ -83,7 +83,21 @@ const MIGRATIONS: &[&str] = &[
     // 6: a revocation marks the device whose current certificate it is; without an index
     // on current_serial that is a scan of every device, per revocation.
     "CREATE INDEX devices_by_current ON devices (current_serial);",
+    // 7: several CAs. Each certificate names the CA that issued it (those before were all
+    // the default CA's); each CA's CRL walks only its own revoked certificates.
+    "ALTER TABLE certificates ADD COLUMN ca TEXT NOT NULL DEFAULT 'default';
+     DROP INDEX certificates_revoked;
+     CREATE INDEX certificates_revoked ON certificates (ca, not_after) WHERE status = 'revoked';",
 ];
+
+/// The `meta` key of a CA's CRL number (the default CA keeps the key it always had).
+fn crl_number_key(ca: &str) -> String {
+    if ca == super::DEFAULT_CA {
+        "crl_number".into()
+    } else {
+        format!("crl_number:{ca}")
+    }
+}
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -176,6 +190,25 @@ impl SqliteLedger {
         Ok(())
     }
 
+    /// Every CA's last CRL number, by CA name (what `estctl ledger migrate` carries over).
+    pub fn crl_numbers(&self) -> Result<Vec<(String, u64)>, LedgerError> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key, value FROM meta WHERE key = 'crl_number' OR key LIKE 'crl_number:%'",
+            )?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .into_iter()
+                .map(|(k, v)| {
+                    let ca = k.strip_prefix("crl_number:").unwrap_or(super::DEFAULT_CA);
+                    (ca.to_string(), v.parse().unwrap_or(0))
+                })
+                .collect())
+        })
+    }
+
     fn with_reader<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, LedgerError>,
@@ -205,7 +238,7 @@ impl SqliteLedger {
 
 const CERTIFICATE_COLUMNS: &str = "serial, subject, common_name, sans, spki_sha256, \
      not_before, not_after, profile, operation, requester, client_ip, issued_at_ms, der, \
-     revoked_at_ms, revocation_reason, superseded_by";
+     revoked_at_ms, revocation_reason, superseded_by, ca";
 
 fn certificate_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCertificate> {
     let sans: String = r.get(3)?;
@@ -224,6 +257,7 @@ fn certificate_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCertifi
             client_ip: r.get(10)?,
             issued_at_ms: r.get(11)?,
             der: r.get(12)?,
+            ca: r.get(16)?,
         },
         revoked_at_ms: r.get(13)?,
         revocation_reason: r.get(14)?,
@@ -361,24 +395,24 @@ impl Ledger for SqliteLedger {
         })
     }
 
-    fn crl_number(&self) -> Result<u64, LedgerError> {
+    fn crl_number(&self, ca: &str) -> Result<u64, LedgerError> {
         self.with_reader(|c| {
             let v: Option<String> = c
-                .prepare_cached("SELECT value FROM meta WHERE key = 'crl_number'")?
-                .query_row([], |r| r.get(0))
+                .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                .query_row([crl_number_key(ca)], |r| r.get(0))
                 .optional()?;
             Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
         })
     }
 
-    fn revoked_unexpired(&self, now: i64) -> Result<Vec<RevokedRow>, LedgerError> {
+    fn revoked_unexpired(&self, ca: &str, now: i64) -> Result<Vec<RevokedRow>, LedgerError> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT serial, revoked_at_ms, revocation_reason FROM certificates \
-                 WHERE status = 'revoked' AND not_after >= ?1 ORDER BY serial",
+                 WHERE status = 'revoked' AND ca = ?1 AND not_after >= ?2 ORDER BY serial",
             )?;
             let rows = stmt
-                .query_map([now], |r| {
+                .query_map(params![ca, now], |r| {
                     Ok(RevokedRow {
                         serial: r.get(0)?,
                         revoked_at_ms: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
@@ -472,8 +506,8 @@ impl Ledger for SqliteLedger {
                     tx.prepare_cached(
                         "INSERT INTO certificates (serial, subject, common_name, sans, \
                          spki_sha256, not_before, not_after, profile, operation, requester, \
-                         client_ip, issued_at_ms, status, der) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'valid', ?13)",
+                         client_ip, issued_at_ms, status, der, ca) VALUES \
+                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'valid', ?13, ?14)",
                     )?
                     .execute(params![
                         c.serial,
@@ -488,7 +522,8 @@ impl Ledger for SqliteLedger {
                         c.requester,
                         c.client_ip,
                         c.issued_at_ms,
-                        c.der
+                        c.der,
+                        c.ca
                     ])?;
                     if let Some(previous) = supersedes {
                         tx.prepare_cached(
@@ -531,11 +566,12 @@ impl Ledger for SqliteLedger {
                     )?
                     .execute([common_name])?;
                 }
-                LedgerWrite::CrlIssued { number } => {
+                LedgerWrite::CrlIssued { ca, number } => {
                     // CRL numbers only grow (RFC 5280 §5.2.3): a lower one is refused.
+                    let key = crl_number_key(ca);
                     let current: Option<String> = tx
-                        .prepare_cached("SELECT value FROM meta WHERE key = 'crl_number'")?
-                        .query_row([], |r| r.get(0))
+                        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                        .query_row([&key], |r| r.get(0))
                         .optional()?;
                     let current: u64 = current.and_then(|v| v.parse().ok()).unwrap_or(0);
                     if *number <= current {
@@ -544,10 +580,10 @@ impl Ledger for SqliteLedger {
                         )));
                     }
                     tx.prepare_cached(
-                        "INSERT INTO meta (key, value) VALUES ('crl_number', ?1) \
+                        "INSERT INTO meta (key, value) VALUES (?1, ?2) \
                          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     )?
-                    .execute([number.to_string()])?;
+                    .execute([key, number.to_string()])?;
                 }
                 LedgerWrite::Revoke {
                     serial,
@@ -618,6 +654,7 @@ mod tests {
             client_ip: "127.0.0.1".into(),
             issued_at_ms: 5,
             der: vec![0x30, 0x00],
+            ca: super::super::DEFAULT_CA.into(),
         }
     }
 
