@@ -139,7 +139,10 @@ pub fn backup(config: &Path, out: &Path) -> Result<(), String> {
         std::fs::create_dir(out.join(CAS)).map_err(|e| e.to_string())?;
     }
     for ca in &named {
-        copy_private(&ca.chain_file, &out.join(CAS).join(format!("{}.pem", ca.name)))?;
+        copy_private(
+            &ca.chain_file,
+            &out.join(CAS).join(format!("{}.pem", ca.name)),
+        )?;
     }
     std::fs::create_dir(out.join(POLICY)).map_err(|e| e.to_string())?;
     let mut policies: Vec<PathBuf> = std::fs::read_dir(&cfg.policy_dir)

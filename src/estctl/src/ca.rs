@@ -12,9 +12,9 @@ use x509_cert::request::{CertReqInfo, Version as CsrVersion};
 
 use hsm_est_pki::cert::{self, CaSigner, TbsSpec};
 use hsm_est_pki::{name, pem_certificates, sha256, to_pem};
+use hsm_est_signer::audit::record::named_ca;
 use hsm_est_signer::audit::{AuditLog, AuditRecord};
 use hsm_est_signer::ca::CaChain;
-use hsm_est_signer::audit::record::named_ca;
 use hsm_est_signer::config::{CaConfig, SignerConfig};
 use hsm_est_signer::token::{self, CaKeyType, SessionSigner, Token};
 
