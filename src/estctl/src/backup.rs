@@ -134,15 +134,13 @@ pub fn backup(config: &Path, out: &Path) -> Result<(), String> {
     copy_audit_prefix(&cfg.audit_path, &out.join(AUDIT), head.as_ref())?;
     copy_private(config, &out.join(CONFIG))?;
     copy_private(&cfg.ca_chain_file, &out.join(CA_CHAIN))?;
-    let named: Vec<_> = cfg.cas.iter().skip(1).collect();
-    if !named.is_empty() {
+    // Every other CA key's chain, and every rollover's link certificates.
+    let extra = ca_files(&cfg);
+    if !extra.is_empty() {
         std::fs::create_dir(out.join(CAS)).map_err(|e| e.to_string())?;
     }
-    for ca in &named {
-        copy_private(
-            &ca.chain_file,
-            &out.join(CAS).join(format!("{}.pem", ca.name)),
-        )?;
+    for (rel, file) in &extra {
+        copy_private(file, &out.join(rel))?;
     }
     std::fs::create_dir(out.join(POLICY)).map_err(|e| e.to_string())?;
     let mut policies: Vec<PathBuf> = std::fs::read_dir(&cfg.policy_dir)
@@ -159,9 +157,8 @@ pub fn backup(config: &Path, out: &Path) -> Result<(), String> {
     for rel in [LEDGER, AUDIT, CONFIG, CA_CHAIN] {
         files.insert(rel.into(), sha256_file(&out.join(rel))?.into());
     }
-    for ca in &named {
-        let rel = format!("{CAS}/{}.pem", ca.name);
-        files.insert(rel.clone(), sha256_file(&out.join(&rel))?.into());
+    for (rel, _) in &extra {
+        files.insert(rel.clone(), sha256_file(&out.join(rel))?.into());
     }
     for p in &policies {
         let name = p
@@ -195,6 +192,24 @@ pub fn backup(config: &Path, out: &Path) -> Result<(), String> {
         policies.len()
     );
     Ok(())
+}
+
+/// The CA files besides the default CA's chain, as (name in the backup, file): each other
+/// CA key's chain and each rollover's link certificates.
+fn ca_files(cfg: &hsm_est_signer::config::SignerConfig) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    for (i, ca) in cfg.cas.iter().enumerate() {
+        if i > 0 {
+            out.push((
+                format!("{CAS}/{}.pem", ca.ledger_id()),
+                ca.chain_file.clone(),
+            ));
+        }
+        if let Some(links) = &ca.links_file {
+            out.push((format!("{CAS}/{}-links.pem", ca.ledger_id()), links.clone()));
+        }
+    }
+    out
 }
 
 /// Certificates in `ledger`, counted a page by key at a time.
@@ -295,15 +310,14 @@ pub fn restore(from: &Path, config: &Path) -> Result<(), String> {
         }
     }
     let mut put: Vec<(PathBuf, PathBuf)> = vec![(from.join(CA_CHAIN), cfg.ca_chain_file.clone())];
-    for ca in cfg.cas.iter().skip(1) {
-        let rel = format!("{CAS}/{}.pem", ca.name);
+    for (rel, file) in ca_files(&cfg) {
         if !files.contains_key(&rel) {
             return Err(format!(
-                "the backup holds no chain for CA {} (signer.yaml names it)",
-                ca.name
+                "the backup holds no {rel} (signer.yaml names {})",
+                file.display()
             ));
         }
-        put.push((from.join(rel), ca.chain_file.clone()));
+        put.push((from.join(rel), file));
     }
     for rel in files.keys().filter(|r| r.starts_with("policy/")) {
         let name = Path::new(rel).file_name().ok_or("policy name")?;

@@ -66,6 +66,20 @@ pub enum CaCommand {
         #[arg(long)]
         chain: PathBuf,
     },
+    /// Roll a self-signed CA over to a new key (signer stopped): the new key in the token,
+    /// its CA certificate under the same name, and the link certificates NewWithOld and
+    /// OldWithNew (RFC 4210 §4.4) that `cacerts` serves during the overlap. Prints the
+    /// signer.yaml change that puts the new key in service.
+    Rollover {
+        /// The CA (signer.yaml `cas`); the default CA when absent.
+        name: Option<String>,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value = "ec-p256")]
+        key_type: String,
+        #[arg(long, default_value_t = DEFAULT_CA_VALIDITY_DAYS)]
+        validity_days: u32,
+    },
     /// Print the CA chain and, with --token, the key's attributes.
     Show {
         /// The CA (signer.yaml `cas`); every CA when absent.
@@ -107,6 +121,15 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
         } => {
             let cfg = SignerConfig::load(&config)?;
             import(&cfg, named(&cfg, name)?, &cert, &chain)
+        }
+        CaCommand::Rollover {
+            name,
+            config,
+            key_type,
+            validity_days,
+        } => {
+            let cfg = SignerConfig::load(&config)?;
+            rollover(&cfg, named(&cfg, name)?, &key_type, validity_days)
         }
         CaCommand::Show {
             name,
@@ -355,6 +378,211 @@ fn import(
         ca.subject,
         ca.chain.len(),
         file.display()
+    );
+    Ok(())
+}
+
+/// `path` with its file stem's `-g<N>` suffix (if any) replaced by `-g<generation>`.
+fn next_generation_file(path: &Path, generation: u32, suffix: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("ca-chain");
+    let base = strip_generation(stem);
+    path.with_file_name(format!("{base}-g{generation}{suffix}.pem"))
+}
+
+/// `text` without a trailing `-g<digits>`.
+fn strip_generation(text: &str) -> &str {
+    match text.rsplit_once("-g") {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => text,
+    }
+}
+
+fn random_serial() -> Result<Vec<u8>, String> {
+    let mut serial = vec![0u8; 16];
+    SystemRandom::new()
+        .fill(&mut serial)
+        .map_err(|_| "no randomness")?;
+    serial[0] = (serial[0] & 0x3f) | 0x40;
+    Ok(serial)
+}
+
+fn rollover(
+    cfg: &SignerConfig,
+    ca: &CaConfig,
+    key_type: &str,
+    validity_days: u32,
+) -> Result<(), String> {
+    if validity_days == 0 || validity_days > MAX_CA_VALIDITY_DAYS {
+        return Err(format!(
+            "--validity-days must be between 1 and {MAX_CA_VALIDITY_DAYS}"
+        ));
+    }
+    let old = CaChain::load(&ca.chain_file)?;
+    let old_der = old.chain[0].clone();
+    if old.chain.len() != 1 || cert::verify_certificate_signature(&old_der, &old.spki).is_err() {
+        return Err(format!(
+            "CA {} is signed by another CA: its next key needs that CA's signature. Add a \
+             new `cas` entry, `estctl ca csr` it and `estctl ca import` what the root signs",
+            ca.name
+        ));
+    }
+    let generation = ca.generation + 1;
+    let label = format!("{}-g{generation}", strip_generation(&ca.key_label));
+    let chain_file = next_generation_file(&ca.chain_file, generation, "");
+    let links_file = next_generation_file(&ca.chain_file, generation, "-links");
+    for f in [&chain_file, &links_file] {
+        if f.exists() {
+            return Err(format!(
+                "{} already exists; refusing to replace it",
+                f.display()
+            ));
+        }
+    }
+    let key_type: CaKeyType = key_type.parse()?;
+    let mut audit = open_audit(cfg)?;
+    let (tok, session) = login(cfg)?;
+    let (old_private, old_public) = tok
+        .find_labelled_pair(&session, &ca.key_label, "estctl ca init")
+        .map_err(|e| e.to_string())?;
+    token::check_key_protection(&session, old_private).map_err(|e| e.to_string())?;
+    let old_spki = token::public_key_info(&session, old_public).map_err(|e| e.to_string())?;
+    if old_spki.to_der().ok() != Some(old.spki_der()) {
+        return Err(format!(
+            "{}: the CA certificate does not match the key labelled {:?}",
+            ca.chain_file.display(),
+            ca.key_label
+        ));
+    }
+    let old_alg = token::ca_signature_algorithm(&old_spki).map_err(|e| e.to_string())?;
+    let (private, public) =
+        Token::generate_labelled_pair(&session, key_type, &label).map_err(|e| e.to_string())?;
+    token::check_key_protection(&session, private).map_err(|e| e.to_string())?;
+    let spki = token::public_key_info(&session, public).map_err(|e| e.to_string())?;
+    let alg = token::ca_signature_algorithm(&spki).map_err(|e| e.to_string())?;
+    let new_signer = SessionSigner {
+        session: &session,
+        key: private,
+        algorithm: alg,
+    };
+    let old_signer = SessionSigner {
+        session: &session,
+        key: old_private,
+        algorithm: old_alg,
+    };
+    let (ski, old_ski) = (cert::key_identifier(&spki), old.key_id.clone());
+    let now = SystemTime::now();
+    let not_before = now - Duration::from_secs(300);
+    let subject = old.subject.clone();
+    // NewWithNew: the new CA certificate, under the same name.
+    let serial = random_serial()?;
+    let new_ca = cert::sign_certificate(
+        TbsSpec {
+            serial: serial.clone(),
+            issuer: subject.clone(),
+            subject: subject.clone(),
+            spki: spki.clone(),
+            not_before,
+            not_after: now + Duration::from_secs(u64::from(validity_days) * 86_400),
+            extensions: cert::ca_extensions(&ski, Some(&ski)).map_err(|e| e.to_string())?,
+            algorithm: alg,
+        },
+        &new_signer,
+    )
+    .map_err(|e| e.to_string())?;
+    cert::verify_certificate_signature(&new_ca, &spki)?;
+    // The links live while both keys do: until the old CA certificate expires.
+    let link = |key: &spki::SubjectPublicKeyInfoOwned,
+                key_id: &[u8],
+                signed_by: &[u8],
+                signer: &SessionSigner<'_>|
+     -> Result<(Vec<u8>, Vec<u8>), String> {
+        let serial = random_serial()?;
+        let der = cert::sign_certificate(
+            TbsSpec {
+                serial: serial.clone(),
+                issuer: subject.clone(),
+                subject: subject.clone(),
+                spki: key.clone(),
+                not_before,
+                not_after: old.not_after,
+                extensions: cert::ca_extensions(key_id, Some(signed_by))
+                    .map_err(|e| e.to_string())?,
+                algorithm: signer.algorithm,
+            },
+            signer,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok((serial, der))
+    };
+    let (nwo_serial, new_with_old) = link(&spki, &ski, &old_ski, &old_signer)?;
+    let (own_serial, old_with_new) = link(&old.spki, &old_ski, &ski, &new_signer)?;
+    cert::verify_certificate_signature(&new_with_old, &old.spki)?;
+    cert::verify_certificate_signature(&old_with_new, &spki)?;
+    let chain = CaChain::from_chain(vec![new_ca.clone()])?;
+    write_new(&chain_file, &to_pem("CERTIFICATE", &new_ca), 0o644)?;
+    write_new(
+        &links_file,
+        &format!(
+            "{}{}",
+            to_pem("CERTIFICATE", &new_with_old),
+            to_pem("CERTIFICATE", &old_with_new)
+        ),
+        0o644,
+    )?;
+    hsm_est_signer::ca::load_links(&links_file, &chain)?;
+    audit
+        .append(&[AuditRecord::CaRolledOver {
+            ca: ca.name.clone(),
+            generation,
+            key_type: format!("{key_type:?}"),
+            key_label: label.clone(),
+            previous_key_label: ca.key_label.clone(),
+            subject: subject.to_string(),
+            serial: hex::encode(&serial),
+            spki_sha256: hex::encode(sha256(&spki.to_der().unwrap_or_default())),
+            new_with_old: hex::encode(&nwo_serial),
+            old_with_new: hex::encode(&own_serial),
+            actor: super::operator_name(),
+        }])
+        .map_err(|e| e.to_string())?;
+    let id = hsm_est_signer::config::generation_id(&ca.name, generation);
+    let crl_note = match &ca.crl_file {
+        Some(f) => format!(
+            "\n      crl_file: {}      # the old key keeps publishing here",
+            f.display()
+        ),
+        None => String::new(),
+    };
+    let (where_, label_line) = match ca.name.as_str() {
+        hsm_est_policy::DEFAULT_CA => (
+            "`ca` (and token.key_label)".to_string(),
+            format!("token.key_label: {label}"),
+        ),
+        name => (
+            format!("the `cas` entry {name}"),
+            format!("key_label: {label}"),
+        ),
+    };
+    println!(
+        "CA {} rolled over to generation {generation}: key {label:?} in the token, \
+         certificate in {}, link certificates in {}.\n\
+         Put it in service (signer stopped): in signer.yaml, {where_} becomes\n\
+         \n  {label_line}\n  chain_file: {}\n  generation: {generation}\n  links_file: {}\n  \
+         previous:\n    - generation: {}\n      key_label: {}\n      chain_file: {}{crl_note}\n\
+         \ngive the new key its own CRL file (it is published at /crl/{id}), point the \
+         profiles' crl_distribution_point there, and start the signer. Renewals then move \
+         devices to the new key; the old one keeps answering for its certificates.",
+        ca.name,
+        chain_file.display(),
+        links_file.display(),
+        chain_file.display(),
+        links_file.display(),
+        ca.generation,
+        ca.key_label,
+        ca.chain_file.display(),
     );
     Ok(())
 }

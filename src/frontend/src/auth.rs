@@ -63,19 +63,29 @@ pub fn parse_basic(value: &[u8]) -> Option<(String, String)> {
 }
 
 /// A device certificate is one the issuing CA's *key* signed: an issuer name can be
-/// copied by any CA in `client_ca_file`. (The signer checks it again, and the ledger.)
+/// copied by any CA in `client_ca_file`. After a rollover `cacerts` also carries the CA's
+/// earlier certificate and the link certificates, all with the CA's own name: a key of any
+/// of them counts, so devices renew from before the rollover. (The signer checks it again,
+/// and the ledger.)
 fn is_device_certificate(cert: &[u8], ca_chain: &[Vec<u8>]) -> bool {
-    let Some(Ok(ca)) = ca_chain
-        .first()
-        .map(|d| hsm_est_pki::cert::parse_certificate(d))
-    else {
+    let parsed: Vec<_> = ca_chain
+        .iter()
+        .filter_map(|d| hsm_est_pki::cert::parse_certificate(d).ok())
+        .collect();
+    let Some(ca) = parsed.first() else {
         return false;
     };
-    hsm_est_pki::cert::verify_certificate_signature(
-        cert,
-        &ca.tbs_certificate.subject_public_key_info,
-    )
-    .is_ok()
+    let name = &ca.tbs_certificate.subject;
+    parsed
+        .iter()
+        .filter(|c| c.tbs_certificate.subject == *name)
+        .any(|c| {
+            hsm_est_pki::cert::verify_certificate_signature(
+                cert,
+                &c.tbs_certificate.subject_public_key_info,
+            )
+            .is_ok()
+        })
 }
 
 /// A registration authority's certificate chains to an RA trust anchor, and only those

@@ -80,17 +80,87 @@ impl CaChain {
     }
 }
 
+/// The link certificates of a rollover (`links_file`): CA certificates with the subject of
+/// `chain`'s CA, one for its key signed by the previous key (NewWithOld) and one for the
+/// previous key signed by its key (OldWithNew), each verified here.
+pub fn load_links(path: &Path, chain: &CaChain) -> Result<Vec<Vec<u8>>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read the link certificates: {e}", path.display()))?;
+    let links = pem_certificates(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if links.len() != 2 {
+        return Err(format!(
+            "{}: expected two link certificates (NewWithOld, OldWithNew), found {}",
+            path.display(),
+            links.len()
+        ));
+    }
+    let new_key = chain.spki_der();
+    let parsed = links
+        .iter()
+        .map(|l| cert::parse_certificate(l))
+        .collect::<Result<Vec<_>, _>>()?;
+    for c in &parsed {
+        if c.tbs_certificate.subject != chain.subject || !cert::is_signing_ca(c) {
+            return Err(format!(
+                "{}: a link certificate must be a CA certificate named {}",
+                path.display(),
+                chain.subject
+            ));
+        }
+    }
+    let spki = |c: &Certificate| c.tbs_certificate.subject_public_key_info.to_der().ok();
+    // NewWithOld certifies this key, signed by the old one; OldWithNew the old key, signed
+    // by this one.
+    let (new_with_old, old_with_new) = match spki(&parsed[0]) == Some(new_key.clone()) {
+        true => (0, 1),
+        false => (1, 0),
+    };
+    if spki(&parsed[new_with_old]) != Some(new_key) {
+        return Err(format!(
+            "{}: no link certificate certifies this CA's key",
+            path.display()
+        ));
+    }
+    let old_spki = &parsed[old_with_new].tbs_certificate.subject_public_key_info;
+    cert::verify_certificate_signature(&links[new_with_old], old_spki).map_err(|e| {
+        format!(
+            "{}: NewWithOld is not signed by the old key: {e}",
+            path.display()
+        )
+    })?;
+    cert::verify_certificate_signature(&links[old_with_new], &chain.spki).map_err(|e| {
+        format!(
+            "{}: OldWithNew is not signed by this key: {e}",
+            path.display()
+        )
+    })?;
+    Ok(vec![
+        links[new_with_old].clone(),
+        links[old_with_new].clone(),
+    ])
+}
+
 /// One CA this signer holds: its chain, its key in the token, its CRL and the OCSP
 /// identifiers that name it.
 pub struct Authority {
+    /// The CA's name, which profiles use.
     pub name: String,
+    /// This key's id in the ledger, in CrlGet and in CRL URLs: the name for a CA's first
+    /// key, `<name>-g<N>` after rollovers.
+    pub id: String,
+    /// Whether this key issues; earlier generations only answer for what they issued.
+    pub current: bool,
     pub chain: CaChain,
+    /// Link certificates of the rollover that made this key current (NewWithOld and
+    /// OldWithNew, RFC 4210 §4.4), served in `cacerts` with the earlier CA certificate.
+    pub links: Vec<Vec<u8>>,
     pub signer: std::sync::Arc<dyn hsm_est_pki::cert::CaSigner + Send + Sync>,
     pub(crate) crl: crate::crl::CaCrl,
     pub(crate) ocsp: crate::ocsp::OcspIssuer,
 }
 
 impl Authority {
+    /// A CA's only (or current) key: generation 1, no links.
     pub fn new(
         name: &str,
         chain: CaChain,
@@ -99,6 +169,9 @@ impl Authority {
     ) -> Authority {
         Authority {
             name: name.to_string(),
+            id: name.to_string(),
+            current: true,
+            links: Vec::new(),
             ocsp: crate::ocsp::OcspIssuer::of(&chain),
             crl: crate::crl::CaCrl::new(crl_file),
             chain,
@@ -122,8 +195,25 @@ impl Authorities {
         &self.0[0]
     }
 
+    /// The current key of the CA named `name`.
     pub fn get(&self, name: &str) -> Option<&Authority> {
-        self.0.iter().find(|a| a.name == name)
+        self.0.iter().find(|a| a.name == name && a.current)
+    }
+
+    /// The key whose ledger id is `id` (any generation).
+    pub fn by_id(&self, id: &str) -> Option<&Authority> {
+        self.0.iter().find(|a| a.id == id)
+    }
+
+    /// The earlier keys of the CA named `name`, newest first.
+    pub fn earlier(&self, name: &str) -> impl Iterator<Item = &Authority> {
+        let mut list: Vec<&Authority> = self
+            .0
+            .iter()
+            .filter(|a| a.name == name && !a.current)
+            .collect();
+        list.sort_by_key(|a| std::cmp::Reverse(a.chain.not_after));
+        list.into_iter()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Authority> {

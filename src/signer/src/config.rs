@@ -247,6 +247,12 @@ struct RawPin {
 #[serde(deny_unknown_fields)]
 struct RawCa {
     chain_file: String,
+    #[serde(default)]
+    generation: Option<u32>,
+    #[serde(default)]
+    links_file: Option<String>,
+    #[serde(default)]
+    previous: Vec<RawGeneration>,
 }
 
 /// A further CA this signer holds: its key in the same token, its chain, its CRL file.
@@ -258,17 +264,60 @@ struct RawNamedCa {
     chain_file: String,
     #[serde(default)]
     crl_file: Option<String>,
+    #[serde(default)]
+    generation: Option<u32>,
+    #[serde(default)]
+    links_file: Option<String>,
+    #[serde(default)]
+    previous: Vec<RawGeneration>,
 }
 
-/// One CA the signer holds. The first of [`SignerConfig::cas`] is always the default CA
-/// (`ca.chain_file`, `token.key_label`, `crl.file`).
+/// An earlier key of a CA after a rollover (`estctl ca rollover`): it issues nothing, but
+/// keeps answering for its certificates (CRL, OCSP, renewal) until they expire.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGeneration {
+    generation: u32,
+    key_label: String,
+    chain_file: String,
+    #[serde(default)]
+    crl_file: Option<String>,
+}
+
+/// One key of one CA the signer holds. The first of [`SignerConfig::cas`] is always the
+/// default CA's current key (`ca.chain_file`, `token.key_label`, `crl.file`).
 #[derive(Debug, Clone)]
 pub struct CaConfig {
+    /// The CA's name, which profiles use.
     pub name: String,
+    /// 1 for a CA's first key, one more at every rollover.
+    pub generation: u32,
+    /// Whether this is the key that issues (the others are earlier generations).
+    pub current: bool,
     pub key_label: String,
     pub chain_file: PathBuf,
     /// Where its CRL is written (`crl.format`, `crl.validity_hours` hold for every CA).
     pub crl_file: Option<PathBuf>,
+    /// The rollover's link certificates (NewWithOld, OldWithNew), served in `cacerts`
+    /// during the overlap with the previous generation.
+    pub links_file: Option<PathBuf>,
+}
+
+impl CaConfig {
+    /// How the ledger, the CRL URL and CrlGet name this key: the CA's name for its first
+    /// generation, `<name>-g<N>` for later ones.
+    pub fn ledger_id(&self) -> String {
+        generation_id(&self.name, self.generation)
+    }
+}
+
+/// The id of generation `generation` of CA `name` (see [`CaConfig::ledger_id`]).
+pub fn generation_id(name: &str, generation: u32) -> String {
+    if generation <= 1 {
+        name.to_string()
+    } else {
+        format!("{name}-g{generation}")
+    }
 }
 
 /// One socket per role: the socket a connection arrives on decides its role, and the
@@ -607,68 +656,157 @@ fn ca_configs(
     crl: &CrlConfig,
     responder_label: &str,
 ) -> Result<Vec<CaConfig>, String> {
-    let mut cas = vec![CaConfig {
-        name: hsm_est_policy::DEFAULT_CA.to_string(),
-        key_label: token.key_label.clone(),
-        chain_file: resolve(path, &default.chain_file),
-        crl_file: crl.file.clone(),
-    }];
     if named.len() > MAX_CAS {
         return Err(format!("cas: at most {MAX_CAS} CAs"));
     }
-    for (i, c) in named.into_iter().enumerate() {
-        let at = |what: &str| format!("cas[{i}].{what}");
+    let mut cas: Vec<CaConfig> = Vec::new();
+    let default_ca = CaGenerations {
+        at: "ca".into(),
+        name: hsm_est_policy::DEFAULT_CA.to_string(),
+        key_label: token.key_label.clone(),
+        chain_file: &default.chain_file,
+        crl_file: crl.file.clone(),
+        generation: default.generation,
+        links_file: default.links_file.as_deref(),
+        previous: &default.previous,
+    };
+    default_ca.push_into(path, &mut cas, responder_label)?;
+    for (i, c) in named.iter().enumerate() {
+        let at = format!("cas[{i}]");
         if !hsm_est_policy::valid_ca_name(&c.name) || c.name == hsm_est_policy::DEFAULT_CA {
             return Err(format!(
-                "{}: must be 1-32 characters of a-z, 0-9 and -, and not \"default\" (the CA \
-                 of `ca` and token.key_label)",
-                at("name")
+                "{at}.name: must be 1-32 characters of a-z, 0-9 and -, and not \"default\" \
+                 (the CA of `ca` and token.key_label)"
             ));
         }
-        if c.key_label.is_empty() || c.key_label.len() > 64 || c.key_label == responder_label {
-            return Err(format!(
-                "{}: must be 1-64 characters and not the OCSP responder key's label",
-                at("key_label")
-            ));
-        }
-        let ca = CaConfig {
-            chain_file: resolve(path, &c.chain_file),
+        CaGenerations {
+            at,
+            name: c.name.clone(),
+            key_label: c.key_label.clone(),
+            chain_file: &c.chain_file,
             crl_file: c.crl_file.as_deref().map(|f| resolve(path, f)),
-            name: c.name,
-            key_label: c.key_label,
-        };
-        for other in &cas {
-            let clash = if other.name == ca.name {
-                Some("name")
-            } else if other.key_label == ca.key_label {
-                Some("key_label")
-            } else if other.chain_file == ca.chain_file {
-                Some("chain_file")
-            } else if ca.crl_file.is_some() && other.crl_file == ca.crl_file {
-                Some("crl_file")
-            } else {
-                None
-            };
-            if let Some(what) = clash {
-                return Err(format!(
-                    "{}: the same as CA {:?}'s; each CA has its own",
-                    at(what),
-                    other.name
-                ));
-            }
+            generation: c.generation,
+            links_file: c.links_file.as_deref(),
+            previous: &c.previous,
         }
-        cas.push(ca);
+        .push_into(path, &mut cas, responder_label)?;
     }
     Ok(cas)
 }
+
+/// One CA as written: its current key and its earlier generations.
+struct CaGenerations<'a> {
+    /// Where it is in signer.yaml, for errors.
+    at: String,
+    name: String,
+    key_label: String,
+    chain_file: &'a str,
+    crl_file: Option<PathBuf>,
+    generation: Option<u32>,
+    links_file: Option<&'a str>,
+    previous: &'a [RawGeneration],
+}
+
+impl CaGenerations<'_> {
+    /// Appends the current key, then each earlier generation, each checked against every
+    /// key already there: a key label, chain file, CRL file or ledger id belongs to one.
+    fn push_into(
+        self,
+        path: &Path,
+        cas: &mut Vec<CaConfig>,
+        responder_label: &str,
+    ) -> Result<(), String> {
+        let at = &self.at;
+        let generation = self.generation.unwrap_or(1);
+        if generation == 0 || generation > MAX_GENERATION {
+            return Err(format!(
+                "{at}.generation: must be between 1 and {MAX_GENERATION}"
+            ));
+        }
+        if self.previous.len() > MAX_PREVIOUS {
+            return Err(format!("{at}.previous: at most {MAX_PREVIOUS} generations"));
+        }
+        let current = CaConfig {
+            name: self.name.clone(),
+            generation,
+            current: true,
+            key_label: self.key_label.clone(),
+            chain_file: resolve(path, self.chain_file),
+            crl_file: self.crl_file.clone(),
+            links_file: self.links_file.map(|f| resolve(path, f)),
+        };
+        if current.links_file.is_some() && self.previous.is_empty() {
+            return Err(format!(
+                "{at}.links_file: link certificates join a previous generation; none is listed"
+            ));
+        }
+        let mut keys = vec![(at.to_string(), current)];
+        for (j, g) in self.previous.iter().enumerate() {
+            if g.generation == 0 || g.generation >= generation {
+                return Err(format!(
+                    "{at}.previous[{j}].generation: must be below the current generation \
+                     ({generation})"
+                ));
+            }
+            keys.push((
+                format!("{at}.previous[{j}]"),
+                CaConfig {
+                    name: self.name.clone(),
+                    generation: g.generation,
+                    current: false,
+                    key_label: g.key_label.clone(),
+                    chain_file: resolve(path, &g.chain_file),
+                    crl_file: g.crl_file.as_deref().map(|f| resolve(path, f)),
+                    links_file: None,
+                },
+            ));
+        }
+        for (where_, ca) in keys {
+            if ca.key_label.is_empty() || ca.key_label.len() > 64 || ca.key_label == responder_label
+            {
+                return Err(format!(
+                    "{where_}.key_label: must be 1-64 characters and not the OCSP responder \
+                     key's label"
+                ));
+            }
+            for other in cas.iter() {
+                let clash = if other.ledger_id() == ca.ledger_id() {
+                    Some("name")
+                } else if other.key_label == ca.key_label {
+                    Some("key_label")
+                } else if other.chain_file == ca.chain_file {
+                    Some("chain_file")
+                } else if ca.crl_file.is_some() && other.crl_file == ca.crl_file {
+                    Some("crl_file")
+                } else {
+                    None
+                };
+                if let Some(what) = clash {
+                    return Err(format!(
+                        "{where_}.{what}: the same as CA {:?}'s; each CA and each of its \
+                         generations has its own",
+                        other.ledger_id()
+                    ));
+                }
+            }
+            cas.push(ca);
+        }
+        Ok(())
+    }
+}
+
+/// The most generations a CA may have.
+pub const MAX_GENERATION: u32 = 999;
+/// The most earlier generations kept beside the current one.
+pub const MAX_PREVIOUS: usize = 4;
 
 /// The most CAs one signer holds (each has a key in the token and a CRL thread's work).
 pub const MAX_CAS: usize = 16;
 
 impl SignerConfig {
-    /// The CA named `name`, if this signer holds it.
+    /// The current key of the CA named `name`, if this signer holds it.
     pub fn ca(&self, name: &str) -> Option<&CaConfig> {
-        self.cas.iter().find(|c| c.name == name)
+        self.cas.iter().find(|c| c.name == name && c.current)
     }
 
     /// The socket of `role`, if one is configured.

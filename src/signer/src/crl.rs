@@ -70,13 +70,16 @@ impl CaCrl {
 }
 
 impl SignerService {
-    /// The CA a CRL request names (empty: the default CA).
+    /// The CA key a CRL request names: a ledger id (`staff`, `staff-g2`; empty: the
+    /// default CA's first key, whose CRL `GET /crl` always was).
     fn crl_authority(&self, ca: &str) -> Result<&Authority, SignerError> {
-        if ca.is_empty() {
-            return Ok(self.cas.default_ca());
-        }
+        let id = if ca.is_empty() {
+            crate::ledger::DEFAULT_CA
+        } else {
+            ca
+        };
         self.cas
-            .get(ca)
+            .by_id(id)
             .ok_or_else(|| SignerError::UnknownCa(ca.chars().take(32).collect()))
     }
 
@@ -200,7 +203,7 @@ impl SignerService {
             .map_err(|_| unavailable("crl", "lock poisoned"))?;
         let number = self
             .ledger
-            .crl_number(&ca.name)
+            .crl_number(&ca.id)
             .map_err(|e| unavailable("crl number", e))?
             + 1;
         // Whole seconds: what the CRL's times can say.
@@ -208,7 +211,7 @@ impl SignerService {
         let next = now + self.crls.config.validity;
         let rows = self
             .ledger
-            .revoked_unexpired(&ca.name, unix_seconds(now))
+            .revoked_unexpired(&ca.id, unix_seconds(now))
             .map_err(|e| unavailable("revoked certificates", e))?;
         let entries: Vec<RevokedEntry> = rows
             .into_iter()
@@ -243,7 +246,7 @@ impl SignerService {
         self.journal
             .record(
                 vec![AuditRecord::CrlIssued {
-                    ca: crate::audit::record::named_ca(&ca.name),
+                    ca: crate::audit::record::named_ca(&ca.id),
                     number,
                     this_update: as_ms(now),
                     next_update: as_ms(next),
@@ -253,7 +256,7 @@ impl SignerService {
                     request_id,
                 }],
                 vec![LedgerWrite::CrlIssued {
-                    ca: ca.name.clone(),
+                    ca: ca.id.clone(),
                     number,
                 }],
             )
@@ -273,7 +276,7 @@ impl SignerService {
         }
         tracing::info!(
             "CA {}: CRL {number} issued with {} entr{}, next update {}",
-            ca.name,
+            ca.id,
             entries.len(),
             if entries.len() == 1 { "y" } else { "ies" },
             as_ms(next)

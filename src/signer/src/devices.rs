@@ -201,9 +201,10 @@ impl SignerService {
         Ok(DeviceState::Enrolled)
     }
 
-    /// Checks a presented client certificate: issued by the CA of the request's profile
-    /// (signature verified here, not trusted from the frontend; a certificate of another CA
-    /// of this signer is foreign here), on record as that CA's, not revoked, not expired,
+    /// Checks a presented client certificate: issued by the CA of the request's profile,
+    /// by its current key or an earlier one (signature verified here, not trusted from the
+    /// frontend; a certificate of another CA of this signer is foreign here), on record as
+    /// that key's, not revoked, not expired,
     /// and naming the same subject and SANs as the request (RFC 7030 §4.2.2, compared by
     /// meaning). Returns its serial.
     fn check_presented_certificate(
@@ -213,9 +214,15 @@ impl SignerService {
     ) -> Result<Vec<u8>, SignerError> {
         let presented = cert::parse_certificate(&input.client_cert_der)
             .map_err(|_| DeviceRefusal::CertificateMalformed)?;
-        let ca = self.authority(self.policy.profile(&input.profile)?)?;
-        cert::verify_certificate_signature(&input.client_cert_der, &ca.chain.spki)
-            .map_err(|_| DeviceRefusal::CertificateForeign)?;
+        // Any key of the profile's CA: a certificate from before a rollover renews onto
+        // the current key.
+        let current = self.authority(self.policy.profile(&input.profile)?)?;
+        let ca = std::iter::once(current)
+            .chain(self.cas.earlier(&current.name))
+            .find(|a| {
+                cert::verify_certificate_signature(&input.client_cert_der, &a.chain.spki).is_ok()
+            })
+            .ok_or(DeviceRefusal::CertificateForeign)?;
         let serial = presented.tbs_certificate.serial_number.as_bytes().to_vec();
         let stored = self
             .ledger
@@ -225,7 +232,7 @@ impl SignerService {
         if stored.record.der != input.client_cert_der {
             return Err(DeviceRefusal::CertificateUnknown.into());
         }
-        if stored.record.ca != ca.name {
+        if stored.record.ca != ca.id {
             return Err(DeviceRefusal::CertificateForeign.into());
         }
         if ledger::is_revoked(&stored) {

@@ -107,8 +107,8 @@ impl SignerService {
                     })
             }
             Request::CaChain { profile } => self.ca_for(&profile).map(|ca| Response::CaChain {
-                ca: ca.name.clone(),
-                certs: ca.chain.chain.clone(),
+                ca: ca.id.clone(),
+                certs: self.cacerts(ca),
             }),
             Request::Issue(req) => self.issue(ctx, issue_input(req)).map(|c| Response::Issued {
                 serial: c.serial,

@@ -160,8 +160,7 @@ impl SignerService {
         let device = self.current_device(&approved.common_name)?;
         let spki_sha256 = decision.key.sha256;
         if let Some(d) = &device {
-            if let Some(earlier) = self.bootstrap_retry(&input, &spki_sha256, d, &decision.ca.name)
-            {
+            if let Some(earlier) = self.bootstrap_retry(&input, &spki_sha256, d, &decision.ca.id) {
                 return self.redeliver(ctx, &input, earlier);
             }
         }
@@ -382,7 +381,7 @@ impl SignerService {
             client_ip: input.client_ip.clone(),
             issued_at_ms: now_millis(),
             der: issued.der.clone(),
-            ca: ca.name.clone(),
+            ca: ca.id.clone(),
         };
         let audit = AuditRecord::Issued(Box::new(Issued {
             serial: hex::encode(&issued.serial),
@@ -406,7 +405,7 @@ impl SignerService {
             ignored_csr_extensions: approved.ignored_extensions.clone(),
             supersedes: supersedes.as_ref().map(|s| hex::encode(&s.serial)),
             channel_binding: channel_binding.map(str::to_string),
-            ca: crate::audit::record::named_ca(&ca.name),
+            ca: crate::audit::record::named_ca(&ca.id),
         }));
         let mut records = vec![audit];
         let mut writes = vec![LedgerWrite::Issue {

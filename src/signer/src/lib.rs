@@ -150,7 +150,17 @@ pub fn open_service(
         .iter()
         .map(|c| {
             ca::CaChain::load(&c.chain_file)
-                .map_err(|e| StartError::Config(format!("CA {}: {e}", c.name)))
+                .map_err(|e| StartError::Config(format!("CA {}: {e}", c.ledger_id())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let links = config
+        .cas
+        .iter()
+        .zip(&chains)
+        .map(|(c, chain)| match &c.links_file {
+            None => Ok(Vec::new()),
+            Some(f) => ca::load_links(f, chain)
+                .map_err(|e| StartError::Config(format!("CA {}: {e}", c.ledger_id()))),
         })
         .collect::<Result<Vec<_>, _>>()?;
     let ra = ra::RaTrust::from_config(config.registration_authorities.as_ref(), &policy)
@@ -229,8 +239,13 @@ pub fn open_service(
             .iter()
             .zip(chains)
             .zip(signers)
-            .map(|((c, chain), signer)| {
-                ca::Authority::new(&c.name, chain, signer, c.crl_file.clone())
+            .zip(links)
+            .map(|(((c, chain), signer), links)| {
+                let mut a = ca::Authority::new(&c.name, chain, signer, c.crl_file.clone());
+                a.id = c.ledger_id();
+                a.current = c.current;
+                a.links = links;
+                a
             })
             .collect(),
     );
@@ -289,7 +304,7 @@ fn open_ca_key(
         .map_err(StartError::Token)?;
     if let Err(e) = token::check_key_protection(session, private) {
         let _ = audit.append(&[AuditRecord::KeyRefused {
-            detail: format!("CA {}: {e}", c.name),
+            detail: format!("CA {}: {e}", c.ledger_id()),
         }]);
         return Err(StartError::Token(e));
     }

@@ -303,7 +303,7 @@ impl SignerService {
         let mut singles = Vec::with_capacity(certs.len());
         for id in certs {
             let status = if ca.ocsp.names(id) {
-                self.ledger_status(&id.serial, &ca.name)?
+                self.ledger_status(&id.serial, &ca.id)?
             } else {
                 Status::Unknown
             };
@@ -391,7 +391,7 @@ impl SignerService {
             self.responder_certificate(ca, r, now).map_err(|_| {
                 format!(
                     "CA {}: cannot certify the OCSP responder key (see the log)",
-                    ca.name
+                    ca.id
                 )
             })?;
         }
@@ -490,7 +490,7 @@ impl SignerService {
             client_ip: String::new(),
             issued_at_ms: now_millis(),
             der,
-            ca: authority.name.clone(),
+            ca: authority.id.clone(),
         };
         let audit = AuditRecord::Issued(Box::new(Issued {
             serial: hex::encode(&serial),
@@ -513,7 +513,7 @@ impl SignerService {
             ignored_csr_extensions: vec![],
             supersedes: None,
             channel_binding: None,
-            ca: crate::audit::record::named_ca(&authority.name),
+            ca: crate::audit::record::named_ca(&authority.id),
         }));
         self.journal
             .record(
@@ -527,7 +527,7 @@ impl SignerService {
             .map_err(|e| e.to_string())?;
         tracing::info!(
             "CA {}: OCSP responder certificate issued: serial={} not_after={}",
-            authority.name,
+            authority.id,
             hex::encode(&serial),
             unix_seconds(not_after)
         );

@@ -108,6 +108,25 @@ impl SignerService {
         self.authority(self.policy.profile(profile)?)
     }
 
+    /// What `cacerts` returns for `ca`: its chain (the CA first), then during the overlap
+    /// after a rollover the link certificates (NewWithOld, OldWithNew) and the previous
+    /// CA certificate (OldWithOld), as RFC 7030 §4.1.3 asks, while that one is valid.
+    pub(crate) fn cacerts(&self, ca: &Authority) -> Vec<Vec<u8>> {
+        let mut certs = ca.chain.chain.clone();
+        let now = std::time::SystemTime::now();
+        if let Some(previous) = self
+            .cas
+            .earlier(&ca.name)
+            .next()
+            .filter(|p| p.chain.not_after > now)
+        {
+            certs.extend(ca.links.iter().cloned());
+            certs.push(previous.chain.chain[0].clone());
+        }
+        certs.truncate(hsm_est_proto::messages::MAX_CHAIN_LEN);
+        certs
+    }
+
     /// Readiness follows the token: `probe` says why it cannot sign.
     pub fn with_token_health(mut self, probe: TokenHealthProbe) -> Self {
         self.token_health = Some(probe);

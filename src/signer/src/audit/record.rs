@@ -123,6 +123,22 @@ pub enum AuditRecord {
         #[serde(skip_serializing_if = "Option::is_none")]
         ca: Option<String>,
     },
+    /// `estctl ca rollover` generated a CA's next key in the token, its self-signed
+    /// certificate and the link certificates (NewWithOld, OldWithNew).
+    CaRolledOver {
+        /// The CA's name.
+        ca: String,
+        generation: u32,
+        key_type: String,
+        key_label: String,
+        previous_key_label: String,
+        subject: String,
+        serial: String,
+        spki_sha256: String,
+        new_with_old: String,
+        old_with_new: String,
+        actor: String,
+    },
     /// `estctl ocsp init` generated the delegated OCSP responder's key in the token.
     OcspKeyGenerated {
         key_type: String,
