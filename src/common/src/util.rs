@@ -49,6 +49,17 @@ pub fn log_safe(value: &str) -> String {
     out
 }
 
+/// Creates `path` for writing, mode 0600 from the first byte, refusing one that exists:
+/// what the ledger, its snapshots and backups are written into.
+pub fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// The temporary file [`write_atomically`] uses for `path`: `.NAME.tmp` beside it.
 pub fn temporary_beside(path: &std::path::Path) -> Result<std::path::PathBuf, String> {
     let name = path

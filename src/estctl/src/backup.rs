@@ -49,14 +49,9 @@ fn sha256_file(path: &Path) -> Result<String, String> {
 }
 
 fn copy_private(from: &Path, to: &Path) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
     let mut src = std::fs::File::open(from).map_err(|e| format!("{}: {e}", from.display()))?;
-    let mut dst = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(to)
-        .map_err(|e| format!("{}: {e}", to.display()))?;
+    let mut dst =
+        hsm_est_common::util::create_private(to).map_err(|e| format!("{}: {e}", to.display()))?;
     std::io::copy(&mut src, &mut dst).map_err(|e| format!("{}: {e}", to.display()))?;
     dst.sync_all().map_err(|e| format!("{}: {e}", to.display()))
 }
@@ -64,13 +59,8 @@ fn copy_private(from: &Path, to: &Path) -> Result<(), String> {
 /// The audit log's records 1..=`head`, checked to end in the record the ledger committed.
 /// Later records belong to batches the snapshot does not hold; they stay out.
 fn copy_audit_prefix(from: &Path, to: &Path, head: Option<&(u64, String)>) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(to)
-        .map_err(|e| format!("{}: {e}", to.display()))?;
+    let mut out =
+        hsm_est_common::util::create_private(to).map_err(|e| format!("{}: {e}", to.display()))?;
     let Some((seq, hash)) = head else {
         return Ok(());
     };

@@ -126,12 +126,7 @@ impl SqliteLedger {
     /// Opens (creating if needed, mode 0600) and migrates the ledger.
     pub fn open(path: &Path) -> Result<SqliteLedger, LedgerError> {
         if !path.exists() {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
+            hsm_est_common::util::create_private(path)
                 .map_err(|e| LedgerError::Storage(format!("{}: {e}", path.display())))?;
         }
         let mut conn = Connection::open_with_flags(
@@ -167,15 +162,8 @@ impl SqliteLedger {
     /// A consistent copy of the whole ledger at one instant, taken while the signer keeps
     /// writing (SQLite's online backup, a page at a time). `to` must not exist.
     pub fn snapshot(&self, to: &Path) -> Result<(), LedgerError> {
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(to)
-                .map_err(|e| LedgerError::Storage(format!("{}: {e}", to.display())))?;
-        }
+        hsm_est_common::util::create_private(to)
+            .map_err(|e| LedgerError::Storage(format!("{}: {e}", to.display())))?;
         let source = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
