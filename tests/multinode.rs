@@ -858,3 +858,96 @@ fn a_lost_database_answers_503_and_issuance_resumes_when_it_returns() {
     let out = ok(&demo.estctl(&["audit", "verify", "--config", &cfg(&demo)]));
     assert!(out.contains("ledger agrees"), "{out}");
 }
+
+/// A CA and a server certificate for 127.0.0.1 made with openssl in `dir`: (CA PEM,
+/// server certificate, server key).
+fn database_tls_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let f = |n: &str| dir.join(format!("{name}-{n}"));
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = std::process::Command::new("openssl");
+    ca.args(["req", "-x509"])
+        .args(ec)
+        .arg("-keyout")
+        .arg(f("ca.key"));
+    ca.arg("-out").arg(f("ca.pem"));
+    ca.args(["-subj", &format!("/CN={name} database CA"), "-days", "2"]);
+    ok(&common::run(&mut ca));
+    let mut csr = std::process::Command::new("openssl");
+    csr.arg("req").args(ec).arg("-keyout").arg(f("server.key"));
+    csr.arg("-out")
+        .arg(f("server.csr"))
+        .args(["-subj", "/CN=127.0.0.1"]);
+    ok(&common::run(&mut csr));
+    std::fs::write(
+        f("ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let mut sign = std::process::Command::new("openssl");
+    sign.args(["x509", "-req", "-in"]).arg(f("server.csr"));
+    sign.arg("-CA")
+        .arg(f("ca.pem"))
+        .arg("-CAkey")
+        .arg(f("ca.key"));
+    sign.args(["-CAcreateserial", "-days", "2", "-extfile"])
+        .arg(f("ext"));
+    sign.arg("-out").arg(f("server.pem"));
+    ok(&common::run(&mut sign));
+    (f("ca.pem"), f("server.pem"), f("server.key"))
+}
+
+/// With `ca_file` the ledger's connection is TLS (rustls) and the database server is
+/// verified against those anchors: the right CA connects and works, over TLS as the
+/// server's own statistics show; a server certificate from another CA is refused, and no
+/// plain connection is attempted in its place.
+#[test]
+fn the_ledger_verifies_the_database_server_over_tls() {
+    let pg = Postgres::start("tls");
+    let dir = pg.dir.with_extension("certs");
+    let (ca, cert, key) = database_tls_files(&dir, "right");
+    let (wrong_ca, _, _) = database_tls_files(&dir, "wrong");
+    pg.require_tls(&cert, &key);
+    let url = pg.database("hsm_est");
+    let config = |ca_file: &Path| PostgresConfig {
+        url: url.clone(),
+        password_file: None,
+        ca_file: Some(ca_file.to_path_buf()),
+        pool: 2,
+    };
+    let refused = PgLedger::open(&config(&wrong_ca), "node-tls").err();
+    let said = format!("{refused:?}");
+    assert!(
+        refused.is_some(),
+        "a server certificate of another CA was accepted"
+    );
+    assert!(said.to_lowercase().contains("certificate"), "{said}");
+
+    let ledger = PgLedger::open(&config(&ca), "node-tls").unwrap();
+    ledger.health().unwrap();
+    ledger
+        .apply(
+            &[issue(7, "tls-pump-1", DeviceState::BootstrapOnly, None)],
+            &(1, "h1".into()),
+        )
+        .unwrap();
+    assert!(ledger.device("tls-pump-1").unwrap().is_some());
+    let encrypted = pg.count(
+        "hsm_est",
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name = 'est-signer node-tls' AND s.ssl",
+    );
+    assert!(encrypted >= 1, "no TLS session from the signer");
+    let plain = pg.count(
+        "hsm_est",
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name = 'est-signer node-tls' AND NOT s.ssl",
+    );
+    assert_eq!(plain, 0);
+}

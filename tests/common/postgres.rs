@@ -121,6 +121,45 @@ impl Postgres {
         )
     }
 
+    /// Serves TLS only, with this certificate and key (copied into the cluster, owned by
+    /// its user): `ssl = on`, and `pg_hba.conf` takes `hostssl` connections alone.
+    pub fn require_tls(&self, cert: &std::path::Path, key: &std::path::Path) {
+        self.stop();
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            let dest = self.dir.join(to);
+            std::fs::copy(from, &dest).unwrap();
+            check(
+                "chown",
+                Command::new("chown")
+                    .arg(if nix::unistd::geteuid().is_root() {
+                        "nobody:nogroup"
+                    } else {
+                        ":"
+                    })
+                    .arg(&dest)
+                    .output()
+                    .unwrap(),
+            );
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let conf = self.dir.join("postgresql.conf");
+        let text = std::fs::read_to_string(&conf).unwrap();
+        std::fs::write(
+            &conf,
+            format!(
+                "{text}\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            self.dir.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        self.restart();
+    }
+
     /// A new, empty database; returns its URL.
     pub fn database(&self, name: &str) -> String {
         self.psql("postgres", &format!("CREATE DATABASE {name}"));

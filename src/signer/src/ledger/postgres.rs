@@ -129,7 +129,15 @@ impl From<postgres::Error> for LedgerError {
             // query text or parameters.
             return LedgerError::Storage(format!("postgres: {}", db.message()));
         }
-        LedgerError::Storage(format!("postgres: {e}"))
+        // The causes too: "error performing TLS handshake" alone does not say that the
+        // server's certificate is from an unknown issuer.
+        let mut text = format!("postgres: {e}");
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        LedgerError::Storage(text)
     }
 }
 
