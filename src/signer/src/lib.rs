@@ -264,6 +264,15 @@ pub fn open_service(
             Some(ocsp::Responder::new(Arc::new(signer), spki))
         }
     };
+    for earlier in cas.iter().filter(|a| !a.current) {
+        if earlier.chain.not_after <= std::time::SystemTime::now() {
+            tracing::warn!(
+                "CA {}: this earlier key's CA certificate has expired, and with it every \
+                 certificate it issued; it may be removed from `previous`",
+                earlier.id
+            );
+        }
+    }
     let ocsp = ocsp::Ocsp::new(config.ocsp.clone(), responder, 2 * config.token.sessions);
     audit
         .append(&[AuditRecord::Start {

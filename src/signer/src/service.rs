@@ -206,10 +206,12 @@ impl SignerService {
             refusals_by_reason,
             commits,
             decisions,
-            // The CA that expires first: what an operator must act on next.
+            // The issuing CA that expires first: what an operator must act on next (an
+            // earlier key retiring after a rollover is expected to expire).
             ca_not_after: self
                 .cas
                 .iter()
+                .filter(|a| a.current)
                 .map(|a| hsm_est_common::util::unix_seconds(a.chain.not_after))
                 .min()
                 .unwrap_or_default(),
