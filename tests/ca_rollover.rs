@@ -11,33 +11,6 @@ use std::process::Command;
 use common::demo::*;
 use common::{ok, openssl, pkilint, run, signer_bin};
 
-fn cfg(demo: &Demo) -> String {
-    demo.path("signer.yaml").to_str().unwrap().to_string()
-}
-
-fn post(demo: &Demo, auth: &[&str], csr: &Path, path: &str) -> Answer {
-    let data = format!("@{}", csr.display());
-    let mut all: Vec<&str> = auth.to_vec();
-    all.extend(["--data-binary", &data]);
-    demo.curl(&all, path)
-}
-
-fn pem_of(demo: &Demo, answer: &Answer, name: &str) -> PathBuf {
-    assert_eq!(answer.status, 200, "{name}: {}", answer.text());
-    let path = demo.path(name);
-    std::fs::write(&path, pkcs7_certs(&answer.body_file)).unwrap();
-    path
-}
-
-fn tls(cert: &Path, key: &Path) -> Vec<String> {
-    vec![
-        "--cert".into(),
-        cert.display().to_string(),
-        "--key".into(),
-        key.display().to_string(),
-    ]
-}
-
 /// `openssl verify -x509_strict` of `cert` with `ca` trusted and `untrusted` as
 /// intermediates.
 fn verifies(ca: &Path, untrusted: Option<&Path>, cert: &Path) -> bool {
@@ -47,27 +20,6 @@ fn verifies(ca: &Path, untrusted: Option<&Path>, cert: &Path) -> bool {
         cmd.arg("-untrusted").arg(u);
     }
     cmd.arg(cert).output().unwrap().status.success()
-}
-
-fn serial_hex(cert: &Path) -> String {
-    let text = openssl(&["x509", "-noout", "-serial", "-in", cert.to_str().unwrap()]);
-    text.trim()
-        .strip_prefix("serial=")
-        .unwrap()
-        .to_ascii_lowercase()
-}
-
-fn crl_text(file: &Path) -> String {
-    openssl(&[
-        "crl",
-        "-inform",
-        "DER",
-        "-noout",
-        "-text",
-        "-in",
-        file.to_str().unwrap(),
-    ])
-    .to_ascii_lowercase()
 }
 
 /// The PEM certificates of `pem`, each in its own file `<name>-<i>.pem`.
@@ -106,23 +58,21 @@ fn a_rollover_links_the_keys_moves_renewals_and_keeps_the_old_key_answering() {
     let subj = "/CN=pump-roll-1/O=TestHospital/C=US";
     // A pump enrolled under the first key.
     let (boot_key, boot_csr) = demo.csr("boot", subj);
-    let boot = pem_of(
-        &demo,
-        &post(&demo, &["-u", &basic], &boot_csr, "iqe/bootstrap"),
+    let boot = demo.pem_of(
+        &demo.post_csr(&["-u", &basic], &boot_csr, "iqe/bootstrap"),
         "boot.pem",
     );
     let (old_key, old_csr) = demo.csr("old", subj);
-    let auth = tls(&boot, &boot_key);
+    let auth = tls_args(&boot, &boot_key);
     let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
-    let old = pem_of(
-        &demo,
-        &post(&demo, &auth, &old_csr, "iqe/simpleenroll"),
+    let old = demo.pem_of(
+        &demo.post_csr(&auth, &old_csr, "iqe/simpleenroll"),
         "old.pem",
     );
     demo.stop();
 
     let old_ca = demo.ca();
-    let out = ok(&demo.estctl(&["ca", "rollover", "--config", &cfg(&demo)]));
+    let out = ok(&demo.estctl(&["ca", "rollover", "--config", &demo.signer_config()]));
     assert!(
         out.contains("rolled over to generation 2") && out.contains("hsm-est-demo-ca-g2"),
         "{out}"
@@ -166,7 +116,7 @@ fn a_rollover_links_the_keys_moves_renewals_and_keeps_the_old_key_answering() {
     );
     std::fs::write(demo.path("device-cas.pem"), both).unwrap();
     demo.edit_frontend("client_ca_file: ca.pem", "client_ca_file: device-cas.pem");
-    let checked = ok(&demo.estctl(&["check-config", "--config", &cfg(&demo)]));
+    let checked = ok(&demo.estctl(&["check-config", "--config", &demo.signer_config()]));
     assert!(!checked.contains("does not exist"), "{checked}");
     let _signer = demo.spawn_ready(&signer_bin(), "signer.yaml", "signer.log");
     let _frontend = demo.spawn_ready(&frontend_bin(), "frontend.yaml", "frontend.log");
@@ -197,11 +147,10 @@ fn a_rollover_links_the_keys_moves_renewals_and_keeps_the_old_key_answering() {
 
     // The pump renews with the certificate the old key gave it, onto the new key.
     let (new_key, new_csr) = demo.csr("new", subj);
-    let auth = tls(&old, &old_key);
+    let auth = tls_args(&old, &old_key);
     let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
-    let renewed = pem_of(
-        &demo,
-        &post(&demo, &auth, &new_csr, "iqe/simplereenroll"),
+    let renewed = demo.pem_of(
+        &demo.post_csr(&auth, &new_csr, "iqe/simplereenroll"),
         "renewed.pem",
     );
     assert!(verifies(&new_ca, None, &renewed));
@@ -216,12 +165,13 @@ fn a_rollover_links_the_keys_moves_renewals_and_keeps_the_old_key_answering() {
     // (re-keyed, so superseded and revoked).
     let (_, again_csr) = demo.csr("again", subj);
     assert_eq!(
-        post(&demo, &auth, &again_csr, "iqe/simplereenroll").status,
+        demo.post_csr(&auth, &again_csr, "iqe/simplereenroll")
+            .status,
         403
     );
-    let auth2 = tls(&renewed, &new_key);
+    let auth2 = tls_args(&renewed, &new_key);
     let auth2: Vec<&str> = auth2.iter().map(String::as_str).collect();
-    let again = post(&demo, &auth2, &again_csr, "iqe/simplereenroll");
+    let again = demo.post_csr(&auth2, &again_csr, "iqe/simplereenroll");
     assert_eq!(again.status, 200, "{}", again.text());
 
     // The old key keeps publishing its CRL, where its certificates point (/crl): it lists
@@ -304,19 +254,18 @@ fn a_rollover_links_the_keys_moves_renewals_and_keeps_the_old_key_answering() {
     assert!(answer.contains(": revoked"), "{answer}");
     let answer = ocsp(&new_ca, &renewed);
     assert!(answer.contains(": revoked"), "{answer}");
-    let newest = pem_of(&demo, &again, "newest.pem");
+    let newest = demo.pem_of(&again, "newest.pem");
     let answer = ocsp(&new_ca, &newest);
     assert!(answer.contains(": good"), "{answer}");
 
     // New devices get the new key; the record holds together.
     let (_, fresh_csr) = demo.csr("fresh", "/CN=pump-roll-2/O=TestHospital/C=US");
-    let fresh = pem_of(
-        &demo,
-        &post(&demo, &["-u", &basic], &fresh_csr, "iqe/bootstrap"),
+    let fresh = demo.pem_of(
+        &demo.post_csr(&["-u", &basic], &fresh_csr, "iqe/bootstrap"),
         "fresh.pem",
     );
     assert!(verifies(&new_ca, None, &fresh));
-    let out = ok(&demo.estctl(&["audit", "verify", "--config", &cfg(&demo)]));
+    let out = ok(&demo.estctl(&["audit", "verify", "--config", &demo.signer_config()]));
     assert!(out.contains("ledger agrees"), "{out}");
     let log = std::fs::read_to_string(demo.path("audit.jsonl")).unwrap();
     assert!(log.contains("\"event\":\"ca_rolled_over\""));

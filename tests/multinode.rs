@@ -65,7 +65,7 @@ fn warm_up(c: &Cluster) {
     for (i, node) in [&c.a, &c.b].into_iter().enumerate() {
         let (_, csr) = node.csr("warm", &format!("/CN=warm-up-{i}/O=TestHospital/C=US"));
         let basic = node.basic();
-        let a = post(node, &["-u", &basic], &csr, "iqe/bootstrap");
+        let a = node.post_csr(&["-u", &basic], &csr, "iqe/bootstrap");
         assert_eq!(a.status, 200, "{}", a.text());
     }
 }
@@ -73,17 +73,6 @@ fn warm_up(c: &Cluster) {
 /// curl from its own loopback address, as separate gateways would connect.
 fn from(i: usize) -> String {
     format!("127.0.0.{}", 10 + i)
-}
-
-fn cfg(demo: &Demo) -> String {
-    demo.path("signer.yaml").to_str().unwrap().to_string()
-}
-
-fn post(demo: &Demo, auth: &[&str], csr: &Path, path: &str) -> Answer {
-    let data = format!("@{}", csr.display());
-    let mut all: Vec<&str> = auth.to_vec();
-    all.extend(["--data-binary", &data]);
-    demo.curl(&all, path)
 }
 
 /// The serial (hex) of the certificate in a certs-only PKCS#7 answer.
@@ -98,23 +87,8 @@ fn serial_of(answer: &Answer) -> String {
     hex::encode(cert.tbs_certificate.serial_number.as_bytes())
 }
 
-fn pem_of(demo: &Demo, answer: &Answer, name: &str) -> PathBuf {
-    let path = demo.path(name);
-    std::fs::write(&path, pkcs7_certs(&answer.body_file)).unwrap();
-    path
-}
-
-fn tls(cert: &Path, key: &Path) -> Vec<String> {
-    vec![
-        "--cert".into(),
-        cert.display().to_string(),
-        "--key".into(),
-        key.display().to_string(),
-    ]
-}
-
 fn audit_verifies(demo: &Demo) -> String {
-    ok(&demo.estctl(&["audit", "verify", "--config", &cfg(demo)]))
+    ok(&demo.estctl(&["audit", "verify", "--config", &demo.signer_config()]))
 }
 
 #[test]
@@ -142,7 +116,7 @@ fn two_signers_two_frontends_one_database_decide_every_device_once() {
                     let (basic, from) = (node.basic(), from(i));
                     barrier.wait();
                     let auth = ["-u", &basic, "--interface", &from];
-                    (post(node, &auth, csr, "iqe/bootstrap").status, i)
+                    (node.post_csr(&auth, csr, "iqe/bootstrap").status, i)
                 })
             })
             .collect();
@@ -228,17 +202,17 @@ fn two_signers_two_frontends_one_database_decide_every_device_once() {
     };
     let boot_key = won.path(&format!("race-{winner}-key.pem"));
     let basic = won.basic();
-    let again = post(won, &["-u", &basic], &csrs[winner], "iqe/bootstrap");
+    let again = won.post_csr(&["-u", &basic], &csrs[winner], "iqe/bootstrap");
     assert_eq!(again.status, 200, "a bootstrap retry with the same key");
-    let boot_pem = pem_of(won, &again, "boot.pem");
+    let boot_pem = won.pem_of(&again, "boot.pem");
     let (k2, csr2) = lost.csr("enrol", subj);
-    let auth = tls(&boot_pem, &boot_key);
+    let auth = tls_args(&boot_pem, &boot_key);
     let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
-    let enrolled = post(lost, &auth, &csr2, "iqe/simpleenroll");
+    let enrolled = lost.post_csr(&auth, &csr2, "iqe/simpleenroll");
     assert_eq!(enrolled.status, 200, "{}", enrolled.text());
-    let enrolled_pem = pem_of(lost, &enrolled, "enrolled.pem");
+    let enrolled_pem = lost.pem_of(&enrolled, "enrolled.pem");
     for node in [&c.a, &c.b] {
-        let list = ok(&node.estctl(&["device", "list", "--config", &cfg(node)]));
+        let list = ok(&node.estctl(&["device", "list", "--config", &node.signer_config()]));
         assert!(
             list.contains("race-pump-001") && list.contains("enrolled"),
             "{list}"
@@ -246,27 +220,36 @@ fn two_signers_two_frontends_one_database_decide_every_device_once() {
     }
     // Re-enrolment through the other node; the superseded certificate no longer works.
     let (k3, csr3) = won.csr("renew", subj);
-    let auth = tls(&enrolled_pem, &k2);
+    let auth = tls_args(&enrolled_pem, &k2);
     let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
-    let renewed = post(won, &auth, &csr3, "iqe/simplereenroll");
+    let renewed = won.post_csr(&auth, &csr3, "iqe/simplereenroll");
     assert_eq!(renewed.status, 200, "{}", renewed.text());
-    let renewed_pem = pem_of(won, &renewed, "renewed.pem");
+    let renewed_pem = won.pem_of(&renewed, "renewed.pem");
     let (_, csr4) = lost.csr("stale", subj);
-    assert_eq!(post(lost, &auth, &csr4, "iqe/simplereenroll").status, 403);
+    assert_eq!(
+        lost.post_csr(&auth, &csr4, "iqe/simplereenroll").status,
+        403
+    );
 
     // Delete on one node: the other lets the device bootstrap again.
-    ok(&lost.estctl(&["device", "delete", "--config", &cfg(lost), "race-pump-001"]));
+    ok(&lost.estctl(&[
+        "device",
+        "delete",
+        "--config",
+        &lost.signer_config(),
+        "race-pump-001",
+    ]));
     let (k5, csr5) = won.csr("reboot", subj);
-    let auth3 = tls(&renewed_pem, &k3);
+    let auth3 = tls_args(&renewed_pem, &k3);
     let auth3: Vec<&str> = auth3.iter().map(String::as_str).collect();
     assert_eq!(
-        post(won, &auth3, &csr3, "iqe/simplereenroll").status,
+        won.post_csr(&auth3, &csr3, "iqe/simplereenroll").status,
         403,
         "a deleted device's certificate renews nothing"
     );
-    let reboot = post(won, &["-u", &basic], &csr5, "iqe/bootstrap");
+    let reboot = won.post_csr(&["-u", &basic], &csr5, "iqe/bootstrap");
     assert_eq!(reboot.status, 200, "{}", reboot.text());
-    let reboot_pem = pem_of(won, &reboot, "reboot.pem");
+    let reboot_pem = won.pem_of(&reboot, "reboot.pem");
 
     // The other node's OCSP answer for the new certificate is cached as good...
     let serial = serial_of(&reboot);
@@ -275,7 +258,7 @@ fn two_signers_two_frontends_one_database_decide_every_device_once() {
             "ocsp",
             "status",
             "--config",
-            &cfg(node),
+            &node.signer_config(),
             "--serial",
             &serial,
         ]))
@@ -306,16 +289,17 @@ fn two_signers_two_frontends_one_database_decide_every_device_once() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     assert!(in_crl, "the other node's CRL does not list {serial}");
-    let auth5 = tls(&reboot_pem, &k5);
+    let auth5 = tls_args(&reboot_pem, &k5);
     let auth5: Vec<&str> = auth5.iter().map(String::as_str).collect();
     let (_, csr6) = lost.csr("after-revoke", subj);
-    assert_eq!(post(lost, &auth5, &csr6, "iqe/simpleenroll").status, 403);
+    assert_eq!(lost.post_csr(&auth5, &csr6, "iqe/simpleenroll").status, 403);
     let lost_basic = lost.basic();
     assert_ne!(
-        post(lost, &["-u", &lost_basic], &csr6, "iqe/bootstrap").status,
+        lost.post_csr(&["-u", &lost_basic], &csr6, "iqe/bootstrap")
+            .status,
         200
     );
-    let list = ok(&lost.estctl(&["device", "list", "--config", &cfg(lost)]));
+    let list = ok(&lost.estctl(&["device", "list", "--config", &lost.signer_config()]));
     assert!(list.contains("revoked"), "{list}");
 
     // CRL numbers only grow, whichever node signs.
@@ -325,7 +309,7 @@ fn two_signers_two_frontends_one_database_decide_every_device_once() {
             "crl",
             "generate",
             "--config",
-            &cfg(node),
+            &node.signer_config(),
             "--out",
             out.to_str().unwrap(),
         ]))
@@ -361,7 +345,7 @@ fn two_signers_two_frontends_one_database_decide_every_device_once() {
         "audit",
         "verify",
         "--config",
-        &cfg(&c.a),
+        &c.a.signer_config(),
         "--node",
         "node-b",
         "--log",
@@ -382,7 +366,7 @@ fn two_signers_two_frontends_one_database_decide_every_device_once() {
         "audit",
         "verify",
         "--config",
-        &cfg(&c.a),
+        &c.a.signer_config(),
         "--node",
         "node-b",
         "--log",
@@ -412,8 +396,7 @@ fn a_signer_killed_under_load_loses_no_delivered_certificate() {
                             &format!("w{w}-{i}"),
                             &format!("/CN=load-{w}-{i}/O=TestHospital/C=US"),
                         );
-                        let a = post(
-                            node,
+                        let a = node.post_csr(
                             &["-u", &basic, "--interface", &from],
                             &csr,
                             "iqe/bootstrap",
@@ -469,7 +452,7 @@ fn a_signer_killed_under_load_loses_no_delivered_certificate() {
     let (_, csr) = c.b.csr("after-crash", "/CN=after-crash-001");
     let basic = c.b.basic();
     assert_eq!(
-        post(&c.b, &["-u", &basic], &csr, "iqe/bootstrap").status,
+        c.b.post_csr(&["-u", &basic], &csr, "iqe/bootstrap").status,
         200
     );
 }
@@ -636,9 +619,9 @@ fn a_sqlite_ledger_with_ten_thousand_devices_migrates_and_keeps_its_device_rules
     let subj = "/CN=mig-pump-001/O=TestHospital/C=US";
     let basic = demo.basic();
     let (boot_key, csr) = demo.csr("boot", subj);
-    let boot = post(&demo, &["-u", &basic], &csr, "iqe/bootstrap");
+    let boot = demo.post_csr(&["-u", &basic], &csr, "iqe/bootstrap");
     assert_eq!(boot.status, 200, "{}", boot.text());
-    let boot_pem = pem_of(&demo, &boot, "boot.pem");
+    let boot_pem = demo.pem_of(&boot, "boot.pem");
     demo.stop();
     let ledger = hsm_est_signer::ledger::SqliteLedger::open(&demo.path("ledger.sqlite")).unwrap();
     common::preload_devices(&ledger, DEVICES);
@@ -656,7 +639,7 @@ fn a_sqlite_ledger_with_ten_thousand_devices_migrates_and_keeps_its_device_rules
     );
     let (_, csr) = demo.csr("late", "/CN=mig-late-001/O=TestHospital/C=US");
     assert_eq!(
-        post(&demo, &["-u", &basic], &csr, "iqe/bootstrap").status,
+        demo.post_csr(&["-u", &basic], &csr, "iqe/bootstrap").status,
         200
     );
     demo.stop();
@@ -688,29 +671,29 @@ fn a_sqlite_ledger_with_ten_thousand_devices_migrates_and_keeps_its_device_rules
     // A known device cannot bootstrap again; a revoked one gets nothing; a new one does.
     let (_, csr) = demo.csr("again", subj);
     assert_eq!(
-        post(&demo, &["-u", &basic], &csr, "iqe/bootstrap").status,
+        demo.post_csr(&["-u", &basic], &csr, "iqe/bootstrap").status,
         409
     );
     let (_, csr) = demo.csr("enrolled", "/CN=ward-b-pump-000001/O=TestHospital/C=US");
     assert_eq!(
-        post(&demo, &["-u", &basic], &csr, "iqe/bootstrap").status,
+        demo.post_csr(&["-u", &basic], &csr, "iqe/bootstrap").status,
         409
     );
     let (_, csr) = demo.csr("revoked", "/CN=ward-a-pump-000000/O=TestHospital/C=US");
     assert_ne!(
-        post(&demo, &["-u", &basic], &csr, "iqe/bootstrap").status,
+        demo.post_csr(&["-u", &basic], &csr, "iqe/bootstrap").status,
         200
     );
     let (_, csr) = demo.csr("new", "/CN=mig-new-001/O=TestHospital/C=US");
     assert_eq!(
-        post(&demo, &["-u", &basic], &csr, "iqe/bootstrap").status,
+        demo.post_csr(&["-u", &basic], &csr, "iqe/bootstrap").status,
         200
     );
     // The device bootstrapped on SQLite enrols on PostgreSQL with its certificate.
     let (_, csr) = demo.csr("enrol", subj);
-    let auth = tls(&boot_pem, &boot_key);
+    let auth = tls_args(&boot_pem, &boot_key);
     let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
-    let enrolled = post(&demo, &auth, &csr, "iqe/simpleenroll");
+    let enrolled = demo.post_csr(&auth, &csr, "iqe/simpleenroll");
     assert_eq!(enrolled.status, 200, "{}", enrolled.text());
     assert_eq!(
         pg.count(
@@ -805,7 +788,7 @@ fn a_lost_database_answers_503_and_issuance_resumes_when_it_returns() {
     let basic = demo.basic();
     let (_, csr) = demo.csr("before", "/CN=outage-0/O=TestHospital/C=US");
     assert_eq!(
-        post(&demo, &["-u", &basic], &csr, "iqe/bootstrap").status,
+        demo.post_csr(&["-u", &basic], &csr, "iqe/bootstrap").status,
         200
     );
     pg.stop();
@@ -814,7 +797,7 @@ fn a_lost_database_answers_503_and_issuance_resumes_when_it_returns() {
             &format!("down-{i}"),
             &format!("/CN=outage-{i}/O=TestHospital/C=US"),
         );
-        let a = post(&demo, &["-u", &basic], &csr, "iqe/bootstrap");
+        let a = demo.post_csr(&["-u", &basic], &csr, "iqe/bootstrap");
         assert_eq!(a.status, 503, "{}", a.text());
         assert!(a.header("retry-after").is_some(), "{}", a.headers);
         assert!(
@@ -838,7 +821,7 @@ fn a_lost_database_answers_503_and_issuance_resumes_when_it_returns() {
             &format!("up-{i}"),
             &format!("/CN=back-{i}/O=TestHospital/C=US"),
         );
-        if post(&demo, &["-u", &basic], &csr, "iqe/bootstrap").status == 200 {
+        if demo.post_csr(&["-u", &basic], &csr, "iqe/bootstrap").status == 200 {
             resumed = true;
             break;
         }
@@ -855,7 +838,7 @@ fn a_lost_database_answers_503_and_issuance_resumes_when_it_returns() {
         ),
         0
     );
-    let out = ok(&demo.estctl(&["audit", "verify", "--config", &cfg(&demo)]));
+    let out = ok(&demo.estctl(&["audit", "verify", "--config", &demo.signer_config()]));
     assert!(out.contains("ledger agrees"), "{out}");
 }
 

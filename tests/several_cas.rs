@@ -4,31 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hsm_est_proto::client::SignerClient;
 use hsm_est_proto::Operation;
 
 use common::demo::*;
 use common::{ok, openssl, signer_bin};
-
-fn cfg(demo: &Demo) -> String {
-    demo.path("signer.yaml").to_str().unwrap().to_string()
-}
-
-fn post(demo: &Demo, auth: &[&str], csr: &Path, path: &str) -> Answer {
-    let data = format!("@{}", csr.display());
-    let mut all: Vec<&str> = auth.to_vec();
-    all.extend(["--data-binary", &data]);
-    demo.curl(&all, path)
-}
-
-fn pem_of(demo: &Demo, answer: &Answer, name: &str) -> PathBuf {
-    assert_eq!(answer.status, 200, "{name}: {}", answer.text());
-    let path = demo.path(name);
-    std::fs::write(&path, pkcs7_certs(&answer.body_file)).unwrap();
-    path
-}
 
 /// `openssl verify` of `cert` against the one CA certificate in `ca`.
 fn verifies(cert: &Path, ca: &Path) -> bool {
@@ -42,42 +24,11 @@ fn verifies(cert: &Path, ca: &Path) -> bool {
         .success()
 }
 
-fn serial_hex(cert: &Path) -> String {
-    let text = openssl(&["x509", "-noout", "-serial", "-in", cert.to_str().unwrap()]);
-    text.trim()
-        .strip_prefix("serial=")
-        .unwrap()
-        .to_ascii_lowercase()
-}
-
-/// The serials a DER CRL file lists, and its issuer, as `openssl crl -text` prints them.
-fn crl_text(file: &Path) -> String {
-    openssl(&[
-        "crl",
-        "-inform",
-        "DER",
-        "-noout",
-        "-text",
-        "-in",
-        file.to_str().unwrap(),
-    ])
-    .to_ascii_lowercase()
-}
-
 fn issued_records(demo: &Demo) -> usize {
     std::fs::read_to_string(demo.path("audit.jsonl"))
         .unwrap()
         .matches("\"event\":\"issued\"")
         .count()
-}
-
-fn tls(cert: &Path, key: &Path) -> Vec<String> {
-    vec![
-        "--cert".into(),
-        cert.display().to_string(),
-        "--key".into(),
-        key.display().to_string(),
-    ]
 }
 
 #[test]
@@ -98,7 +49,7 @@ fn two_cas_two_labels_each_issue_revoke_and_answer_for_their_own() {
         "init",
         "staff",
         "--config",
-        &cfg(&demo),
+        &demo.signer_config(),
         "--subject",
         "CN=Staff Device CA,O=TestHospital,C=US",
     ]));
@@ -133,7 +84,7 @@ fn two_cas_two_labels_each_issue_revoke_and_answer_for_their_own() {
     );
     std::fs::write(demo.path("device-cas.pem"), both).unwrap();
     demo.edit_frontend("client_ca_file: ca.pem", "client_ca_file: device-cas.pem");
-    let shown = ok(&demo.estctl(&["ca", "show", "--config", &cfg(&demo)]));
+    let shown = ok(&demo.estctl(&["ca", "show", "--config", &demo.signer_config()]));
     assert!(
         shown.contains("CA default") && shown.contains("CA staff"),
         "{shown}"
@@ -156,15 +107,13 @@ fn two_cas_two_labels_each_issue_revoke_and_answer_for_their_own() {
 
     // Each label issues under its own CA, and only that CA's chain verifies.
     let (_, pump_csr) = demo.csr("pump", "/CN=pump-a1/O=TestHospital/C=US");
-    let pump = pem_of(
-        &demo,
-        &post(&demo, &["-u", &basic], &pump_csr, "iqe/bootstrap"),
+    let pump = demo.pem_of(
+        &demo.post_csr(&["-u", &basic], &pump_csr, "iqe/bootstrap"),
         "pump.pem",
     );
     let (nurse_key, nurse_csr) = demo.csr("nurse", "/CN=nurse-1/O=TestHospital/C=US");
-    let nurse_boot = pem_of(
-        &demo,
-        &post(&demo, &["-u", &basic], &nurse_csr, "staff/bootstrap"),
+    let nurse_boot = demo.pem_of(
+        &demo.post_csr(&["-u", &basic], &nurse_csr, "staff/bootstrap"),
         "nurse-boot.pem",
     );
     assert!(verifies(&pump, &ca) && !verifies(&pump, &staff_ca));
@@ -172,31 +121,33 @@ fn two_cas_two_labels_each_issue_revoke_and_answer_for_their_own() {
 
     // Enrolment with the bootstrap certificate, on the staff label: a staff certificate.
     let (nurse_key2, nurse_csr2) = demo.csr("nurse2", "/CN=nurse-1/O=TestHospital/C=US");
-    let auth = tls(&nurse_boot, &nurse_key);
+    let auth = tls_args(&nurse_boot, &nurse_key);
     let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
-    let nurse = pem_of(
-        &demo,
-        &post(&demo, &auth, &nurse_csr2, "staff/simpleenroll"),
+    let nurse = demo.pem_of(
+        &demo.post_csr(&auth, &nurse_csr2, "staff/simpleenroll"),
         "nurse.pem",
     );
     assert!(verifies(&nurse, &staff_ca) && !verifies(&nurse, &ca));
 
     // A staff certificate renews nothing on the pumps' label, over HTTPS ...
     let issued_before = issued_records(&demo);
-    let auth = tls(&nurse, &nurse_key2);
+    let auth = tls_args(&nurse, &nurse_key2);
     let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
     let (_, nurse_csr3) = demo.csr("nurse3", "/CN=nurse-1/O=TestHospital/C=US");
     for path in ["iqe/simplereenroll", "iqe/simpleenroll"] {
-        assert_eq!(post(&demo, &auth, &nurse_csr3, path).status, 403, "{path}");
+        assert_eq!(
+            demo.post_csr(&auth, &nurse_csr3, path).status,
+            403,
+            "{path}"
+        );
     }
     // ... nor through the signer's own socket, as a compromised frontend would send it:
     // the signer verifies which CA issued the certificate itself.
     // A second staff device, bootstrapped only: its staff bootstrap certificate enrols
     // nothing under the pumps' profile either.
     let (nurse2_key, nurse2_csr) = demo.csr("nurse-b", "/CN=nurse-2/O=TestHospital/C=US");
-    let nurse2_boot = pem_of(
-        &demo,
-        &post(&demo, &["-u", &basic], &nurse2_csr, "staff/bootstrap"),
+    let nurse2_boot = demo.pem_of(
+        &demo.post_csr(&["-u", &basic], &nurse2_csr, "staff/bootstrap"),
         "nurse2-boot.pem",
     );
     let issued_before = issued_before + 1;
@@ -225,15 +176,21 @@ fn two_cas_two_labels_each_issue_revoke_and_answer_for_their_own() {
     }
     assert_eq!(issued_records(&demo), issued_before, "something was issued");
     // Its own label renews it.
-    let renewed = post(&demo, &auth, &nurse_csr3, "staff/simplereenroll");
+    let renewed = demo.post_csr(&auth, &nurse_csr3, "staff/simplereenroll");
     assert_eq!(renewed.status, 200, "{}", renewed.text());
-    let renewed = pem_of(&demo, &renewed, "nurse-renewed.pem");
+    let renewed = demo.pem_of(&renewed, "nurse-renewed.pem");
     assert!(verifies(&renewed, &staff_ca));
 
     // CRLs per CA: the staff CA's lists the revoked staff certificate, signed by that CA;
     // the default CA's never names it. Both files follow within seconds.
     let renewed_serial = serial_hex(&renewed);
-    ok(&demo.estctl(&["device", "revoke", "--config", &cfg(&demo), "nurse-1"]));
+    ok(&demo.estctl(&[
+        "device",
+        "revoke",
+        "--config",
+        &demo.signer_config(),
+        "nurse-1",
+    ]));
     let (staff_crl, default_crl) = (demo.path("staff.crl"), demo.path("ca.crl"));
     let mut listed = false;
     for _ in 0..40 {
@@ -282,13 +239,27 @@ fn two_cas_two_labels_each_issue_revoke_and_answer_for_their_own() {
             .unwrap_or_else(|| panic!("no CRL number in {text}"))
     };
     let staff_before = number(
-        &ok(&demo.estctl(&["crl", "show", "--config", &cfg(&demo), "--ca", "staff"]))
-            .to_ascii_lowercase(),
+        &ok(&demo.estctl(&[
+            "crl",
+            "show",
+            "--config",
+            &demo.signer_config(),
+            "--ca",
+            "staff",
+        ]))
+        .to_ascii_lowercase(),
     );
-    ok(&demo.estctl(&["crl", "generate", "--config", &cfg(&demo)]));
+    ok(&demo.estctl(&["crl", "generate", "--config", &demo.signer_config()]));
     let staff_after = number(
-        &ok(&demo.estctl(&["crl", "show", "--config", &cfg(&demo), "--ca", "staff"]))
-            .to_ascii_lowercase(),
+        &ok(&demo.estctl(&[
+            "crl",
+            "show",
+            "--config",
+            &demo.signer_config(),
+            "--ca",
+            "staff",
+        ]))
+        .to_ascii_lowercase(),
     );
     assert_eq!(staff_before, staff_after);
 
@@ -316,14 +287,14 @@ fn two_cas_two_labels_each_issue_revoke_and_answer_for_their_own() {
         "ocsp",
         "status",
         "--config",
-        &cfg(&demo),
+        &demo.signer_config(),
         "--serial",
         &renewed_serial,
     ]));
     assert!(asked_wrong.contains(": unknown"), "{asked_wrong}");
 
     // The audit chain and the ledger agree, each CA's records naming it.
-    let out = ok(&demo.estctl(&["audit", "verify", "--config", &cfg(&demo)]));
+    let out = ok(&demo.estctl(&["audit", "verify", "--config", &demo.signer_config()]));
     assert!(out.contains("ledger agrees"), "{out}");
     let log = std::fs::read_to_string(demo.path("audit.jsonl")).unwrap();
     assert!(
@@ -356,7 +327,7 @@ fn a_profile_naming_a_missing_ca_stops_the_signer_at_start() {
         ),
     )
     .unwrap();
-    let check = demo.estctl(&["check-config", "--config", &cfg(&demo)]);
+    let check = demo.estctl(&["check-config", "--config", &demo.signer_config()]);
     assert!(!check.status.success());
     assert!(
         String::from_utf8_lossy(&check.stderr).contains("\"pharmacy\""),
@@ -377,7 +348,7 @@ fn a_profile_naming_a_missing_ca_stops_the_signer_at_start() {
     demo.append_signer(
         "cas:\n  - name: pharmacy\n    key_label: hsm-est-demo-ca\n    chain_file: ph.pem\n",
     );
-    let check = demo.estctl(&["check-config", "--config", &cfg(&demo)]);
+    let check = demo.estctl(&["check-config", "--config", &demo.signer_config()]);
     assert!(
         String::from_utf8_lossy(&check.stderr).contains("cas[0].key_label"),
         "{check:?}"

@@ -455,6 +455,62 @@ impl Drop for Demo {
     }
 }
 
+impl Demo {
+    /// The signer config's path, as estctl's `--config` takes it.
+    pub fn signer_config(&self) -> String {
+        self.path("signer.yaml").to_str().unwrap().to_string()
+    }
+
+    /// POST of the PEM CSR file `csr` to `path` with curl arguments `auth` before it.
+    pub fn post_csr(&self, auth: &[&str], csr: &Path, path: &str) -> Answer {
+        let data = format!("@{}", csr.display());
+        let mut all: Vec<&str> = auth.to_vec();
+        all.extend(["--data-binary", &data]);
+        self.curl(&all, path)
+    }
+
+    /// The certificates of a 200 certs-only answer, as PEM in the file `name`.
+    pub fn pem_of(&self, answer: &Answer, name: &str) -> PathBuf {
+        assert_eq!(answer.status, 200, "{name}: {}", answer.text());
+        let path = self.path(name);
+        std::fs::write(&path, pkcs7_certs(&answer.body_file)).unwrap();
+        path
+    }
+}
+
+/// curl's arguments for a TLS client certificate and its key.
+pub fn tls_args(cert: &Path, key: &Path) -> Vec<String> {
+    vec![
+        "--cert".into(),
+        cert.display().to_string(),
+        "--key".into(),
+        key.display().to_string(),
+    ]
+}
+
+/// A PEM certificate's serial number, lower-case hex.
+pub fn serial_hex(cert: &Path) -> String {
+    let text = super::openssl(&["x509", "-noout", "-serial", "-in", cert.to_str().unwrap()]);
+    text.trim()
+        .strip_prefix("serial=")
+        .unwrap()
+        .to_ascii_lowercase()
+}
+
+/// `openssl crl -text` of a DER CRL file, lower-cased.
+pub fn crl_text(file: &Path) -> String {
+    super::openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-noout",
+        "-text",
+        "-in",
+        file.to_str().unwrap(),
+    ])
+    .to_ascii_lowercase()
+}
+
 /// `openssl pkcs7 -print_certs` on a DER file: the PEM certificates in it.
 pub fn pkcs7_certs(der_file: &Path) -> String {
     ok(&run(Command::new("openssl")

@@ -202,6 +202,15 @@ fn generate(
     Ok((session, private, spki, alg, key_type))
 }
 
+fn check_validity_days(days: u32) -> Result<(), String> {
+    if days == 0 || days > MAX_CA_VALIDITY_DAYS {
+        return Err(format!(
+            "--validity-days must be between 1 and {MAX_CA_VALIDITY_DAYS}"
+        ));
+    }
+    Ok(())
+}
+
 fn init(
     cfg: &SignerConfig,
     ca: &CaConfig,
@@ -209,11 +218,7 @@ fn init(
     key_type: &str,
     validity_days: u32,
 ) -> Result<(), String> {
-    if validity_days == 0 || validity_days > MAX_CA_VALIDITY_DAYS {
-        return Err(format!(
-            "--validity-days must be between 1 and {MAX_CA_VALIDITY_DAYS}"
-        ));
-    }
+    check_validity_days(validity_days)?;
     let subject_name = name::parse_dn(subject)?;
     if ca.chain_file.exists() {
         return Err(format!(
@@ -223,11 +228,7 @@ fn init(
     }
     let mut audit = open_audit(cfg)?;
     let (session, private, spki, alg, key_type) = generate(cfg, &ca.key_label, key_type)?;
-    let mut serial = vec![0u8; 16];
-    SystemRandom::new()
-        .fill(&mut serial)
-        .map_err(|_| "no randomness")?;
-    serial[0] = (serial[0] & 0x3f) | 0x40;
+    let serial = random_serial()?;
     let ski = cert::key_identifier(&spki);
     let now = SystemTime::now();
     let spec = TbsSpec {
@@ -415,11 +416,7 @@ fn rollover(
     key_type: &str,
     validity_days: u32,
 ) -> Result<(), String> {
-    if validity_days == 0 || validity_days > MAX_CA_VALIDITY_DAYS {
-        return Err(format!(
-            "--validity-days must be between 1 and {MAX_CA_VALIDITY_DAYS}"
-        ));
-    }
+    check_validity_days(validity_days)?;
     let old = CaChain::load(&ca.chain_file)?;
     let old_der = old.chain[0].clone();
     if old.chain.len() != 1 || cert::verify_certificate_signature(&old_der, &old.spki).is_err() {
