@@ -408,11 +408,11 @@ impl PgLedger {
         let certs = tx.execute(
             "INSERT INTO certificates (serial, subject, common_name, sans, spki_sha256, \
              not_before, not_after, profile, operation, requester, client_ip, issued_at_ms, \
-             status, revoked_at_ms, revocation_reason, superseded_by, der, ca, node) \
+             der, ca, status, revoked_at_ms, revocation_reason, superseded_by, node) \
              SELECT * , $19 FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], \
              $5::bytea[], $6::int8[], $7::int8[], $8::text[], $9::text[], $10::text[], \
-             $11::text[], $12::int8[], $13::text[], $14::int8[], $15::int2[], $16::bytea[], \
-             $17::bytea[], $18::text[]) \
+             $11::text[], $12::int8[], $13::bytea[], $14::text[], $15::text[], $16::int8[], \
+             $17::int2[], $18::bytea[]) \
              ON CONFLICT (serial) DO UPDATE SET status = excluded.status, \
              revoked_at_ms = excluded.revoked_at_ms, \
              revocation_reason = excluded.revocation_reason, \
@@ -422,24 +422,24 @@ impl PgLedger {
              certificates.superseded_by) IS DISTINCT FROM (excluded.status, \
              excluded.revoked_at_ms, excluded.revocation_reason, excluded.superseded_by)",
             &[
-                &run.serial,
-                &run.subject,
-                &run.common_name,
-                &run.sans,
-                &run.spki,
-                &run.not_before,
-                &run.not_after,
-                &run.profile,
-                &run.operation,
-                &run.requester,
-                &run.client_ip,
-                &run.issued_at,
+                &run.record.serial,
+                &run.record.subject,
+                &run.record.common_name,
+                &run.record.sans,
+                &run.record.spki,
+                &run.record.not_before,
+                &run.record.not_after,
+                &run.record.profile,
+                &run.record.operation,
+                &run.record.requester,
+                &run.record.client_ip,
+                &run.record.issued_at,
+                &run.record.der,
+                &run.record.ca,
                 &run.status,
                 &run.revoked_at,
                 &run.reason,
                 &run.superseded_by,
-                &run.der,
-                &run.ca,
                 &node,
             ],
         )?;
@@ -620,9 +620,9 @@ fn device_from_row(r: &Row) -> Result<DeviceRecord, LedgerError> {
     })
 }
 
-/// A run of consecutive `Issue` writes, as columns for `unnest`.
+/// Certificate records as columns for `unnest`, in the table's column order.
 #[derive(Default)]
-struct IssueColumns {
+struct RecordColumns {
     serial: Vec<Vec<u8>>,
     subject: Vec<String>,
     common_name: Vec<String>,
@@ -637,6 +637,32 @@ struct IssueColumns {
     issued_at: Vec<i64>,
     der: Vec<Vec<u8>>,
     ca: Vec<String>,
+}
+
+impl RecordColumns {
+    fn push(&mut self, c: &CertificateRecord) {
+        self.serial.push(c.serial.clone());
+        self.subject.push(c.subject.clone());
+        self.common_name.push(c.common_name.clone());
+        self.sans
+            .push(serde_json::to_string(&c.sans).unwrap_or_else(|_| "[]".into()));
+        self.spki.push(c.spki_sha256.clone());
+        self.not_before.push(c.not_before);
+        self.not_after.push(c.not_after);
+        self.profile.push(c.profile.clone());
+        self.operation.push(c.operation.clone());
+        self.requester.push(c.requester.clone());
+        self.client_ip.push(c.client_ip.clone());
+        self.issued_at.push(c.issued_at_ms);
+        self.der.push(c.der.clone());
+        self.ca.push(c.ca.clone());
+    }
+}
+
+/// A run of consecutive `Issue` writes, as columns for `unnest`.
+#[derive(Default)]
+struct IssueColumns {
+    record: RecordColumns,
     /// (previous serial, new serial) for `superseded_by`.
     superseded: (Vec<Vec<u8>>, Vec<Vec<u8>>),
     devices: DeviceColumns,
@@ -658,42 +684,16 @@ struct DeviceColumns {
 /// per page, whatever its size.
 #[derive(Default)]
 struct ImportColumns {
-    serial: Vec<Vec<u8>>,
-    subject: Vec<String>,
-    common_name: Vec<String>,
-    sans: Vec<String>,
-    spki: Vec<Vec<u8>>,
-    not_before: Vec<i64>,
-    not_after: Vec<i64>,
-    profile: Vec<String>,
-    operation: Vec<String>,
-    requester: Vec<String>,
-    client_ip: Vec<String>,
-    issued_at: Vec<i64>,
+    record: RecordColumns,
     status: Vec<&'static str>,
     revoked_at: Vec<Option<i64>>,
     reason: Vec<Option<i16>>,
     superseded_by: Vec<Option<Vec<u8>>>,
-    der: Vec<Vec<u8>>,
-    ca: Vec<String>,
 }
 
 impl ImportColumns {
     fn push(&mut self, c: &StoredCertificate) {
-        let r = &c.record;
-        self.serial.push(r.serial.clone());
-        self.subject.push(r.subject.clone());
-        self.common_name.push(r.common_name.clone());
-        self.sans
-            .push(serde_json::to_string(&r.sans).unwrap_or_else(|_| "[]".into()));
-        self.spki.push(r.spki_sha256.clone());
-        self.not_before.push(r.not_before);
-        self.not_after.push(r.not_after);
-        self.profile.push(r.profile.clone());
-        self.operation.push(r.operation.clone());
-        self.requester.push(r.requester.clone());
-        self.client_ip.push(r.client_ip.clone());
-        self.issued_at.push(r.issued_at_ms);
+        self.record.push(&c.record);
         self.status.push(if c.revoked_at_ms.is_some() {
             "revoked"
         } else {
@@ -702,8 +702,6 @@ impl ImportColumns {
         self.revoked_at.push(c.revoked_at_ms);
         self.reason.push(c.revocation_reason.map(i16::from));
         self.superseded_by.push(c.superseded_by.clone());
-        self.der.push(r.der.clone());
-        self.ca.push(r.ca.clone());
     }
 }
 
@@ -714,21 +712,7 @@ impl IssueColumns {
         device_status: Option<DeviceState>,
         supersedes: Option<&Vec<u8>>,
     ) {
-        self.serial.push(c.serial.clone());
-        self.subject.push(c.subject.clone());
-        self.common_name.push(c.common_name.clone());
-        self.sans
-            .push(serde_json::to_string(&c.sans).unwrap_or_else(|_| "[]".into()));
-        self.spki.push(c.spki_sha256.clone());
-        self.not_before.push(c.not_before);
-        self.not_after.push(c.not_after);
-        self.profile.push(c.profile.clone());
-        self.operation.push(c.operation.clone());
-        self.requester.push(c.requester.clone());
-        self.client_ip.push(c.client_ip.clone());
-        self.issued_at.push(c.issued_at_ms);
-        self.der.push(c.der.clone());
-        self.ca.push(c.ca.clone());
+        self.record.push(c);
         if let Some(previous) = supersedes {
             self.superseded.0.push(previous.clone());
             self.superseded.1.push(c.serial.clone());
@@ -745,7 +729,7 @@ impl IssueColumns {
     }
 
     fn is_empty(&self) -> bool {
-        self.serial.is_empty()
+        self.record.serial.is_empty()
     }
 
     /// Three to four statements for the whole run.
@@ -764,20 +748,20 @@ impl IssueColumns {
              $12::int8[], $13::bytea[], $14::text[]) AS u(s, subj, cn, sans, spki, nb, na, \
              prof, op, req, ip, at, der, ca)",
             &[
-                &run.serial,
-                &run.subject,
-                &run.common_name,
-                &run.sans,
-                &run.spki,
-                &run.not_before,
-                &run.not_after,
-                &run.profile,
-                &run.operation,
-                &run.requester,
-                &run.client_ip,
-                &run.issued_at,
-                &run.der,
-                &run.ca,
+                &run.record.serial,
+                &run.record.subject,
+                &run.record.common_name,
+                &run.record.sans,
+                &run.record.spki,
+                &run.record.not_before,
+                &run.record.not_after,
+                &run.record.profile,
+                &run.record.operation,
+                &run.record.requester,
+                &run.record.client_ip,
+                &run.record.issued_at,
+                &run.record.der,
+                &run.record.ca,
                 &node,
             ],
         )?;
