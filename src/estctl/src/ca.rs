@@ -592,9 +592,17 @@ fn chain_last(ca: &CaChain) -> Result<(Vec<u8>, spki::SubjectPublicKeyInfoOwned)
 
 fn show(cfg: &SignerConfig, target: &CaConfig, with_token: bool) -> Result<(), String> {
     let ca = CaChain::load(&target.chain_file)?;
+    let role = match target.current {
+        true if target.generation > 1 => format!(", generation {}", target.generation),
+        true => String::new(),
+        false => format!(
+            ", generation {}: an earlier key, answering for its certificates",
+            target.generation
+        ),
+    };
     println!(
-        "CA {} (key {:?}, chain {})",
-        target.name,
+        "CA {} (key {:?}, chain {}{role})",
+        target.ledger_id(),
         target.key_label,
         target.chain_file.display()
     );
