@@ -302,3 +302,94 @@ fn shipped_profiles_parse_and_reject_unknown_keys_everywhere() {
         }
     }
 }
+
+/// Several CAs and a rolled-over default CA: the keys come out in order with their ledger
+/// ids, and every clash or bad generation is refused with the key that is wrong.
+#[test]
+fn several_cas_and_generations_parse_and_clashes_are_named() {
+    let shipped = localise(&std::fs::read_to_string(repo("config/signer.yaml")).unwrap());
+    let path = repo("config/signer.yaml");
+    let rolled = |previous_generation: &str, staff: &str, links: bool| {
+        let links = if links {
+            "  links_file: /var/lib/hsm-est/ca-chain-g2-links.pem\n"
+        } else {
+            ""
+        };
+        let previous = if previous_generation.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "  previous:\n    - generation: {previous_generation}\n      \
+                 key_label: hsm-est-ca\n      chain_file: /var/lib/hsm-est/ca-chain.pem\n"
+            )
+        };
+        let text = shipped
+            .replacen(
+                "  key_label: hsm-est-ca\n",
+                "  key_label: hsm-est-ca-g2\n",
+                1,
+            )
+            .replacen(
+                "  chain_file: /var/lib/hsm-est/ca-chain.pem\n",
+                &format!(
+                    "  chain_file: /var/lib/hsm-est/ca-chain-g2.pem\n  generation: 2\n\
+                     {links}{previous}"
+                ),
+                1,
+            );
+        format!("{text}\ncas:\n{staff}")
+    };
+    let staff = "  - name: staff\n    key_label: hsm-est-staff-ca\n    \
+                 chain_file: /var/lib/hsm-est/staff.pem\n";
+    let config =
+        SignerConfig::parse(&path, &rolled("1", staff, true)).unwrap_or_else(|e| panic!("{e}"));
+    let keys: Vec<(String, bool)> = config
+        .cas
+        .iter()
+        .map(|c| (c.ledger_id(), c.current))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("default-g2".to_string(), true),
+            ("default".to_string(), false),
+            ("staff".to_string(), true)
+        ]
+    );
+    assert_eq!(config.ca("default").unwrap().key_label, "hsm-est-ca-g2");
+    let cases = [
+        (rolled("2", staff, true), "ca.previous[0].generation"),
+        (rolled("", staff, true), "ca.links_file"),
+        (
+            rolled("1", &staff.replace("name: staff", "name: default"), true),
+            "cas[0].name",
+        ),
+        (
+            rolled("1", &staff.replace("name: staff", "name: default-g2"), true),
+            "cas[0].name",
+        ),
+        (
+            rolled(
+                "1",
+                &staff.replace("key_label: hsm-est-staff-ca", "key_label: hsm-est-ca"),
+                true,
+            ),
+            "cas[0].key_label",
+        ),
+        (
+            rolled(
+                "1",
+                &staff.replace(
+                    "chain_file: /var/lib/hsm-est/staff.pem",
+                    "chain_file: /var/lib/hsm-est/ca-chain.pem",
+                ),
+                true,
+            ),
+            "cas[0].chain_file",
+        ),
+    ];
+    for (text, key) in cases {
+        let err = SignerConfig::parse(&path, &text).unwrap_err();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+}

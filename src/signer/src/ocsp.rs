@@ -389,7 +389,11 @@ impl SignerService {
         let now = system_time_from_unix(unix_seconds(SystemTime::now()));
         // An earlier key whose CA certificate has expired certifies nothing any more (and
         // none of its certificates is valid): it must not stop the start.
-        for ca in self.cas.iter().filter(|a| a.current || a.chain.not_after > now) {
+        for ca in self
+            .cas
+            .iter()
+            .filter(|a| a.current || a.chain.not_after > now)
+        {
             self.responder_certificate(ca, r, now).map_err(|_| {
                 format!(
                     "CA {}: cannot certify the OCSP responder key (see the log)",
