@@ -236,20 +236,7 @@ fn a_rollover_links_the_keys_moves_renewals_and_keeps_the_old_key_answering() {
     }
 
     // OCSP: each key answers for what it issued.
-    let ocsp = |issuer: &Path, cert: &Path| {
-        openssl(&[
-            "ocsp",
-            "-no_nonce",
-            "-issuer",
-            issuer.to_str().unwrap(),
-            "-CAfile",
-            issuer.to_str().unwrap(),
-            "-cert",
-            cert.to_str().unwrap(),
-            "-url",
-            &format!("http://127.0.0.1:{publication}/ocsp"),
-        ])
-    };
+    let ocsp = |issuer: &Path, cert: &Path| openssl_ocsp(publication, issuer, cert);
     let answer = ocsp(&old_ca, &old);
     assert!(answer.contains(": revoked"), "{answer}");
     let answer = ocsp(&new_ca, &renewed);

@@ -10,7 +10,7 @@ use hsm_est_proto::client::SignerClient;
 use hsm_est_proto::Operation;
 
 use common::demo::*;
-use common::{ok, openssl, signer_bin};
+use common::{ok, signer_bin};
 
 /// `openssl verify` of `cert` against the one CA certificate in `ca`.
 fn verifies(cert: &Path, ca: &Path) -> bool {
@@ -238,47 +238,27 @@ fn two_cas_two_labels_each_issue_revoke_and_answer_for_their_own() {
             .find_map(|l| l.trim().strip_prefix("crl number").map(|v| v.to_string()))
             .unwrap_or_else(|| panic!("no CRL number in {text}"))
     };
-    let staff_before = number(
-        &ok(&demo.estctl(&[
-            "crl",
-            "show",
-            "--config",
-            &demo.signer_config(),
-            "--ca",
-            "staff",
-        ]))
-        .to_ascii_lowercase(),
-    );
+    let staff_number = || {
+        number(
+            &ok(&demo.estctl(&[
+                "crl",
+                "show",
+                "--config",
+                &demo.signer_config(),
+                "--ca",
+                "staff",
+            ]))
+            .to_ascii_lowercase(),
+        )
+    };
+    let staff_before = staff_number();
     ok(&demo.estctl(&["crl", "generate", "--config", &demo.signer_config()]));
-    let staff_after = number(
-        &ok(&demo.estctl(&[
-            "crl",
-            "show",
-            "--config",
-            &demo.signer_config(),
-            "--ca",
-            "staff",
-        ]))
-        .to_ascii_lowercase(),
-    );
+    let staff_after = staff_number();
     assert_eq!(staff_before, staff_after);
 
     // OCSP per CA (OpenSSL's client): the staff CA answers revoked for its certificate,
     // the default CA good for the pump; asked under the other CA, a serial is unknown.
-    let ocsp = |issuer: &Path, cert: &Path| {
-        openssl(&[
-            "ocsp",
-            "-no_nonce",
-            "-issuer",
-            issuer.to_str().unwrap(),
-            "-CAfile",
-            issuer.to_str().unwrap(),
-            "-cert",
-            cert.to_str().unwrap(),
-            "-url",
-            &format!("http://127.0.0.1:{publication}/ocsp"),
-        ])
-    };
+    let ocsp = |issuer: &Path, cert: &Path| openssl_ocsp(publication, issuer, cert);
     let answer = ocsp(&staff_ca, &renewed);
     assert!(answer.contains(": revoked"), "{answer}");
     let answer = ocsp(&ca, &pump);

@@ -497,6 +497,23 @@ pub fn serial_hex(cert: &Path) -> String {
         .to_ascii_lowercase()
 }
 
+/// OpenSSL's OCSP client against the publication listener on `port`: the status of
+/// `cert` as the CA in `issuer` answers it (no nonce, verified with that CA).
+pub fn openssl_ocsp(port: u16, issuer: &Path, cert: &Path) -> String {
+    super::openssl(&[
+        "ocsp",
+        "-no_nonce",
+        "-issuer",
+        issuer.to_str().unwrap(),
+        "-CAfile",
+        issuer.to_str().unwrap(),
+        "-cert",
+        cert.to_str().unwrap(),
+        "-url",
+        &format!("http://127.0.0.1:{port}/ocsp"),
+    ])
+}
+
 /// `openssl crl -text` of a DER CRL file, lower-cased.
 pub fn crl_text(file: &Path) -> String {
     super::openssl(&[
